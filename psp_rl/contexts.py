@@ -1,0 +1,119 @@
+"""Task contexts for Parameter Superposition (Cheung et al., NeurIPS 2019).
+
+A superposed layer computes ``y = W (C_k x)`` where ``C_k`` is the context of task ``k``.
+Every context here is a pure function of ``(seed, layer, task)``: a model for K tasks can
+regenerate its contexts instead of storing them, and the same seed gives the same context in
+any process.
+
+Kinds:
+
+- ``binary``: a diagonal of random +-1 (returned as the diagonal, shape ``(n,)``).
+- ``complex``: a diagonal of unit phasors ``e^{i phi}``, ``phi ~ U[0, 2pi)`` (shape ``(n,)``, complex64).
+- ``rotation``: a Haar-random orthogonal matrix (shape ``(n, n)``).
+- ``none``: the identity (a diagonal of ones, shape ``(n,)``): the plain, non-superposed layer.
+
+Drift (a continuous task parameter ``theta``, e.g. gravity): :func:`drift_context` returns
+"powers of one context": phases ``theta * omega`` for ``complex`` and ``expm(theta * A)`` with a
+fixed skew-symmetric ``A`` for ``rotation``, so nearby ``theta`` give nearby contexts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+
+ContextKind = Literal["binary", "complex", "rotation", "none"]
+CONTEXT_KINDS: tuple[str, ...] = get_args(ContextKind)
+
+# Drift streams must never collide with per-task streams; tasks are non-negative ids.
+_DRIFT_STREAM = 2**31 - 1
+
+
+def check_kind(kind: str) -> str:
+    """Return ``kind`` if it is a known context kind, else raise ``ValueError`` naming it."""
+    if kind not in CONTEXT_KINDS:
+        raise ValueError(f"context={kind!r} is not a context kind; expected one of {list(CONTEXT_KINDS)}")
+    return kind
+
+
+def _generator(seed: int, layer: int, task: int) -> torch.Generator:
+    for name, value in (("seed", seed), ("layer", layer), ("task", task)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"{name}={value!r}: expected a non-negative int")
+    # SeedSequence mixes the three integers so (1, 0, 2) and (0, 1, 2) give unrelated streams.
+    state = np.random.SeedSequence([int(seed), int(layer), int(task)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def haar_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A Haar-distributed random orthogonal ``(n, n)`` matrix.
+
+    QR of a Gaussian matrix is not Haar on its own; multiplying Q's columns by the signs of
+    R's diagonal makes it so (Mezzadri 2006, "How to generate random matrices from the
+    classical compact groups").
+    """
+    gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    signs = torch.sign(torch.diagonal(r))
+    signs[signs == 0] = 1.0
+    return (q * signs).to(torch.float32)
+
+
+def make_context(kind: str, size: int, *, seed: int = 0, layer: int = 0, task: int = 0) -> torch.Tensor:
+    """The context of one task for one layer.
+
+    :param kind: one of ``binary``, ``complex``, ``rotation``, ``none``.
+    :param size: the layer's input width ``n`` (for a conv layer: the flattened kernel fan-in).
+    :param seed: the model's context seed.
+    :param layer: the layer's index inside the model, so layers get independent contexts.
+    :param task: the task id.
+    :return: ``(n,)`` float32 diagonal for ``binary``/``none``, ``(n,)`` complex64 diagonal for
+        ``complex``, ``(n, n)`` float32 orthogonal matrix for ``rotation``.
+    """
+    check_kind(kind)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"size={size!r}: expected a positive int (the layer's input width)")
+    gen = _generator(seed, layer, task)
+    if kind == "none":
+        return torch.ones(size)
+    if kind == "binary":
+        return torch.randint(0, 2, (size,), generator=gen).to(torch.float32) * 2.0 - 1.0
+    if kind == "complex":
+        phases = torch.rand(size, generator=gen, dtype=torch.float64) * (2 * math.pi)
+        return torch.polar(torch.ones_like(phases), phases).to(torch.complex64)
+    return haar_orthogonal(size, gen)
+
+
+def make_contexts(kind: str, size: int, num_tasks: int, *, seed: int = 0, layer: int = 0) -> torch.Tensor:
+    """Contexts of tasks ``0 .. num_tasks - 1`` stacked on a leading task axis."""
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks <= 0:
+        raise ValueError(f"num_tasks={num_tasks!r}: expected a positive int")
+    return torch.stack([make_context(kind, size, seed=seed, layer=layer, task=k) for k in range(num_tasks)])
+
+
+def drift_context(kind: str, size: int, theta: float, *, seed: int = 0, layer: int = 0) -> torch.Tensor:
+    """A context that is a smooth function of a continuous task parameter ``theta``.
+
+    ``complex``: phases ``theta * omega`` with fixed ``omega ~ U[0, 2pi)`` per input unit, i.e.
+    the ``theta``-th power of one context. ``rotation``: ``expm(theta * A)`` with a fixed
+    skew-symmetric ``A`` scaled so that ``theta = 1`` is a rotation of the same magnitude as
+    a random one. Both give the identity at ``theta = 0`` and ``|C(a) - C(b)| -> 0`` as ``a -> b``.
+    ``binary`` has no continuous powers, so it raises ``ValueError``.
+    """
+    check_kind(kind)
+    if not isinstance(theta, int | float) or not math.isfinite(theta):
+        raise ValueError(f"theta={theta!r}: expected a finite float")
+    if kind == "none":
+        return make_context("none", size)
+    if kind == "binary":
+        raise ValueError("context='binary' has no smooth drift; use 'complex' or 'rotation' for drift")
+    gen = _generator(seed, layer, _DRIFT_STREAM)
+    if kind == "complex":
+        omega = torch.rand(size, generator=gen, dtype=torch.float64) * (2 * math.pi)
+        return torch.polar(torch.ones_like(omega), omega * theta).to(torch.complex64)
+    gaussian = torch.randn(size, size, generator=gen, dtype=torch.float64) / math.sqrt(size)
+    skew = (gaussian - gaussian.T) * (math.pi / 2)
+    return torch.linalg.matrix_exp(skew * theta).to(torch.float32)

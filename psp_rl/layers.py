@@ -1,0 +1,316 @@
+"""Superposed layers: ``nn.Linear`` / ``nn.Conv2d`` that hold one model per task.
+
+``layer(x, task)`` computes ``y = W (C_task x) + b_task``. ``task`` is an ``int`` (the whole
+batch is one task: the fast path) or an integer tensor of shape ``(batch,)`` (a batch that
+mixes tasks, as a replay batch does; each row uses its own context).
+
+``num_tasks`` is fixed at construction: the contexts of all tasks are generated up front from
+``(seed, layer_id, task)`` (not stored in the ``state_dict``), and a task id outside
+``[0, num_tasks)`` is an error, never a silent wrap-around. Size ``num_tasks`` for the longest
+sequence you plan to run.
+
+Biases are per task: in RL the tasks share their observations and differ in what to do with
+them, so a shared bias would be state that every task overwrites. Context ``none`` is the plain
+layer (one shared bias, exactly ``nn.Linear`` / ``nn.Conv2d``): the fine-tune baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psp_rl.contexts import CONTEXT_KINDS, check_kind, make_contexts
+
+TaskArg = int | torch.Tensor
+
+
+class _Superposed(nn.Module):
+    """Task-id validation, context buffers and the context-key check shared by the layers."""
+
+    num_tasks: int
+    context: str
+
+    def _setup_contexts(self, num_tasks: int, context: str, seed: int, layer_id: int, size: int) -> None:
+        check_kind(context)
+        for name, value in (("num_tasks", num_tasks), ("seed", seed), ("layer_id", layer_id)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_tasks" else 0):
+                raise ValueError(f"{name}={value!r}: expected an int >= {1 if name == 'num_tasks' else 0}")
+        self.num_tasks, self.context, self.seed, self.layer_id = num_tasks, context, seed, layer_id
+        contexts = make_contexts(context, size, num_tasks, seed=seed, layer=layer_id)
+        # Contexts are regenerated from the seed, so they stay out of the state_dict;
+        # context_key is saved instead so a load into a layer with other contexts fails loudly.
+        if context == "complex":
+            self.register_buffer("context_cos", contexts.real.contiguous(), persistent=False)
+            self.register_buffer("context_sin", contexts.imag.contiguous(), persistent=False)
+        elif context in ("binary", "rotation"):
+            self.register_buffer("contexts", contexts, persistent=False)
+        key = [seed, layer_id, CONTEXT_KINDS.index(context), num_tasks]
+        self.register_buffer("context_key", torch.tensor(key, dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        saved = state_dict.get(prefix + "context_key")
+        if saved is not None and not torch.equal(saved.cpu(), self.context_key.cpu()):
+            seed, layer_id, kind, num_tasks = saved.tolist()
+            raise ValueError(
+                f"state_dict entry {prefix}context_key was saved by a layer with seed={seed}, "
+                f"layer_id={layer_id}, context={CONTEXT_KINDS[kind]!r}, num_tasks={num_tasks}; "
+                f"this {self._name()} has seed={self.seed}, layer_id={self.layer_id}, "
+                f"context={self.context!r}, num_tasks={self.num_tasks}"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _check_task(self, task: TaskArg, batch: int | None) -> int | torch.Tensor:
+        """Return an ``int`` when the batch is one task (fast path), else a ``(batch,)`` LongTensor."""
+        if isinstance(task, bool | np.bool_):
+            raise TypeError(f"task={task!r}: expected an int or an integer tensor, got a bool ({self._name()})")
+        if isinstance(task, int | np.integer):
+            self._check_range(int(task), int(task), task)
+            return int(task)
+        if not isinstance(task, torch.Tensor):
+            raise TypeError(f"task: expected an int or an integer tensor, got {type(task).__name__} ({self._name()})")
+        if task.is_floating_point() or task.is_complex() or task.dtype == torch.bool:
+            raise TypeError(f"task: expected an integer tensor, got dtype {task.dtype} ({self._name()})")
+        if task.dim() == 0:
+            return self._check_task(int(task), batch)
+        if task.dim() != 1 or batch is None or task.shape[0] != batch:
+            raise ValueError(
+                f"task: expected shape ({batch},) (one id per sample), got {tuple(task.shape)} ({self._name()})"
+            )
+        if batch == 0:
+            return 0
+        lo, hi = int(task.min()), int(task.max())
+        self._check_range(lo, hi, task)
+        return lo if lo == hi else task.long()
+
+    def _check_range(self, lo: int, hi: int, task: TaskArg) -> None:
+        if lo < 0 or hi >= self.num_tasks:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"task id {bad} out of range [0, {self.num_tasks}) for {self._name()}")
+
+    def _bias(self, task: int | torch.Tensor) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        if self.bias.shape[0] == 1:  # context 'none': one shared bias, as in the plain layer
+            return self.bias[0]
+        return self.bias[task]
+
+
+class SuperposedLinear(_Superposed):
+    """A linear layer storing ``num_tasks`` models in superposition: ``y = W (C_task x) + b_task``.
+
+    :param in_features: input width ``n``.
+    :param out_features: output width ``m``.
+    :param num_tasks: how many task contexts the layer holds (fixed; ids in ``[0, num_tasks)``).
+    :param context: ``binary`` (+-1 diagonal), ``complex`` (unit phasors, complex weights, real
+        output), ``rotation`` (Haar orthogonal ``n x n``: O(n^2) memory per task) or ``none``.
+    :param bias: add a learned bias (one per task; one shared for ``none``).
+    :param seed: context seed; with ``layer_id`` it fixes every task's context.
+    :param layer_id: this layer's index in its network, so layers draw independent contexts.
+
+    Shapes: ``x`` is ``(*, n)`` with an ``int`` task, ``(batch, n)`` with a ``(batch,)`` task
+    tensor; the output is ``(*, m)``. Initialisation matches ``nn.Linear``'s output variance
+    (for ``complex`` the real and imaginary weights each get ``nn.Linear``'s distribution, and
+    ``Re(W c) = W_re cos - W_im sin`` has the same variance as one of them).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_tasks: int,
+        context: str = "binary",
+        bias: bool = True,
+        seed: int = 0,
+        layer_id: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r}: expected a positive int")
+        self.in_features, self.out_features = in_features, out_features
+        self._setup_contexts(num_tasks, context, seed, layer_id, in_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_imag = nn.Parameter(torch.empty(out_features, in_features)) if context == "complex" else None
+        bias_rows = 1 if context == "none" else num_tasks
+        self.bias = nn.Parameter(torch.empty(bias_rows, out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation for every weight and every task's bias."""
+        for weight in (self.weight, self.weight_imag):
+            if weight is not None:
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _name(self) -> str:
+        return f"SuperposedLinear({self.in_features}->{self.out_features})"
+
+    def task_weight(self, task: int) -> torch.Tensor:
+        """The effective real weight ``Re(W C_task)``, shape ``(out_features, in_features)``."""
+        task = self._check_task(task, None)
+        if self.context == "binary":
+            return self.weight * self.contexts[task]
+        if self.context == "complex":
+            return self.weight * self.context_cos[task] - self.weight_imag * self.context_sin[task]
+        if self.context == "rotation":
+            return self.weight @ self.contexts[task]
+        return self.weight
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"input: expected last dimension {self.in_features}, got shape {tuple(x.shape)} ({self._name()})"
+            )
+        if not (type(task) is int and 0 <= task < self.num_tasks):  # skip re-checks on the hot path
+            task = self._check_task(task, x.shape[0] if x.dim() == 2 else None)
+        if isinstance(task, int):
+            return self._forward_one_task(x, task)
+        return self._forward_mixed(x, task)
+
+    def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        bias = self._bias(task)
+        if self.context == "binary":
+            # Multiplying the (batch, n) input is cheaper than the (m, n) weight for RL batch sizes.
+            return F.linear(x * self.contexts[task], self.weight, bias)
+        if self.context == "rotation":
+            return F.linear(F.linear(x, self.contexts[task]), self.weight, bias)
+        if self.context == "complex":
+            return F.linear(x, self.task_weight(task), bias)
+        return F.linear(x, self.weight, bias)
+
+    def _forward_mixed(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        bias = self._bias(task)
+        if self.context == "binary":
+            out = F.linear(x * self.contexts[task], self.weight)
+        elif self.context == "rotation":
+            out = F.linear(torch.bmm(self.contexts[task], x.unsqueeze(-1)).squeeze(-1), self.weight)
+        elif self.context == "complex":
+            # Re(W (c * x)) = W_re (cos * x) - W_im (sin * x): one matmul over the stacked halves.
+            stacked_x = torch.cat([x * self.context_cos[task], x * self.context_sin[task]], dim=-1)
+            out = F.linear(stacked_x, torch.cat([self.weight, -self.weight_imag], dim=-1))
+        else:
+            out = F.linear(x, self.weight)
+        return out if bias is None else out + bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.num_tasks}, "
+            f"context={self.context!r}, bias={self.bias is not None}, seed={self.seed}, layer_id={self.layer_id}"
+        )
+
+
+class SuperposedConv2d(_Superposed):
+    """A 2-D convolution storing ``num_tasks`` kernels in superposition.
+
+    As in the authors' code, the context has one entry per (input channel, kernel position) and
+    multiplies the kernel: ``W * (C_task x) = (W C_task) * x``, because the kernel is smaller than
+    the image. ``rotation`` rotates the flattened fan-in ``in_channels * kh * kw``.
+
+    :param in_channels: input channels.
+    :param out_channels: output channels.
+    :param kernel_size: an int or ``(kh, kw)``.
+    :param num_tasks: how many task contexts the layer holds (fixed).
+    :param context: ``binary``, ``complex``, ``rotation`` or ``none``.
+    :param stride: as ``nn.Conv2d``.
+    :param padding: as ``nn.Conv2d`` (an int or a pair).
+    :param bias: add a learned per-task bias (one shared for ``none``).
+    :param seed: context seed.
+    :param layer_id: this layer's index in its network.
+
+    Shapes: ``x`` is ``(batch, in_channels, H, W)``; ``task`` an int or ``(batch,)``. A mixed
+    batch runs one convolution per distinct task present.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        num_tasks: int,
+        context: str = "binary",
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        seed: int = 0,
+        layer_id: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r}: expected a positive int")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride, self.padding = stride, padding
+        fan_in = in_channels * kh * kw
+        self._setup_contexts(num_tasks, context, seed, layer_id, fan_in)
+        if context != "rotation":  # diagonal contexts act per (channel, kernel position)
+            for name in ("contexts", "context_cos", "context_sin"):
+                if hasattr(self, name):
+                    setattr(self, name, getattr(self, name).view(num_tasks, in_channels, kh, kw))
+        shape = (out_channels, in_channels, kh, kw)
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.weight_imag = nn.Parameter(torch.empty(shape)) if context == "complex" else None
+        bias_rows = 1 if context == "none" else num_tasks
+        self.bias = nn.Parameter(torch.empty(bias_rows, out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s initialisation for every kernel and every task's bias."""
+        for weight in (self.weight, self.weight_imag):
+            if weight is not None:
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _name(self) -> str:
+        return f"SuperposedConv2d({self.in_channels}->{self.out_channels}, k={self.kernel_size})"
+
+    def task_weight(self, task: int) -> torch.Tensor:
+        """The effective real kernel ``Re(W C_task)``, shape ``(out, in, kh, kw)``."""
+        task = self._check_task(task, None)
+        if self.context == "binary":
+            return self.weight * self.contexts[task]
+        if self.context == "complex":
+            return self.weight * self.context_cos[task] - self.weight_imag * self.context_sin[task]
+        if self.context == "rotation":
+            flat = self.weight.reshape(self.out_channels, -1) @ self.contexts[task]
+            return flat.view_as(self.weight)
+        return self.weight
+
+    def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return F.conv2d(x, self.task_weight(task), self._bias(task), self.stride, self.padding)
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input: expected shape (batch, {self.in_channels}, H, W), got {tuple(x.shape)} ({self._name()})"
+            )
+        if not (type(task) is int and 0 <= task < self.num_tasks):
+            task = self._check_task(task, x.shape[0])
+        if isinstance(task, int):
+            return self._conv(x, task)
+        # One convolution per task present; rows are scattered back to their places.
+        parts, rows = [], []
+        for t in torch.unique(task).tolist():
+            index = (task == t).nonzero(as_tuple=True)[0]
+            parts.append(self._conv(x.index_select(0, index), t))
+            rows.append(index)
+        order = torch.argsort(torch.cat(rows))
+        return torch.cat(parts).index_select(0, order)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, num_tasks={self.num_tasks}, context={self.context!r}, "
+            f"bias={self.bias is not None}, seed={self.seed}, layer_id={self.layer_id}"
+        )
