@@ -136,8 +136,19 @@ class TaskSequence:
             env.action_space.seed(seed)
         return env
 
-    def make_vec_env(self, task: int | str, n_envs: int = 1, seed: int | None = None, *, training: bool = True):
-        """An SB3 ``DummyVecEnv`` of ``n_envs`` monitored envs of ``task``; env ``i`` is seeded ``seed + i``."""
+    def make_vec_env(
+        self,
+        task: int | str,
+        n_envs: int = 1,
+        seed: int | None = None,
+        *,
+        training: bool = True,
+        vec_env_cls: type | None = None,
+    ):
+        """An SB3 vec env (``DummyVecEnv`` unless ``vec_env_cls``) of ``n_envs`` monitored envs of ``task``.
+
+        Env ``i`` is seeded ``seed + i``.
+        """
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
@@ -145,7 +156,7 @@ class TaskSequence:
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected a positive int")
         tid = self.index(task)
-        venv = DummyVecEnv([lambda: Monitor(self.make_env(tid, training=training))] * n_envs)
+        venv = (vec_env_cls or DummyVecEnv)([lambda: Monitor(self.make_env(tid, training=training))] * n_envs)
         if seed is not None:
             venv.seed(seed)
         return venv

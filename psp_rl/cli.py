@@ -1,12 +1,177 @@
-"""The ``psp-rl`` command."""
+"""The ``psp-rl`` command: train, evaluate, report, list.
+
+User errors (bad config, bad arguments, a run dir in use) print one line naming the field and
+exit with status 2, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+EPILOG = """examples:
+  psp-rl list                                           sequences, agents and context kinds
+  psp-rl train experiments/configs/quickstart.yaml      train (results in runs/quickstart/)
+  psp-rl train CONFIG --seed 3 --run-dir runs/q-seed3   another seed, another directory
+  psp-rl train CONFIG --resume                          continue a stopped or killed run
+  psp-rl evaluate runs/quickstart                       re-evaluate the final model on every task
+  psp-rl report runs/quickstart runs/finetune           plots + report.md comparing runs
+  tensorboard --logdir runs                             watch returns while it trains
+"""
+
+
+class UserError(Exception):
+    """An error in what the user asked for: printed as one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="psp-rl",
+        description="Continual reinforcement learning with Parameter Superposition (PSP): one network stores "
+        "one model per task, switching context at each environment change.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train an agent on a task sequence from a YAML config")
+    train.add_argument("config", type=Path, help="YAML config (see experiments/configs/)")
+    train.add_argument("--seed", type=int, help="override the config's seed")
+    train.add_argument("--run-dir", type=Path, help="where results go (default: runs/<config name>)")
+    group = train.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="delete an existing run in the run dir first")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run's latest checkpoint on every task")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
+    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
+
+    report = sub.add_parser("report", help="write report.md and PNG plots for one or several runs")
+    report.add_argument("run_dirs", type=Path, nargs="+", help="one run, or several to compare on one plot")
+    report.add_argument("--out", type=Path, help="output directory (default: the first run dir)")
+
+    sub.add_parser("list", help="list built-in sequences, agents and context kinds")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from psp_rl.continual import ContinualTrainer, load_config
+
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed {args.seed}: expected a non-negative int")
+    overrides = {"seed": args.seed} if args.seed is not None else None
+    config = load_config(args.config, overrides)
+    trainer = ContinualTrainer(
+        config,
+        args.run_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(f"psp-rl: training {config.name!r} on {trainer.sequence!r}; results in {trainer.run_dir}/")
+    print(f"        watch it: tensorboard --logdir {trainer.run_dir}/tb")
+    metrics = trainer.run()
+    print(f"final average return {metrics['final_average_return']:.1f}; per task:")
+    for task, value in metrics["final_returns"].items():
+        forgot = metrics["forgetting"][task]
+        print(f"  {task:<16} {value:8.1f}   forgetting {'-' if forgot is None else f'{forgot:.1f}'}")
+    print(f"results: {trainer.run_dir}/eval.csv, metrics.json; plots: psp-rl report {trainer.run_dir}")
+    print(f"tensorboard --logdir {trainer.run_dir}/tb")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from psp_rl.continual import ContinualTrainer, load_config
+    from psp_rl.continual.build import AGENT_CLASSES
+    from psp_rl.continual.io import atomic_write_text
+
+    if args.episodes <= 0:
+        raise UserError(f"--episodes {args.episodes}: expected a positive int")
+    config = load_config(args.run_dir / "config.yaml")
+    trainer = ContinualTrainer(config, args.run_dir, resume=True)
+    checkpoints = trainer._checkpoints()
+    if not checkpoints:
+        raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
+    seq = trainer.sequence
+    model = AGENT_CLASSES[config.agent.algo].load(checkpoints[0] / "model.zip", device=config.device)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["eval_task", "mean", "std", "episodes"])
+    print(f"{checkpoints[0].name}: deterministic return over {args.episodes} episodes")
+    for task, spec in enumerate(seq):
+        env = seq.make_vec_env(task, 1, seed=args.seed + task, training=False)
+        returns, _ = evaluate_policy(model, env, n_eval_episodes=args.episodes, return_episode_rewards=True)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        writer.writerow([spec.name, mean, std, len(returns)])
+        print(f"  {spec.name:<16} {mean:8.1f} +- {std:.1f}")
+    atomic_write_text(args.run_dir / "evaluate.csv", buf.getvalue())
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from psp_rl.continual.report import write_report
+
+    try:
+        path = write_report(args.run_dirs, args.out)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    print(f"report written: {path}")
+    return 0
+
+
+def _cmd_list(_: argparse.Namespace) -> int:
+    from psp_rl.contexts import CONTEXT_KINDS
+    from psp_rl.continual.build import AGENT_CLASSES
+    from psp_rl.continual.config import AgentConfig
+    from psp_rl.envs import list_sequences
+
+    print("sequences (sequence.name):")
+    for name, description in list_sequences().items():
+        print(f"  {name:<20} {description}")
+    print("agents (agent.algo):  " + ", ".join(f"{k} ({v.__name__})" for k, v in AGENT_CLASSES.items()))
+    methods = AgentConfig.model_fields["method"].annotation.__args__
+    print("methods (agent.method):  " + ", ".join(methods))
+    print("context kinds (agent.context):  " + ", ".join(CONTEXT_KINDS))
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "report": _cmd_report, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="psp-rl", description="Continual RL with Parameter Superposition.")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    parser = _parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
+    if args.command is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="psp-rl: %(message)s")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from psp_rl.continual import CheckpointError, ConfigError, NumericalError, RunInterrupted
+    from psp_rl.continual.io import RunDirBusy
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ConfigError, CheckpointError, RunDirBusy, ImportError) as exc:
+        print(f"psp-rl: error: {exc}", file=sys.stderr)
+        return 2
+    except RunInterrupted as exc:
+        print(f"psp-rl: {exc}", file=sys.stderr)
+        return 130
+    except NumericalError as exc:
+        print(f"psp-rl: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,40 +28,11 @@ from psp_rl.contexts import CONTEXT_KINDS, check_kind, make_contexts
 TaskArg = int | torch.Tensor
 
 
-class _Superposed(nn.Module):
-    """Task-id validation, context buffers and the context-key check shared by the layers."""
+class TaskModule(nn.Module):
+    """A module called as ``module(x, task)``; validates task ids against ``num_tasks``."""
 
+    takes_task = True  # TaskSequential passes the task to modules that declare this
     num_tasks: int
-    context: str
-
-    def _setup_contexts(self, num_tasks: int, context: str, seed: int, layer_id: int, size: int) -> None:
-        check_kind(context)
-        for name, value in (("num_tasks", num_tasks), ("seed", seed), ("layer_id", layer_id)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_tasks" else 0):
-                raise ValueError(f"{name}={value!r}: expected an int >= {1 if name == 'num_tasks' else 0}")
-        self.num_tasks, self.context, self.seed, self.layer_id = num_tasks, context, seed, layer_id
-        contexts = make_contexts(context, size, num_tasks, seed=seed, layer=layer_id)
-        # Contexts are regenerated from the seed, so they stay out of the state_dict;
-        # context_key is saved instead so a load into a layer with other contexts fails loudly.
-        if context == "complex":
-            self.register_buffer("context_cos", contexts.real.contiguous(), persistent=False)
-            self.register_buffer("context_sin", contexts.imag.contiguous(), persistent=False)
-        elif context in ("binary", "rotation"):
-            self.register_buffer("contexts", contexts, persistent=False)
-        key = [seed, layer_id, CONTEXT_KINDS.index(context), num_tasks]
-        self.register_buffer("context_key", torch.tensor(key, dtype=torch.int64))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
-        saved = state_dict.get(prefix + "context_key")
-        if saved is not None and not torch.equal(saved.cpu(), self.context_key.cpu()):
-            seed, layer_id, kind, num_tasks = saved.tolist()
-            raise ValueError(
-                f"state_dict entry {prefix}context_key was saved by a layer with seed={seed}, "
-                f"layer_id={layer_id}, context={CONTEXT_KINDS[kind]!r}, num_tasks={num_tasks}; "
-                f"this {self._name()} has seed={self.seed}, layer_id={self.layer_id}, "
-                f"context={self.context!r}, num_tasks={self.num_tasks}"
-            )
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _name(self) -> str:
         return type(self).__name__
@@ -93,6 +64,41 @@ class _Superposed(nn.Module):
         if lo < 0 or hi >= self.num_tasks:
             bad = lo if lo < 0 else hi
             raise ValueError(f"task id {bad} out of range [0, {self.num_tasks}) for {self._name()}")
+
+
+class _Superposed(TaskModule):
+    """Context buffers, per-task biases and the context-key check shared by the superposed layers."""
+
+    context: str
+
+    def _setup_contexts(self, num_tasks: int, context: str, seed: int, layer_id: int, size: int) -> None:
+        check_kind(context)
+        for name, value in (("num_tasks", num_tasks), ("seed", seed), ("layer_id", layer_id)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_tasks" else 0):
+                raise ValueError(f"{name}={value!r}: expected an int >= {1 if name == 'num_tasks' else 0}")
+        self.num_tasks, self.context, self.seed, self.layer_id = num_tasks, context, seed, layer_id
+        contexts = make_contexts(context, size, num_tasks, seed=seed, layer=layer_id)
+        # Contexts are regenerated from the seed, so they stay out of the state_dict;
+        # context_key is saved instead so a load into a layer with other contexts fails loudly.
+        if context == "complex":
+            self.register_buffer("context_cos", contexts.real.contiguous(), persistent=False)
+            self.register_buffer("context_sin", contexts.imag.contiguous(), persistent=False)
+        elif context in ("binary", "rotation"):
+            self.register_buffer("contexts", contexts, persistent=False)
+        key = [seed, layer_id, CONTEXT_KINDS.index(context), num_tasks]
+        self.register_buffer("context_key", torch.tensor(key, dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        saved = state_dict.get(prefix + "context_key")
+        if saved is not None and not torch.equal(saved.cpu(), self.context_key.cpu()):
+            seed, layer_id, kind, num_tasks = saved.tolist()
+            raise ValueError(
+                f"state_dict entry {prefix}context_key was saved by a layer with seed={seed}, "
+                f"layer_id={layer_id}, context={CONTEXT_KINDS[kind]!r}, num_tasks={num_tasks}; "
+                f"this {self._name()} has seed={self.seed}, layer_id={self.layer_id}, "
+                f"context={self.context!r}, num_tasks={self.num_tasks}"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _bias(self, task: int | torch.Tensor) -> torch.Tensor | None:
         if self.bias is None:

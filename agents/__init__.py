@@ -1,0 +1,5 @@
+"""SB3-compatible continual agents (package ``psp_rl.agents``)."""
+
+from psp_rl.agents.continual import ContinualDQN, ContinualPPO, TaskSwitchMixin
+
+__all__ = ["ContinualDQN", "ContinualPPO", "TaskSwitchMixin"]

@@ -1,0 +1,55 @@
+"""Build the sequence and the agent a :class:`~psp_rl.continual.config.RunConfig` describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from psp_rl.agents import ContinualDQN, ContinualPPO
+from psp_rl.continual.config import AgentConfig, ConfigError, SequenceConfig
+from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
+
+AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
+
+
+def build_sequence(config: SequenceConfig) -> TaskSequence:
+    """The task sequence of a config; bad names or specs raise :class:`ConfigError` naming the field."""
+    try:
+        if config.name is not None:
+            return get_sequence(
+                config.name, steps=config.steps, tasks=config.tasks, cycles=config.cycles, max_tasks=config.max_tasks
+            )
+        spec = dict(config.spec or {})
+        for key in ("steps", "cycles", "max_tasks"):
+            if getattr(config, key) is not None and key not in spec:
+                spec[key] = getattr(config, key)
+        return sequence_from_spec(spec)
+    except ValueError as exc:
+        raise ConfigError(f"sequence: {exc}") from None
+
+
+def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        context=config.context,
+        context_seed=seed if config.context_seed is None else config.context_seed,
+        torso=config.torso,
+        input_layer=config.input_layer,
+        heads=config.heads,
+    )
+    if config.net_arch is not None:
+        kwargs["net_arch"] = config.net_arch
+    return kwargs
+
+
+def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
+    """A fresh continual agent on ``env``."""
+    if config.method in ("separate", "ewc"):
+        raise ConfigError(f"agent.method: {config.method!r} is not implemented in this version")
+    kwargs = config.sb3_kwargs()
+    if config.algo == "dqn" and config.replay_on_switch is not None:
+        kwargs["replay_on_switch"] = config.replay_on_switch
+    return AGENT_CLASSES[config.algo](
+        "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
+    )

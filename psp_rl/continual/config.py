@@ -1,0 +1,216 @@
+"""The run configuration: one validated object, saved next to every run as ``config.yaml``.
+
+Unknown keys, wrong types and missing fields raise :class:`ConfigError` whose message names the
+key path, e.g. ``agent.learning_rate: expected float, got 'fast'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from psp_rl.contexts import ContextKind
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or value; the message names the key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class SequenceConfig(_Strict):
+    """Which tasks to train on: a built-in sequence by ``name`` or a custom ``spec``."""
+
+    name: str | None = None
+    tasks: list[str] | None = Field(default=None, description="subset of a built-in sequence's tasks, in order")
+    spec: dict[str, Any] | None = Field(default=None, description="a custom sequence (see sequence_from_spec)")
+    steps: int | None = Field(default=None, gt=0, description="env steps per task (default: the sequence's)")
+    cycles: int = Field(default=1, gt=0)
+    max_tasks: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SequenceConfig:
+        if (self.name is None) == (self.spec is None):
+            raise ValueError("give exactly one of sequence.name (built-in) or sequence.spec (custom)")
+        if self.spec is not None and self.tasks is not None:
+            raise ValueError("sequence.tasks selects from a built-in sequence; list a spec's tasks in sequence.spec")
+        return self
+
+
+_DQN_ONLY = (
+    "buffer_size",
+    "learning_starts",
+    "train_freq",
+    "gradient_steps",
+    "target_update_interval",
+    "exploration_fraction",
+    "exploration_initial_eps",
+    "exploration_final_eps",
+    "replay_on_switch",
+)
+_PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
+
+
+class AgentConfig(_Strict):
+    """The agent: SB3 algorithm, network and context settings, and SB3 hyperparameters.
+
+    Hyperparameters left out take SB3's defaults.
+    """
+
+    algo: Literal["dqn", "ppo"] = "dqn"
+    method: Literal["psp", "finetune", "multihead", "separate", "ewc"] = "psp"
+    context: ContextKind = "binary"
+    context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
+    net_arch: list[int] | None = None
+    torso: Literal["auto", "mlp", "nature_cnn", "minatar_cnn"] = "auto"
+    input_layer: Literal["auto", "per_task", "expand", "superposed"] = "auto"
+    heads: Literal["shared", "per_task"] = "shared"
+    n_envs: int = Field(default=1, gt=0)
+    ewc_lambda: float = Field(default=100.0, ge=0)
+    # SB3 hyperparameters (both algorithms)
+    learning_rate: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    gamma: float | None = Field(default=None, gt=0, le=1)
+    max_grad_norm: float | None = Field(default=None, gt=0)
+    # DQN only
+    buffer_size: int | None = Field(default=None, gt=0)
+    learning_starts: int | None = Field(default=None, ge=0)
+    train_freq: int | None = Field(default=None, gt=0)
+    gradient_steps: int | None = Field(default=None, gt=0)
+    target_update_interval: int | None = Field(default=None, gt=0)
+    exploration_fraction: float | None = Field(default=None, gt=0, le=1)
+    exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
+    exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
+    replay_on_switch: Literal["clear", "keep"] | None = None
+    # PPO only
+    n_steps: int | None = Field(default=None, gt=0)
+    n_epochs: int | None = Field(default=None, gt=0)
+    gae_lambda: float | None = Field(default=None, gt=0, le=1)
+    clip_range: float | None = Field(default=None, gt=0)
+    ent_coef: float | None = Field(default=None, ge=0)
+    vf_coef: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _algo_fields(self) -> AgentConfig:
+        other = _PPO_ONLY if self.algo == "dqn" else _DQN_ONLY
+        wrong = [name for name in other if getattr(self, name) is not None]
+        if wrong:
+            raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
+        if self.method in ("finetune", "multihead", "separate") and self.context != "none":
+            raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
+        if self.method == "psp" and self.context == "none":
+            raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")
+        return self
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The SB3 constructor hyperparameters that were set."""
+        names = ["learning_rate", "batch_size", "gamma", "max_grad_norm"]
+        names += [n for n in (_DQN_ONLY if self.algo == "dqn" else _PPO_ONLY) if n != "replay_on_switch"]
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class EvalConfig(_Strict):
+    """Evaluation of every task during training."""
+
+    every: int = Field(default=5000, gt=0, description="env steps between evaluations (within a task)")
+    episodes: int = Field(default=5, gt=0)
+    reference_returns: dict[str, float] | None = Field(
+        default=None, description="task -> return counted as 1.0 in normalized return (default: the env's threshold)"
+    )
+
+
+class CheckpointConfig(_Strict):
+    """Checkpoints: after each task and every ``every`` steps."""
+
+    every: int = Field(default=10_000, gt=0)
+    keep: int = Field(default=2, gt=0, description="how many recent checkpoints to keep (older ones are deleted)")
+    replay_buffer: bool = Field(default=True, description="save DQN's replay buffer (exact resume; larger files)")
+
+
+class RunConfig(_Strict):
+    """A whole continual run."""
+
+    name: str = Field(min_length=1)
+    seed: int = Field(default=0, ge=0)
+    sequence: SequenceConfig
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    device: str = "auto"
+
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the model and the task stream (not eval/checkpoint cadence)."""
+        shaping = self.model_dump(include={"seed", "sequence", "agent"})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if not isinstance(value, dict | list) else type(value).__name__
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``key.path: what was expected, got <value>``."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        path = f"{prefix}{path}" if path else prefix.rstrip(".") or "config"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{path}: missing (required)")
+            continue
+        if msg.startswith("Value error, "):
+            lines.append(msg.removeprefix("Value error, "))
+            continue
+        expected = {
+            "float_parsing": "expected float",
+            "float_type": "expected float",
+            "int_parsing": "expected int",
+            "int_type": "expected int",
+            "int_from_float": "expected int",
+            "string_type": "expected string",
+            "bool_parsing": "expected bool",
+            "bool_type": "expected bool",
+            "list_type": "expected a list",
+            "dict_type": "expected a mapping",
+        }.get(err["type"], msg[0].lower() + msg[1:])
+        lines.append(f"{path}: {expected}, got {_describe(err.get('input'))}")
+    return "; ".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`; raise :class:`ConfigError` naming the key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (``yaml.safe_load``), apply top-level ``overrides`` and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r}: not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r}: not valid YAML ({exc})") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_config(data, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (what actually ran)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,73 @@
+"""Figures for TensorBoard and reports (matplotlib's object API: no pyplot state, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def matrix_figure(matrix: np.ndarray, stage_names: Sequence[str], task_names: Sequence[str]) -> Figure:
+    """Heatmap of ``R[stage, task]`` with the returns written in the cells."""
+    fig = Figure(figsize=(1.2 + 0.9 * len(task_names), 1.0 + 0.5 * max(len(stage_names), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    shown = matrix if matrix.size else np.zeros((1, len(task_names)))
+    image = ax.imshow(shown, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="mean return")
+    ax.set_xticks(range(len(task_names)), task_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(stage_names)), [f"{i + 1}. {n}" for i, n in enumerate(stage_names)])
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("after training stage")
+    finite = shown[np.isfinite(shown)]
+    middle = (finite.max() + finite.min()) / 2 if finite.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="black" if value > middle else "white")
+    return fig
+
+
+def returns_figure(
+    runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    task_names: Sequence[str],
+    boundaries: Sequence[int],
+) -> Figure:
+    """One panel per evaluated task: eval return over steps, one line per run, task boundaries dashed.
+
+    :param runs: run label -> task name -> (steps, mean returns).
+    :param boundaries: global steps at which a training stage ended.
+    """
+    cols = min(3, len(task_names))
+    rows = int(np.ceil(len(task_names) / cols))
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, task in zip(axes, task_names, strict=False):
+        for label, curves in runs.items():
+            if task in curves:
+                steps, means = curves[task]
+                ax.plot(steps, means, label=label, marker=".", markersize=3)
+        for step in boundaries[:-1]:
+            ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(f"eval on {task}")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("mean return")
+    for ax in axes[len(task_names) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+def forgetting_figure(runs: Mapping[str, Mapping[str, float | None]], task_names: Sequence[str]) -> Figure:
+    """Grouped bars of forgetting per task, one bar per run."""
+    fig = Figure(figsize=(1.5 + 1.1 * len(task_names), 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(runs), 1)
+    for k, (label, forgetting) in enumerate(runs.items()):
+        values = [forgetting.get(t) for t in task_names]
+        heights = [np.nan if v is None else v for v in values]
+        ax.bar(np.arange(len(task_names)) + k * width, heights, width, label=label)
+    ax.set_xticks(np.arange(len(task_names)) + width * (len(runs) - 1) / 2, task_names, rotation=30, ha="right")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("forgetting (max earlier - final return)")
+    ax.legend(fontsize="small")
+    return fig

@@ -1,0 +1,230 @@
+"""Torsos and heads built from superposed layers; every module here is called as ``module(x, task)``.
+
+The context kind is a constructor argument everywhere: ``context="none"`` gives the plain
+network (the fine-tune baseline) from the same code.
+
+Narrow inputs. Interference between tasks grows like ``sqrt(K / N)`` with a layer's input width
+``N``; a CartPole observation (N = 4) leaves a first-layer context almost no room. The MLP torso
+therefore handles its first layer by ``input_layer``:
+
+- ``"per_task"``: one small ordinary layer per task (4 x 256 weights each for CartPole);
+- ``"expand"``: a fixed random (untrained) ``N -> width`` projection with a nonlinearity, then
+  superposed layers only, so parameters stay 1x the plain network;
+- ``"superposed"``: the first layer is superposed like the others (wide inputs);
+- ``"auto"`` (default): ``per_task`` when the input is narrower than :data:`NARROW_INPUT` and the
+  context is not ``none``, else ``superposed``. Measured on a two-task switch in
+  ``tests/test_policies.py`` and ``experiments/bench_input_layer.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from psp_rl.contexts import check_kind
+from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule
+
+NARROW_INPUT = 64
+INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
+HEADS = ("shared", "per_task")
+TORSOS = ("auto", "mlp", "nature_cnn", "minatar_cnn")
+
+
+class PerTaskLinear(TaskModule):
+    """``num_tasks`` independent linear layers, row ``i`` of the batch through layer ``task[i]``.
+
+    Used for a narrow first layer and for the multi-head baseline's output heads.
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_tasks: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        self.weight = nn.Parameter(torch.empty(num_tasks, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(num_tasks, out_features))
+        bound = 1 / math.sqrt(in_features)
+        for k in range(num_tasks):  # each task gets nn.Linear's initialisation
+            nn.init.kaiming_uniform_(self.weight.data[k], a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        task = self._check_task(task, x.shape[0] if x.dim() == 2 else None)
+        if isinstance(task, int):
+            return F.linear(x, self.weight[task], self.bias[task])
+        return torch.bmm(self.weight[task], x.unsqueeze(-1)).squeeze(-1) + self.bias[task]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.num_tasks}"
+
+
+class RandomExpansion(nn.Module):
+    """A fixed random projection ``N -> width`` (seeded, never trained), ``cos(R x + b)`` features.
+
+    Random Fourier features turn a narrow observation into a wide input a superposed layer can
+    separate tasks in, without adding a trainable parameter.
+    """
+
+    def __init__(self, in_features: int, width: int, seed: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(width, in_features, generator=gen), persistent=False)
+        self.register_buffer("phase", torch.rand(width, generator=gen) * 2 * math.pi, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cos(F.linear(x, self.projection, self.phase))
+
+
+class TaskSequential(nn.Module):
+    """Like ``nn.Sequential``, passing ``task`` to the modules that take one (``takes_task``)."""
+
+    takes_task = True
+
+    def __init__(self, *modules: nn.Module, latent_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(modules)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, task) if getattr(layer, "takes_task", False) else layer(x)
+        return x
+
+
+def _linear(in_f: int, out_f: int, num_tasks: int, context: str, seed: int, layer_id: int) -> SuperposedLinear:
+    return SuperposedLinear(in_f, out_f, num_tasks, context, seed=seed, layer_id=layer_id)
+
+
+def mlp_torso(
+    in_features: int,
+    net_arch: Sequence[int],
+    num_tasks: int,
+    context: str = "binary",
+    *,
+    seed: int = 0,
+    layer_offset: int = 0,
+    activation_fn: type[nn.Module] = nn.ReLU,
+    input_layer: str = "auto",
+) -> TaskSequential:
+    """An MLP torso ``in_features -> net_arch[0] -> ... -> net_arch[-1]`` with activations.
+
+    :param input_layer: how the first layer treats a narrow input (see the module docstring).
+    :param layer_offset: first ``layer_id`` used, so two torsos in one model draw other contexts.
+    """
+    check_kind(context)
+    if not net_arch or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in net_arch):
+        raise ValueError(f"net_arch={list(net_arch)!r}: expected a non-empty list of positive ints")
+    if input_layer not in INPUT_LAYERS:
+        raise ValueError(f"input_layer={input_layer!r}: expected one of {list(INPUT_LAYERS)}")
+    if input_layer == "auto":
+        input_layer = "per_task" if context != "none" and in_features < NARROW_INPUT else "superposed"
+    modules: list[nn.Module] = []
+    widths = [in_features, *net_arch]
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        if i == 0 and input_layer == "per_task":
+            modules.append(PerTaskLinear(w_in, w_out, num_tasks))
+        elif i == 0 and input_layer == "expand":
+            modules += [RandomExpansion(w_in, w_out, seed=seed * 1000 + layer_offset)]
+            continue  # the expansion is its own nonlinearity
+        else:
+            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i))
+        modules.append(activation_fn())
+    return TaskSequential(*modules, latent_dim=widths[-1])
+
+
+def _conv_torso(
+    obs_shape: Sequence[int],
+    convs: Sequence[tuple[int, int, int]],
+    hidden: int,
+    num_tasks: int,
+    context: str,
+    seed: int,
+    layer_offset: int,
+) -> TaskSequential:
+    check_kind(context)
+    modules: list[nn.Module] = []
+    channels = obs_shape[0]
+    for i, (out_channels, kernel, stride) in enumerate(convs):
+        modules += [
+            SuperposedConv2d(
+                channels, out_channels, kernel, num_tasks, context, stride=stride, seed=seed, layer_id=layer_offset + i
+            ),
+            nn.ReLU(),
+        ]
+        channels = out_channels
+    modules.append(nn.Flatten())
+    convs_only = TaskSequential(*modules, latent_dim=0)
+    with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
+        flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
+    modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs)), nn.ReLU()]
+    return TaskSequential(*modules, latent_dim=hidden)
+
+
+def nature_cnn_torso(
+    obs_shape: Sequence[int], num_tasks: int, context: str = "binary", *, seed: int = 0, layer_offset: int = 0
+) -> TaskSequential:
+    """The DQN Nature CNN (Mnih et al. 2015) on ``(C, 84, 84)`` frames: 3 convs, then 512 units."""
+    return _conv_torso(obs_shape, [(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, num_tasks, context, seed, layer_offset)
+
+
+def minatar_cnn_torso(
+    obs_shape: Sequence[int], num_tasks: int, context: str = "binary", *, seed: int = 0, layer_offset: int = 0
+) -> TaskSequential:
+    """The MinAtar network (Young & Tian 2019) on ``(C, 10, 10)``: one 3x3 conv of 16, then 128 units."""
+    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset)
+
+
+def build_torso(
+    obs_shape: Sequence[int],
+    num_tasks: int,
+    context: str = "binary",
+    *,
+    torso: str = "auto",
+    net_arch: Sequence[int] | None = None,
+    seed: int = 0,
+    layer_offset: int = 0,
+    activation_fn: type[nn.Module] = nn.ReLU,
+    input_layer: str = "auto",
+) -> TaskSequential:
+    """The torso for an observation shape: ``auto`` picks MLP for vectors, the Nature CNN for
+    ``(C, 84, 84)`` frames and the MinAtar CNN for other ``(C, H, W)`` frames."""
+    if torso not in TORSOS:
+        raise ValueError(f"torso={torso!r}: expected one of {list(TORSOS)}")
+    if torso == "auto":
+        if len(obs_shape) == 1:
+            torso = "mlp"
+        elif len(obs_shape) == 3:
+            torso = "nature_cnn" if tuple(obs_shape[1:]) == (84, 84) else "minatar_cnn"
+        else:
+            raise ValueError(f"observation shape {tuple(obs_shape)}: expected (n,) or (C, H, W) for torso='auto'")
+    if torso == "mlp":
+        if len(obs_shape) != 1:
+            raise ValueError(f"torso='mlp' needs a flat observation, got shape {tuple(obs_shape)}")
+        arch = [256, 256] if net_arch is None else net_arch
+        return mlp_torso(
+            obs_shape[0],
+            arch,
+            num_tasks,
+            context,
+            seed=seed,
+            layer_offset=layer_offset,
+            activation_fn=activation_fn,
+            input_layer=input_layer,
+        )
+    if len(obs_shape) != 3:
+        raise ValueError(f"torso={torso!r} needs (C, H, W) frames, got shape {tuple(obs_shape)}")
+    make = nature_cnn_torso if torso == "nature_cnn" else minatar_cnn_torso
+    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset)
+
+
+def build_head(
+    in_features: int, out_features: int, num_tasks: int, context: str, *, heads: str, seed: int, layer_id: int
+) -> nn.Module:
+    """An output layer: superposed (``heads="shared"``) or one plain layer per task (``"per_task"``)."""
+    if heads not in HEADS:
+        raise ValueError(f"heads={heads!r}: expected one of {list(HEADS)}")
+    if heads == "per_task":
+        return PerTaskLinear(in_features, out_features, num_tasks)
+    return _linear(in_features, out_features, num_tasks, context, seed, layer_id)

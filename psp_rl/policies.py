@@ -1,0 +1,355 @@
+"""SB3 policies that read ``{"obs", "task"}`` observations and route the task to every superposed layer.
+
+``DQN(PSPDQNPolicy, env)`` and ``PPO(PSPActorCriticPolicy, env)`` work with SB3's own machinery:
+target networks, ``predict``, ``evaluate_policy``, ``save``/``load``, Dummy/Subproc vec envs.
+
+The task id reaches the policy as the raw integer (SB3 would one-hot a ``Discrete`` entry in
+``preprocess_obs``; these policies preprocess only the ``obs`` entry and read ``task`` directly,
+so no ``argmax`` round trip). The capacity stays in the space: ``Discrete(max_tasks)`` sizes the
+contexts and an id outside it raises ``ValueError`` in the first superposed layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
+
+from psp_rl.contexts import check_kind
+from psp_rl.networks import build_head, build_torso
+
+# Actor and critic torsos draw independent contexts: their layer ids start this far apart.
+_CRITIC_LAYER_OFFSET = 100
+
+
+def check_task_observation_space(observation_space: spaces.Space) -> tuple[spaces.Box, int]:
+    """Return ``(obs_space, num_tasks)`` of a ``{"obs": Box, "task": Discrete(n)}`` space, else raise."""
+    if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != {"obs", "task"}:
+        raise ValueError(
+            f"observation_space {observation_space}: expected Dict({{'obs': Box, 'task': Discrete(max_tasks)}}); "
+            "wrap the env with psp_rl.envs.TaskObservation (TaskSequence.make_env does)"
+        )
+    obs_space, task_space = observation_space["obs"], observation_space["task"]
+    if not isinstance(obs_space, spaces.Box):
+        raise ValueError(f"observation_space['obs'] {obs_space}: expected a Box")
+    if not isinstance(task_space, spaces.Discrete) or int(task_space.start) != 0:
+        raise ValueError(f"observation_space['task'] {task_space}: expected Discrete(max_tasks) starting at 0")
+    return obs_space, int(task_space.n)
+
+
+def split_observation(
+    obs: PyTorchObs, observation_space: spaces.Dict, normalize_images: bool
+) -> tuple[torch.Tensor, int | torch.Tensor]:
+    """``(preprocessed obs (batch, ...), task)`` from a Dict observation batch.
+
+    ``task`` is an ``int`` when the whole batch is one task (a rollout, a single-task replay
+    batch): every layer then takes its fast path without re-checking ids. Otherwise it is the
+    ``(batch,)`` int64 tensor of ids.
+    """
+    x = preprocess_obs(obs["obs"], observation_space["obs"], normalize_images=normalize_images)
+    # Replay and rollout buffers store a Discrete entry as shape (batch, 1); predict gives (batch,).
+    task = obs["task"].reshape(-1).long()
+    if task.numel() and bool((task == task[0]).all()):
+        return x, int(task[0])
+    return x, task
+
+
+class PSPQNetwork(BasePolicy):
+    """A superposed Q-network: ``Q(obs, .) = head(torso(obs, task), task)``.
+
+    :param observation_space: ``{"obs": Box, "task": Discrete(max_tasks)}``.
+    :param action_space: ``Discrete(n_actions)``.
+    :param context: context kind of every superposed layer (``none``: the plain network).
+    :param context_seed: seed of all contexts.
+    :param net_arch: MLP hidden widths (default ``[256, 256]``); ignored by CNN torsos.
+    :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
+    :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
+    :param heads: ``shared`` (superposed) or ``per_task`` (the multi-head baseline).
+    :param activation_fn: MLP activation.
+    :param normalize_images: divide uint8 frames by 255.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        context: str = "binary",
+        context_seed: int = 0,
+        net_arch: list[int] | None = None,
+        torso: str = "auto",
+        input_layer: str = "auto",
+        heads: str = "shared",
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__(observation_space, action_space, normalize_images=normalize_images)
+        obs_space, num_tasks = check_task_observation_space(observation_space)
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
+        self.context, self.context_seed, self.net_arch, self.torso_kind = context, context_seed, net_arch, torso
+        self.input_layer, self.heads, self.activation_fn = input_layer, heads, activation_fn
+        self.torso = build_torso(
+            obs_space.shape,
+            num_tasks,
+            check_kind(context),
+            torso=torso,
+            net_arch=net_arch,
+            seed=context_seed,
+            activation_fn=activation_fn,
+            input_layer=input_layer,
+        )
+        self.q_head = build_head(
+            self.torso.latent_dim,
+            int(action_space.n),
+            num_tasks,
+            context,
+            heads=heads,
+            seed=context_seed,
+            layer_id=_CRITIC_LAYER_OFFSET - 1,
+        )
+
+    def forward(self, obs: PyTorchObs) -> torch.Tensor:
+        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        return self.q_head(self.torso(x, task), task)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> torch.Tensor:
+        return self(observation).argmax(dim=1).reshape(-1)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            context=self.context,
+            context_seed=self.context_seed,
+            net_arch=self.net_arch,
+            torso=self.torso_kind,
+            input_layer=self.input_layer,
+            heads=self.heads,
+            activation_fn=self.activation_fn,
+        )
+        return data
+
+
+class PSPDQNPolicy(DQNPolicy):
+    """DQN policy with superposed Q-networks (online and target share their contexts).
+
+    Use as ``DQN(PSPDQNPolicy, env, policy_kwargs=dict(context="binary"))``.
+    The keyword arguments after ``lr_schedule`` are those of :class:`PSPQNetwork`.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        context: str = "binary",
+        context_seed: int = 0,
+        torso: str = "auto",
+        input_layer: str = "auto",
+        heads: str = "shared",
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        check_task_observation_space(observation_space)
+        # Set before super().__init__, which builds the networks through make_q_net.
+        self._psp_kwargs = dict(
+            context=check_kind(context),
+            context_seed=context_seed,
+            torso=torso,
+            input_layer=input_layer,
+            heads=heads,
+        )
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+
+    def make_q_net(self) -> PSPQNetwork:
+        return PSPQNetwork(
+            self.observation_space,
+            self.action_space,
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            normalize_images=self.normalize_images,
+            **self._psp_kwargs,
+        ).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in ("features_extractor_class", "features_extractor_kwargs"):
+            data.pop(key, None)
+        data.update(self._psp_kwargs)
+        return data
+
+
+class PSPActorCriticPolicy(ActorCriticPolicy):
+    """Actor-critic policy (PPO, A2C) with superposed torsos and heads.
+
+    Discrete actions get a categorical actor, ``Box`` actions a diagonal Gaussian with one
+    learned ``log_std`` per task. MLP observations get separate actor and critic torsos (as
+    SB3's MlpPolicy), image observations one shared CNN torso (as SB3's CnnPolicy), unless
+    ``share_torso`` says otherwise.
+
+    :param context: context kind (``none``: the plain network).
+    :param context_seed: seed of all contexts.
+    :param net_arch: MLP hidden widths (default ``[64, 64]`` as SB3's PPO).
+    :param activation_fn: MLP activation (default ``Tanh`` as SB3's PPO).
+    :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
+    :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
+    :param heads: ``shared`` (superposed) or ``per_task`` (multi-head baseline).
+    :param share_torso: one torso for actor and critic (default: only for image observations).
+    :param log_std_init: initial log standard deviation of Gaussian actions.
+    :param use_sde: must be False (gSDE is not supported).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        context: str = "binary",
+        context_seed: int = 0,
+        torso: str = "auto",
+        input_layer: str = "auto",
+        heads: str = "shared",
+        share_torso: bool | None = None,
+        log_std_init: float = 0.0,
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        use_sde: bool = False,
+    ) -> None:
+        obs_space, _ = check_task_observation_space(observation_space)
+        if use_sde:  # the on-policy algorithms pass it; state-dependent noise is not superposed here
+            raise ValueError("use_sde=True: not supported by PSPActorCriticPolicy; use use_sde=False")
+        if not isinstance(action_space, spaces.Discrete | spaces.Box):
+            raise ValueError(f"action_space {action_space}: expected Discrete or Box")
+        self._psp_kwargs = dict(
+            context=check_kind(context),
+            context_seed=context_seed,
+            torso=torso,
+            input_layer=input_layer,
+            heads=heads,
+            share_torso=len(obs_space.shape) == 3 if share_torso is None else share_torso,
+        )
+        self._psp_net_arch = [64, 64] if net_arch is None else net_arch
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            activation_fn=activation_fn,
+            ortho_init=False,  # the layers keep torch's initialisation (variance-matched)
+            log_std_init=log_std_init,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        obs_space, num_tasks = check_task_observation_space(self.observation_space)
+        kw = self._psp_kwargs
+        torso_kwargs = dict(
+            torso=kw["torso"],
+            net_arch=self._psp_net_arch,
+            seed=kw["context_seed"],
+            activation_fn=self.activation_fn,
+            input_layer=kw["input_layer"],
+        )
+        self.pi_torso = build_torso(obs_space.shape, num_tasks, kw["context"], **torso_kwargs)
+        self.vf_torso = (
+            self.pi_torso
+            if kw["share_torso"]
+            else build_torso(
+                obs_space.shape, num_tasks, kw["context"], layer_offset=_CRITIC_LAYER_OFFSET, **torso_kwargs
+            )
+        )
+        latent = self.pi_torso.latent_dim
+        n_out = (
+            int(self.action_space.n) if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape[0]
+        )
+
+        def head(out: int, layer_id: int) -> nn.Module:
+            return build_head(
+                latent, out, num_tasks, kw["context"], heads=kw["heads"], seed=kw["context_seed"], layer_id=layer_id
+            )
+
+        self.action_head = head(n_out, _CRITIC_LAYER_OFFSET - 2)
+        self.value_head = head(1, 2 * _CRITIC_LAYER_OFFSET - 1)
+        with torch.no_grad():  # small initial actions, as SB3's 0.01-gain actor init
+            for param in self.action_head.parameters():
+                param.mul_(0.01)
+        if isinstance(self.action_space, spaces.Box):
+            self.log_std = nn.Parameter(torch.full((num_tasks, n_out), float(self.log_std_init)))
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _latents(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        latent_pi = self.pi_torso(x, task)
+        latent_vf = latent_pi if self.vf_torso is self.pi_torso else self.vf_torso(x, task)
+        return latent_pi, latent_vf, task
+
+    def _distribution(self, latent_pi: torch.Tensor, task: int | torch.Tensor) -> Distribution:
+        out = self.action_head(latent_pi, task)
+        if isinstance(self.action_dist, CategoricalDistribution):
+            return self.action_dist.proba_distribution(action_logits=out)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(out, self.log_std[task])
+        raise ValueError(f"action distribution {type(self.action_dist).__name__}: not supported")
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
+        latent_pi, latent_vf, task = self._latents(obs)
+        distribution = self._distribution(latent_pi, task)
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        actions = actions.reshape((-1, *self.action_space.shape))
+        return actions, self.value_head(latent_vf, task), log_prob
+
+    def evaluate_actions(self, obs: PyTorchObs, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        latent_pi, latent_vf, task = self._latents(obs)
+        distribution = self._distribution(latent_pi, task)
+        return self.value_head(latent_vf, task), distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs: PyTorchObs) -> Distribution:
+        latent_pi, _, task = self._latents(obs)
+        return self._distribution(latent_pi, task)
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        return self.value_head(self.vf_torso(x, task), task)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
+        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in (
+            "ortho_init",
+            "use_sde",
+            "full_std",
+            "use_expln",
+            "squash_output",
+            "sde_net_arch",
+            "features_extractor_class",
+            "features_extractor_kwargs",
+            "share_features_extractor",
+        ):
+            data.pop(key, None)
+        data.update(self._psp_kwargs, net_arch=self._psp_net_arch)
+        return data

@@ -1,0 +1,74 @@
+import pytest
+import torch
+from torch import nn
+
+from psp_rl.layers import SuperposedConv2d, SuperposedLinear
+from psp_rl.networks import PerTaskLinear, RandomExpansion, build_head, build_torso, mlp_torso
+
+
+def _param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(("shape", "first"), [((4,), PerTaskLinear), ((10, 10, 10), SuperposedConv2d)])
+def test_auto_torso_picks_by_observation_shape(shape, first):
+    torso = build_torso(shape, 3, "binary")
+    assert isinstance(torso.layers[0], first)
+    out = torso(torch.zeros(5, *shape), torch.tensor([0, 1, 2, 0, 1]))
+    assert out.shape == (5, torso.latent_dim)
+
+
+def test_nature_cnn_infers_its_flat_size():
+    torso = build_torso((4, 84, 84), 2, "complex")
+    linear = [m for m in torso.layers if isinstance(m, SuperposedLinear)][0]
+    assert linear.in_features == 3136 and torso.latent_dim == 512
+    assert torso(torch.rand(2, 4, 84, 84), 1).shape == (2, 512)
+
+
+@pytest.mark.parametrize("input_layer", ["per_task", "expand", "superposed"])
+def test_mlp_input_layer_options(input_layer):
+    torso = mlp_torso(4, [32, 32], 3, "binary", input_layer=input_layer)
+    kinds = {"per_task": PerTaskLinear, "expand": RandomExpansion, "superposed": SuperposedLinear}
+    assert isinstance(torso.layers[0], kinds[input_layer])
+    x = torch.randn(6, 4)
+    mixed = torso(x, torch.tensor([0, 1, 2, 2, 1, 0]))
+    for i, t in enumerate([0, 1, 2, 2, 1, 0]):
+        torch.testing.assert_close(mixed[i], torso(x[i : i + 1], t)[0], atol=1e-6, rtol=0)
+
+
+def test_none_context_is_the_plain_network_in_parameter_count():
+    plain = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    torso = mlp_torso(4, [64, 64], 5, "none")
+    head = build_head(64, 2, 5, "none", heads="shared", seed=0, layer_id=9)
+    assert _param_count(torso) + _param_count(head) == _param_count(plain)
+
+
+def test_superposed_network_costs_only_per_task_biases_and_first_layer():
+    plain = mlp_torso(64, [256, 256], 4, "none")
+    psp = mlp_torso(64, [256, 256], 4, "binary")  # 64 wide: superposed first layer
+    extra_bias = 3 * (256 + 256)  # 3 more tasks' biases per layer
+    assert _param_count(psp) == _param_count(plain) + extra_bias
+
+
+def test_layers_of_one_network_draw_different_contexts():
+    torso = mlp_torso(64, [64, 64], 2, "binary")
+    a, b = [m for m in torso.layers if isinstance(m, SuperposedLinear)]
+    assert not torch.equal(a.contexts, b.contexts)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: mlp_torso(4, [], 2), r"net_arch=\[\]"),
+        (lambda: mlp_torso(4, [64, -1], 2), r"net_arch=\[64, -1\]"),
+        (lambda: mlp_torso(4, [64], 2, input_layer="wide"), "input_layer='wide'"),
+        (lambda: build_torso((4, 4), 2), r"observation shape \(4, 4\)"),
+        (lambda: build_torso((4,), 2, torso="resnet"), "torso='resnet'"),
+        (lambda: build_torso((4, 84, 84), 2, torso="mlp"), "needs a flat observation"),
+        (lambda: build_head(4, 2, 2, "binary", heads="many", seed=0, layer_id=0), "heads='many'"),
+        (lambda: PerTaskLinear(4, 2, 2)(torch.zeros(1, 4), 2), r"task id 2 out of range \[0, 2\)"),
+    ],
+)
+def test_bad_network_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
