@@ -106,32 +106,47 @@ def test_mixed_task_batch_matches_per_task_rows(cartpoles):
     torch.testing.assert_close(q(mixed), torch.cat([q(a), q(b)]), atol=1e-6, rtol=0)
 
 
-def _greedy_agreement(context: str) -> float:
-    """Fraction of task-0 states whose greedy action survives training on the reversed task."""
-    from psp_rl.hyperparams import DQN_CARTPOLE
+def _visited_states(model, seq, n: int, seed: int) -> dict:
+    env = seq.make_env(0, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    states = []
+    while len(states) < n:
+        states.append(obs)
+        obs, _, terminated, truncated, _ = env.step(model.predict(obs, deterministic=True)[0])
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return {"obs": np.stack([s["obs"] for s in states]), "task": np.zeros(n, dtype=np.int64)}
+
+
+def _switch(context: str, seed: int, steps: int = 30_000) -> tuple[float, float, float]:
+    """PPO on task 0 then on the reversed task: (greedy actions kept on task-0 states, task-0 return before, after)."""
+    from psp_rl.hyperparams import PPO_CARTPOLE
 
     seq = get_sequence("cartpole-shift", tasks=["default", "reversed"])
-    kwargs = dict(DQN_CARTPOLE, learning_starts=500, exploration_fraction=0.3)
-    model = ContinualDQN("PSPPolicy", seq.make_vec_env(0, 1, seed=0), seed=0,
-                         policy_kwargs=dict(context=context, net_arch=[256, 256]), **kwargs)  # fmt: skip
-    model.on_task_switch(0, 6000)
-    model.learn(6000)
-    states = _task_obs(seq, 0, n=64)
-    rng = np.random.default_rng(0)  # reset states are near 0: widen them to the visited range
-    states["obs"] = (states["obs"] * 20 * rng.uniform(0.2, 1.0, (64, 1))).astype(np.float32)
-    before = model.predict(states, deterministic=True)[0]
-    model.set_env(seq.make_vec_env(1, 1, seed=1))
-    model.on_task_switch(1, 6000)
-    model.learn(6000, reset_num_timesteps=False)
-    after = model.predict(states, deterministic=True)[0]
-    return float((before == after).mean())
+    model = ContinualPPO("PSPPolicy", seq.make_vec_env(0, 8, seed=seed), seed=seed,
+                         policy_kwargs=dict(context=context), **PPO_CARTPOLE)  # fmt: skip
+    model.on_task_switch(0, steps)
+    model.learn(steps)
+    states = _visited_states(model, seq, 500, seed)
+    actions_before = model.predict(states, deterministic=True)[0]
+    before = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100), n_eval_episodes=10)[0]
+    model.set_env(seq.make_vec_env(1, 8, seed=seed + 1))
+    model.on_task_switch(1, steps)
+    model.learn(steps, reset_num_timesteps=False)
+    kept = float((model.predict(states, deterministic=True)[0] == actions_before).mean())
+    after = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100), n_eval_episodes=10)[0]
+    return kept, before, after
 
 
-def test_switching_task_keeps_old_greedy_actions_for_binary_not_for_none():
-    binary, none = _greedy_agreement("binary"), _greedy_agreement("none")
-    print(f"greedy actions unchanged on task 0 after task 1: binary {binary:.2f}, none {none:.2f}")
-    assert binary >= 0.95
-    assert none < binary
+@pytest.mark.slow
+def test_switching_task_keeps_task_zero_for_binary_not_for_none():
+    binary, none = _switch("binary", seed=0), _switch("none", seed=0)
+    print(f"binary: kept {binary[0]:.3f}, return {binary[1]:.0f}->{binary[2]:.0f}; "
+          f"none: kept {none[0]:.3f}, return {none[1]:.0f}->{none[2]:.0f}")  # fmt: skip
+    assert binary[1] >= 400 and none[1] >= 400  # both learned task 0
+    assert binary[2] >= 0.9 * binary[1]  # superposition keeps task 0 ...
+    assert none[2] <= 0.5 * none[1]  # ... the plain network loses it to the reversed controls
+    assert binary[0] >= none[0] + 0.2  # far more greedy actions kept (~0.85 vs ~0.5 measured)
 
 
 def test_policy_rejects_a_non_dict_observation_space():

@@ -86,6 +86,25 @@ class TrainerState:
     train_steps_time: float = 0.0
 
 
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(point: str) -> None:
+    """Fault injection for the kill-and-resume tests.
+
+    With ``PSP_RL_KILL_AT=<point>:<n>`` in the environment, the process SIGKILLs itself the
+    ``n``-th time it reaches ``point`` (``learn``: an env step, ``eval``: a task evaluated,
+    ``checkpoint``: inside a checkpoint write, ``task_end``: a stage finished, ``metrics``:
+    before metrics.json). Unset, this is one dictionary lookup.
+    """
+    target = os.environ.get("PSP_RL_KILL_AT")
+    if not target or not target.startswith(point + ":"):
+        return
+    _FAULT_COUNTS[point] = _FAULT_COUNTS.get(point, 0) + 1
+    if _FAULT_COUNTS[point] == int(target.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -115,6 +134,7 @@ class _LearnHook(BaseCallback):
                     f"train/{self.task_name}/return", info["episode"]["r"], self.num_timesteps
                 )
         self.trainer.advance_progress(self.training_env.num_envs)
+        fault_point("learn")
         return not self.trainer.stop_requested
 
     def _on_rollout_end(self) -> None:
@@ -160,6 +180,8 @@ class ContinualTrainer:
         previous_handlers = self._install_signal_handlers()
         try:
             self.agent = self._resume_or_start()
+            # Written once the checkpoint (if any) proved to match: a refused resume changes nothing.
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.agent.num_timesteps or None)
             self.agent.set_logger(configure(str(self.run_dir / "tb" / "sb3"), ["tensorboard"]))
             self.writer.add_text("config", f"```yaml\n{dump_config(self.config)}\n```", 0)
@@ -202,6 +224,7 @@ class ContinualTrainer:
                     self.state.stage_end_steps.append(self.agent.num_timesteps)
                     self.writer.add_figure("eval/matrix", self._matrix_figure(), self.agent.num_timesteps)
                     self.state.stage, self.state.stage_steps = stage + 1, 0
+                    fault_point("task_end")
                     for cb in self.callbacks:
                         cb.after_task(self, stage, task)
                 if finished or self.state.stage_steps // cfg.checkpoint.every > done_before // cfg.checkpoint.every:
@@ -255,6 +278,7 @@ class ContinualTrainer:
             )
             rows.append(row)
             self.writer.add_scalar(f"eval/{spec.name}/return", row["mean"], step)
+            fault_point("eval")
         self.state.eval_rows.extend(rows)
         self._write_eval_csv()
         if self._progress is not None:
@@ -317,6 +341,7 @@ class ContinualTrainer:
             stage_end_steps=self.state.stage_end_steps,
             continual_eval_curve=M.continual_eval_curve(self.state.eval_rows),
         )
+        fault_point("metrics")
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         self.writer.add_hparams(
             {"context": self.config.agent.context, "method": self.config.agent.method, "seed": self.config.seed},
@@ -348,6 +373,8 @@ class ContinualTrainer:
 
     def _checkpoint(self) -> Path:
         """Save agent, replay buffer and trainer state into a temp dir, then rename it into place."""
+        schedule = self.sequence.schedule
+        self.check_finite(self.sequence[schedule[min(self.state.stage, len(schedule) - 1)]].name)  # never save NaNs
         self.state.wall_time += time.perf_counter() - self._clock
         self._clock = time.perf_counter()
         name = f"ckpt-{self.agent.num_timesteps:012d}-{self.state.stage:04d}"
@@ -358,6 +385,7 @@ class ContinualTrainer:
         self.agent.save(tmp / "model.zip")
         if self.config.checkpoint.replay_buffer and getattr(self.agent, "replay_buffer", None) is not None:
             self.agent.save_replay_buffer(tmp / "replay_buffer.pkl")
+        fault_point("checkpoint")
         # state.json last: a checkpoint dir without it was never completed.
         atomic_write_text(tmp / "state.json", json.dumps(asdict(self.state)))
         if final.exists():
@@ -443,7 +471,6 @@ class ContinualTrainer:
                 mine = self.config.model_dump(mode="json", include={"seed", "sequence", "agent"})
                 theirs = before.model_dump(mode="json", include={"seed", "sequence", "agent"})
                 raise CheckpointError(f"run dir {str(path)!r} {_first_difference(theirs, mine)}")
-        atomic_write_text(saved, dump_config(self.config))
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, _frame: Any) -> None:
