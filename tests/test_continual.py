@@ -175,3 +175,12 @@ def test_ppo_on_a_continuous_sequence_runs(tmp_path, tiny_config):
     tiny_config["eval"] = {"every": 256, "episodes": 1}
     metrics = _run(tiny_config, tmp_path / "ppo")
     assert len(metrics["eval_matrix"]) == 2 and metrics["reference_returns"]["default"] is None
+
+
+@pytest.mark.parametrize("path", sorted(Path("experiments/configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_validates_and_builds_its_sequence(path):
+    from psp_rl.continual import load_config
+    from psp_rl.continual.build import build_sequence
+
+    config = load_config(path)
+    assert len(build_sequence(config.sequence)) >= 1

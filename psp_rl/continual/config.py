@@ -83,7 +83,7 @@ class AgentConfig(_Strict):
     buffer_size: int | None = Field(default=None, gt=0)
     learning_starts: int | None = Field(default=None, ge=0)
     train_freq: int | None = Field(default=None, gt=0)
-    gradient_steps: int | None = Field(default=None, gt=0)
+    gradient_steps: int | None = Field(default=None, ge=-1, description="-1: as many as env steps collected")
     target_update_interval: int | None = Field(default=None, gt=0)
     exploration_fraction: float | None = Field(default=None, gt=0, le=1)
     exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
@@ -100,6 +100,8 @@ class AgentConfig(_Strict):
     @model_validator(mode="after")
     def _algo_fields(self) -> AgentConfig:
         other = _PPO_ONLY if self.algo == "dqn" else _DQN_ONLY
+        if self.gradient_steps == 0:
+            raise ValueError("agent.gradient_steps: expected a positive int or -1, got 0")
         wrong = [name for name in other if getattr(self, name) is not None]
         if wrong:
             raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
