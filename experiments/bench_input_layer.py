@@ -4,7 +4,8 @@
 
 DQN trains on ``default`` then on ``reversed`` (the controls swapped). On states visited by the
 task-0 policy we count how many greedy actions survive task 1, and the task-0 return before
-and after. Rows: context x first-layer treatment x width.
+and after, and how much task 0's Q-values move (``|dQ|``) against their size (``|Q|``) and the
+gap between the two actions (``|gap|``). Rows: context x first-layer treatment x width.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from psp_rl.agents import ContinualDQN
@@ -31,7 +33,13 @@ def visited_states(model, seq, n: int, seed: int) -> dict[str, np.ndarray]:
     return {"obs": np.stack([s["obs"] for s in states]), "task": np.zeros(n, dtype=np.int64)}
 
 
-def switch(context: str, input_layer: str, width: int, steps: int, seed: int) -> tuple[float, float, float]:
+def _q_values(model, states: dict) -> np.ndarray:
+    obs, _ = model.policy.obs_to_tensor(states)
+    with torch.no_grad():
+        return model.q_net(obs).numpy()
+
+
+def switch(context: str, input_layer: str, width: int, steps: int, seed: int) -> tuple[float, ...]:
     seq = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     kwargs = dict(context=context, input_layer=input_layer, net_arch=[width, width])
     model = ContinualDQN(
@@ -40,14 +48,17 @@ def switch(context: str, input_layer: str, width: int, steps: int, seed: int) ->
     model.on_task_switch(0, steps)
     model.learn(steps)
     states = visited_states(model, seq, 500, seed)
-    before_actions = model.predict(states, deterministic=True)[0]
+    before_actions, q_before = model.predict(states, deterministic=True)[0], _q_values(model, states)
     before, _ = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100 + seed), n_eval_episodes=10)
     model.set_env(seq.make_vec_env(1, 1, seed=seed + 1))
     model.on_task_switch(1, steps)
     model.learn(steps, reset_num_timesteps=False)
-    after_actions = model.predict(states, deterministic=True)[0]
+    after_actions, q_after = model.predict(states, deterministic=True)[0], _q_values(model, states)
     after, _ = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100 + seed), n_eval_episodes=10)
-    return float((before_actions == after_actions).mean()), before, after
+    kept = float((before_actions == after_actions).mean())
+    q_move, q_size = float(np.abs(q_after - q_before).mean()), float(np.abs(q_before).mean())
+    gap = float(np.abs(q_before[:, 1] - q_before[:, 0]).mean())
+    return kept, before, after, q_move, q_size, gap
 
 
 def main() -> None:
@@ -57,13 +68,17 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[256])
     args = parser.parse_args()
     cases = [("none", "superposed")] + [(c, i) for c in ("binary", "complex") for i in ("per_task", "expand")]
-    print("| context | first layer | width | greedy actions kept | task-0 return before | after |")
-    print("|---|---|---|---|---|---|")
+    print("| context | first layer | width | greedy actions kept | task-0 return before | after | |dQ| | |Q| | |gap| |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for width in args.widths:
         for context, input_layer in cases:
             runs = np.array([switch(context, input_layer, width, args.steps, s) for s in args.seeds])
-            kept, before, after = runs.mean(axis=0)
-            print(f"| {context} | {input_layer} | {width} | {kept:.3f} | {before:.0f} | {after:.0f} |", flush=True)
+            kept, before, after, q_move, q_size, gap = runs.mean(axis=0)
+            print(
+                f"| {context} | {input_layer} | {width} | {kept:.3f} | {before:.0f} | {after:.0f} "
+                f"| {q_move:.2f} | {q_size:.1f} | {gap:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

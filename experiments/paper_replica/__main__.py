@@ -112,7 +112,8 @@ def main() -> None:
     if args.demo:
         for kind in ("none", "binary", "complex"):
             matrix = train_permuted(kind, 10, seed=args.seeds[0])
-            print(f"{kind:<8} task-0 accuracy after 10 tasks {matrix[-1, 0]:.2f}   mean over tasks {matrix[-1].mean():.2f}")
+            task0, mean = matrix[-1, 0], matrix[-1].mean()
+            print(f"{kind:<8} task-0 accuracy after 10 tasks {task0:.2f}   mean over tasks {mean:.2f}")
         return
     OUT.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
