@@ -100,7 +100,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--episodes {args.episodes}: expected a positive int")
     config = load_config(args.run_dir / "config.yaml")
     trainer = ContinualTrainer(config, args.run_dir, resume=True)
-    checkpoints = trainer._checkpoints()
+    checkpoints = trainer.checkpoints()
     if not checkpoints:
         raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
     seq = trainer.sequence

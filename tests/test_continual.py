@@ -184,3 +184,21 @@ def test_every_shipped_config_validates_and_builds_its_sequence(path):
 
     config = load_config(path)
     assert len(build_sequence(config.sequence)) >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "context", "head"),
+    [
+        ("multihead", "none", "PerTaskLinear"),
+        ("finetune", "none", "SuperposedLinear"),
+        ("psp", "binary", "SuperposedLinear"),
+    ],
+)
+def test_baselines_are_configs_of_the_same_agent(tiny_config, method, context, head):
+    from psp_rl.continual.build import build_agent, build_sequence
+
+    tiny_config["agent"].update(method=method, context=context)
+    config = parse_config(tiny_config)
+    agent = build_agent(config.agent, build_sequence(config.sequence).make_vec_env(0), seed=0)
+    assert type(agent.q_net.q_head).__name__ == head
+    assert agent.q_net.context == context

@@ -7,6 +7,7 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
+from experiments.bench_input_layer import visited_states
 from psp_rl.agents import ContinualDQN, ContinualPPO
 from psp_rl.envs import get_sequence
 from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
@@ -106,18 +107,6 @@ def test_mixed_task_batch_matches_per_task_rows(cartpoles):
     torch.testing.assert_close(q(mixed), torch.cat([q(a), q(b)]), atol=1e-6, rtol=0)
 
 
-def _visited_states(model, seq, n: int, seed: int) -> dict:
-    env = seq.make_env(0, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    states = []
-    while len(states) < n:
-        states.append(obs)
-        obs, _, terminated, truncated, _ = env.step(model.predict(obs, deterministic=True)[0])
-        if terminated or truncated:
-            obs, _ = env.reset()
-    return {"obs": np.stack([s["obs"] for s in states]), "task": np.zeros(n, dtype=np.int64)}
-
-
 def _switch(context: str, seed: int, steps: int = 30_000) -> tuple[float, float, float]:
     """PPO on task 0 then on the reversed task: (greedy actions kept on task-0 states, task-0 return before, after)."""
     from psp_rl.hyperparams import PPO_CARTPOLE
@@ -127,7 +116,7 @@ def _switch(context: str, seed: int, steps: int = 30_000) -> tuple[float, float,
                          policy_kwargs=dict(context=context), **PPO_CARTPOLE)  # fmt: skip
     model.on_task_switch(0, steps)
     model.learn(steps)
-    states = _visited_states(model, seq, 500, seed)
+    states = visited_states(model, seq, 500, seed)
     actions_before = model.predict(states, deterministic=True)[0]
     before = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100), n_eval_episodes=10)[0]
     model.set_env(seq.make_vec_env(1, 8, seed=seed + 1))

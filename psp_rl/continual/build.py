@@ -36,7 +36,7 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
         context_seed=seed if config.context_seed is None else config.context_seed,
         torso=config.torso,
         input_layer=config.input_layer,
-        heads=config.heads,
+        heads="per_task" if config.method == "multihead" else config.heads,
     )
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
@@ -45,8 +45,6 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
 
 def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
     """A fresh continual agent on ``env``."""
-    if config.method in ("separate", "ewc"):
-        raise ConfigError(f"agent.method: {config.method!r} is not implemented in this version")
     kwargs = config.sb3_kwargs()
     if config.algo == "dqn" and config.replay_on_switch is not None:
         kwargs["replay_on_switch"] = config.replay_on_switch

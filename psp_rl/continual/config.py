@@ -65,7 +65,10 @@ class AgentConfig(_Strict):
     """
 
     algo: Literal["dqn", "ppo"] = "dqn"
-    method: Literal["psp", "finetune", "multihead", "separate", "ewc"] = "psp"
+    method: Literal["psp", "finetune", "multihead"] = Field(
+        default="psp",
+        description="psp: superposed; finetune: one plain network; multihead: plain torso, a head per task",
+    )
     context: ContextKind = "binary"
     context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
     net_arch: list[int] | None = None
@@ -73,7 +76,6 @@ class AgentConfig(_Strict):
     input_layer: Literal["auto", "per_task", "expand", "superposed"] = "auto"
     heads: Literal["shared", "per_task"] = "shared"
     n_envs: int = Field(default=1, gt=0)
-    ewc_lambda: float = Field(default=100.0, ge=0)
     # SB3 hyperparameters (both algorithms)
     learning_rate: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
@@ -105,7 +107,7 @@ class AgentConfig(_Strict):
         wrong = [name for name in other if getattr(self, name) is not None]
         if wrong:
             raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
-        if self.method in ("finetune", "multihead", "separate") and self.context != "none":
+        if self.method in ("finetune", "multihead") and self.context != "none":
             raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
         if self.method == "psp" and self.context == "none":
             raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")

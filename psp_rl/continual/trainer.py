@@ -215,7 +215,7 @@ class ContinualTrainer:
                 )
                 self._train_chunk(stage, task, target - done_before)
                 finished = self.state.stage_steps >= spec.steps
-                if self.stop_requested:
+                if self.stop_requested and not finished:
                     self._checkpoint()
                     raise RunInterrupted(self._interrupt_message())
                 if finished or self.state.stage_steps // cfg.eval.every > done_before // cfg.eval.every:
@@ -229,6 +229,8 @@ class ContinualTrainer:
                         cb.after_task(self, stage, task)
                 if finished or self.state.stage_steps // cfg.checkpoint.every > done_before // cfg.checkpoint.every:
                     self._checkpoint()
+                if self.stop_requested:  # stopped in a stage's last chunk: the stage end is saved above
+                    raise RunInterrupted(self._interrupt_message())
                 if finished:
                     break
 
@@ -391,11 +393,11 @@ class ContinualTrainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in self._checkpoints()[self.config.checkpoint.keep :]:
+        for old in self.checkpoints()[self.config.checkpoint.keep :]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _checkpoints(self) -> list[Path]:
+    def checkpoints(self) -> list[Path]:
         """Completed checkpoints, newest first."""
         if not self.checkpoint_dir.is_dir():
             return []
@@ -406,7 +408,7 @@ class ContinualTrainer:
         self._clock = time.perf_counter()
         for stale in self.checkpoint_dir.glob(".tmp-*") if self.checkpoint_dir.is_dir() else []:
             shutil.rmtree(stale, ignore_errors=True)  # a checkpoint write that a kill interrupted
-        checkpoints = self._checkpoints() if self.resume else []
+        checkpoints = self.checkpoints() if self.resume else []
         env = self.sequence.make_vec_env(0, self.config.agent.n_envs, seed=self.config.seed)
         if not checkpoints:
             shaping = self.config.model_dump(mode="json", include={"seed", "sequence", "agent"})
@@ -497,7 +499,7 @@ class ContinualTrainer:
         """Stop on non-finite weights (a NaN/inf loss ends up there after one update)."""
         for name, param in self.agent.policy.named_parameters():
             if not torch.isfinite(param).all():
-                kept = self._checkpoints()
+                kept = self.checkpoints()
                 where = f"{str(kept[0])!r}" if kept else "none yet"
                 raise NumericalError(
                     f"non-finite values in {name} while training task {task_name!r} at step "
