@@ -17,6 +17,7 @@ layer (one shared bias, exactly ``nn.Linear`` / ``nn.Conv2d``): the fine-tune ba
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,6 +65,19 @@ class TaskModule(nn.Module):
         if lo < 0 or hi >= self.num_tasks:
             bad = lo if lo < 0 else hi
             raise ValueError(f"task id {bad} out of range [0, {self.num_tasks}) for {self._name()}")
+
+
+def per_task_groups(
+    fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, task: torch.Tensor
+) -> torch.Tensor:
+    """``fn(rows, t)`` once per task ``t`` present in a mixed batch; rows go back to their places."""
+    parts, rows = [], []
+    for t in torch.unique(task).tolist():
+        index = (task == t).nonzero(as_tuple=True)[0]
+        parts.append(fn(x.index_select(0, index), t))
+        rows.append(index)
+    order = torch.argsort(torch.cat(rows))
+    return torch.cat(parts).index_select(0, order)
 
 
 class _Superposed(TaskModule):
@@ -305,14 +319,7 @@ class SuperposedConv2d(_Superposed):
             task = self._check_task(task, x.shape[0])
         if isinstance(task, int):
             return self._conv(x, task)
-        # One convolution per task present; rows are scattered back to their places.
-        parts, rows = [], []
-        for t in torch.unique(task).tolist():
-            index = (task == t).nonzero(as_tuple=True)[0]
-            parts.append(self._conv(x.index_select(0, index), t))
-            rows.append(index)
-        order = torch.argsort(torch.cat(rows))
-        return torch.cat(parts).index_select(0, order)
+        return per_task_groups(self._conv, x, task)
 
     def extra_repr(self) -> str:
         return (

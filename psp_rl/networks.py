@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from psp_rl.contexts import check_kind
-from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule
+from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, per_task_groups
 
 NARROW_INPUT = 64
 INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
@@ -58,6 +58,22 @@ class PerTaskLinear(TaskModule):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.num_tasks}"
+
+
+class PerTaskConv2d(TaskModule):
+    """``num_tasks`` independent convolutions (the separate-networks baseline's conv layers)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_tasks: int, stride: int = 1) -> None:
+        super().__init__()
+        self.num_tasks, self.stride = num_tasks, stride
+        self.convs = nn.ModuleList(nn.Conv2d(in_channels, out_channels, kernel_size, stride) for _ in range(num_tasks))
+
+    def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.convs[task](x)
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        task = self._check_task(task, x.shape[0])
+        return self._conv(x, task) if isinstance(task, int) else per_task_groups(self._conv, x, task)
 
 
 class RandomExpansion(nn.Module):
@@ -107,11 +123,13 @@ def mlp_torso(
     layer_offset: int = 0,
     activation_fn: type[nn.Module] = nn.ReLU,
     input_layer: str = "auto",
+    separate: bool = False,
 ) -> TaskSequential:
     """An MLP torso ``in_features -> net_arch[0] -> ... -> net_arch[-1]`` with activations.
 
     :param input_layer: how the first layer treats a narrow input (see the module docstring).
     :param layer_offset: first ``layer_id`` used, so two torsos in one model draw other contexts.
+    :param separate: every layer one plain layer per task (the separate-networks baseline).
     """
     check_kind(context)
     if not net_arch or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in net_arch):
@@ -123,7 +141,7 @@ def mlp_torso(
     modules: list[nn.Module] = []
     widths = [in_features, *net_arch]
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        if i == 0 and input_layer == "per_task":
+        if separate or (i == 0 and input_layer == "per_task"):
             modules.append(PerTaskLinear(w_in, w_out, num_tasks))
         elif i == 0 and input_layer == "expand":
             modules += [RandomExpansion(w_in, w_out, seed=seed * 1000 + layer_offset)]
@@ -142,38 +160,56 @@ def _conv_torso(
     context: str,
     seed: int,
     layer_offset: int,
+    separate: bool = False,
 ) -> TaskSequential:
     check_kind(context)
     modules: list[nn.Module] = []
     channels = obs_shape[0]
     for i, (out_channels, kernel, stride) in enumerate(convs):
-        modules += [
-            SuperposedConv2d(
+        if separate:
+            conv: nn.Module = PerTaskConv2d(channels, out_channels, kernel, num_tasks, stride=stride)
+        else:
+            conv = SuperposedConv2d(
                 channels, out_channels, kernel, num_tasks, context, stride=stride, seed=seed, layer_id=layer_offset + i
-            ),
-            nn.ReLU(),
-        ]
+            )
+        modules += [conv, nn.ReLU()]
         channels = out_channels
     modules.append(nn.Flatten())
     convs_only = TaskSequential(*modules, latent_dim=0)
     with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
         flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
-    modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs)), nn.ReLU()]
+    if separate:
+        modules += [PerTaskLinear(flat, hidden, num_tasks), nn.ReLU()]
+    else:
+        modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs)), nn.ReLU()]
     return TaskSequential(*modules, latent_dim=hidden)
 
 
 def nature_cnn_torso(
-    obs_shape: Sequence[int], num_tasks: int, context: str = "binary", *, seed: int = 0, layer_offset: int = 0
+    obs_shape: Sequence[int],
+    num_tasks: int,
+    context: str = "binary",
+    *,
+    seed: int = 0,
+    layer_offset: int = 0,
+    separate: bool = False,
 ) -> TaskSequential:
     """The DQN Nature CNN (Mnih et al. 2015) on ``(C, 84, 84)`` frames: 3 convs, then 512 units."""
-    return _conv_torso(obs_shape, [(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, num_tasks, context, seed, layer_offset)
+    convs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+    return _conv_torso(obs_shape, convs, 512, num_tasks, context, seed, layer_offset, separate)
 
 
 def minatar_cnn_torso(
-    obs_shape: Sequence[int], num_tasks: int, context: str = "binary", *, seed: int = 0, layer_offset: int = 0
+    obs_shape: Sequence[int],
+    num_tasks: int,
+    context: str = "binary",
+    *,
+    seed: int = 0,
+    layer_offset: int = 0,
+    separate: bool = False,
 ) -> TaskSequential:
     """The MinAtar network (Young & Tian 2019) on ``(C, 10, 10)``: one 3x3 conv of 16, then 128 units."""
-    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset)
+    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset, separate)
 
 
 def build_torso(
@@ -187,6 +223,7 @@ def build_torso(
     layer_offset: int = 0,
     activation_fn: type[nn.Module] = nn.ReLU,
     input_layer: str = "auto",
+    separate: bool = False,
 ) -> TaskSequential:
     """The torso for an observation shape: ``auto`` picks MLP for vectors, the Nature CNN for
     ``(C, 84, 84)`` frames and the MinAtar CNN for other ``(C, H, W)`` frames."""
@@ -212,11 +249,12 @@ def build_torso(
             layer_offset=layer_offset,
             activation_fn=activation_fn,
             input_layer=input_layer,
+            separate=separate,
         )
     if len(obs_shape) != 3:
         raise ValueError(f"torso={torso!r} needs (C, H, W) frames, got shape {tuple(obs_shape)}")
     make = nature_cnn_torso if torso == "nature_cnn" else minatar_cnn_torso
-    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset)
+    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset, separate=separate)
 
 
 def build_head(

@@ -72,6 +72,7 @@ class PSPQNetwork(BasePolicy):
     :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
     :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
     :param heads: ``shared`` (superposed) or ``per_task`` (the multi-head baseline).
+    :param separate: one plain network per task (the separate-networks baseline; ``K x`` parameters).
     :param activation_fn: MLP activation.
     :param normalize_images: divide uint8 frames by 255.
     """
@@ -86,6 +87,7 @@ class PSPQNetwork(BasePolicy):
         torso: str = "auto",
         input_layer: str = "auto",
         heads: str = "shared",
+        separate: bool = False,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
     ) -> None:
@@ -94,7 +96,7 @@ class PSPQNetwork(BasePolicy):
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
         self.context, self.context_seed, self.net_arch, self.torso_kind = context, context_seed, net_arch, torso
-        self.input_layer, self.heads, self.activation_fn = input_layer, heads, activation_fn
+        self.input_layer, self.heads, self.separate, self.activation_fn = input_layer, heads, separate, activation_fn
         self.torso = build_torso(
             obs_space.shape,
             num_tasks,
@@ -104,13 +106,14 @@ class PSPQNetwork(BasePolicy):
             seed=context_seed,
             activation_fn=activation_fn,
             input_layer=input_layer,
+            separate=separate,
         )
         self.q_head = build_head(
             self.torso.latent_dim,
             int(action_space.n),
             num_tasks,
             context,
-            heads=heads,
+            heads="per_task" if separate else heads,
             seed=context_seed,
             layer_id=_CRITIC_LAYER_OFFSET - 1,
         )
@@ -131,6 +134,7 @@ class PSPQNetwork(BasePolicy):
             torso=self.torso_kind,
             input_layer=self.input_layer,
             heads=self.heads,
+            separate=self.separate,
             activation_fn=self.activation_fn,
         )
         return data
@@ -155,6 +159,7 @@ class PSPDQNPolicy(DQNPolicy):
         torso: str = "auto",
         input_layer: str = "auto",
         heads: str = "shared",
+        separate: bool = False,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -167,6 +172,7 @@ class PSPDQNPolicy(DQNPolicy):
             torso=torso,
             input_layer=input_layer,
             heads=heads,
+            separate=separate,
         )
         super().__init__(
             observation_space,
@@ -212,6 +218,7 @@ class PSPActorCriticPolicy(ActorCriticPolicy):
     :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
     :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
     :param heads: ``shared`` (superposed) or ``per_task`` (multi-head baseline).
+    :param separate: one plain network per task (the separate-networks baseline).
     :param share_torso: one torso for actor and critic (default: only for image observations).
     :param log_std_init: initial log standard deviation of Gaussian actions.
     :param use_sde: must be False (gSDE is not supported).
@@ -229,6 +236,7 @@ class PSPActorCriticPolicy(ActorCriticPolicy):
         torso: str = "auto",
         input_layer: str = "auto",
         heads: str = "shared",
+        separate: bool = False,
         share_torso: bool | None = None,
         log_std_init: float = 0.0,
         normalize_images: bool = True,
@@ -246,7 +254,8 @@ class PSPActorCriticPolicy(ActorCriticPolicy):
             context_seed=context_seed,
             torso=torso,
             input_layer=input_layer,
-            heads=heads,
+            heads="per_task" if separate else heads,
+            separate=separate,
             share_torso=len(obs_space.shape) == 3 if share_torso is None else share_torso,
         )
         self._psp_net_arch = [64, 64] if net_arch is None else net_arch
@@ -271,6 +280,7 @@ class PSPActorCriticPolicy(ActorCriticPolicy):
             seed=kw["context_seed"],
             activation_fn=self.activation_fn,
             input_layer=kw["input_layer"],
+            separate=kw["separate"],
         )
         self.pi_torso = build_torso(obs_space.shape, num_tasks, kw["context"], **torso_kwargs)
         self.vf_torso = (

@@ -190,6 +190,7 @@ def test_every_shipped_config_validates_and_builds_its_sequence(path):
     ("method", "context", "head"),
     [
         ("multihead", "none", "PerTaskLinear"),
+        ("separate", "none", "PerTaskLinear"),
         ("finetune", "none", "SuperposedLinear"),
         ("psp", "binary", "SuperposedLinear"),
     ],
@@ -202,3 +203,10 @@ def test_baselines_are_configs_of_the_same_agent(tiny_config, method, context, h
     agent = build_agent(config.agent, build_sequence(config.sequence).make_vec_env(0), seed=0)
     assert type(agent.q_net.q_head).__name__ == head
     assert agent.q_net.context == context
+    n_params = sum(p.numel() for p in agent.q_net.parameters())
+    plain = parse_config({**tiny_config, "agent": {**tiny_config["agent"], "method": "finetune", "context": "none"}})
+    plain_params = sum(p.numel() for p in build_agent(plain.agent, agent.env, seed=0).q_net.parameters())
+    if method == "separate":
+        assert n_params == 2 * plain_params  # K = 2 independent networks
+    if method == "finetune":
+        assert n_params == plain_params

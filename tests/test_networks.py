@@ -72,3 +72,16 @@ def test_layers_of_one_network_draw_different_contexts():
 def test_bad_network_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_separate_torsos_are_independent_per_task():
+    from psp_rl.networks import PerTaskConv2d
+
+    torso = build_torso((3, 10, 10), 2, "none", separate=True)
+    assert isinstance(torso.layers[0], PerTaskConv2d)
+    x = torch.rand(4, 3, 10, 10)
+    mixed = torso(x, torch.tensor([0, 1, 1, 0]))
+    for i, t in enumerate([0, 1, 1, 0]):
+        torch.testing.assert_close(mixed[i], torso(x[i : i + 1], t)[0], atol=1e-6, rtol=0)
+    torso(x, 1).sum().backward()  # training task 1 leaves task 0's weights without gradient
+    assert torso.layers[0].convs[0].weight.grad is None

@@ -37,6 +37,7 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
         torso=config.torso,
         input_layer=config.input_layer,
         heads="per_task" if config.method == "multihead" else config.heads,
+        separate=config.method == "separate",
     )
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch

@@ -65,9 +65,10 @@ class AgentConfig(_Strict):
     """
 
     algo: Literal["dqn", "ppo"] = "dqn"
-    method: Literal["psp", "finetune", "multihead"] = Field(
+    method: Literal["psp", "finetune", "multihead", "separate"] = Field(
         default="psp",
-        description="psp: superposed; finetune: one plain network; multihead: plain torso, a head per task",
+        description="psp: superposed; finetune: one plain network; multihead: plain torso, a head per task; "
+        "separate: one plain network per task",
     )
     context: ContextKind = "binary"
     context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
@@ -107,7 +108,7 @@ class AgentConfig(_Strict):
         wrong = [name for name in other if getattr(self, name) is not None]
         if wrong:
             raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
-        if self.method in ("finetune", "multihead") and self.context != "none":
+        if self.method in ("finetune", "multihead", "separate") and self.context != "none":
             raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
         if self.method == "psp" and self.context == "none":
             raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")

@@ -1,0 +1,117 @@
+"""Does superposition keep what it learned? Every method on one sequence, several seeds, one table.
+
+    python experiments/bench_retention.py experiments/configs/cartpole-shift-ppo.yaml \\
+        --methods psp-binary finetune multihead separate --seeds 0 1 2
+
+Each method is the same config with another ``agent.method`` / ``agent.context`` (a baseline is
+a config, not another loop). Runs go to ``<out>/runs/<method>-s<seed>/`` (finished ones are
+reused), the table to ``<out>/table.csv`` and ``table.md`` (mean and 95% t-interval over seeds),
+the plots to ``<out>/report.md`` (seed 0 of every method) and the command to ``<out>/command.txt``.
+Forward transfer is measured against ``separate`` (a fresh network per task: from scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from psp_rl.continual import ContinualTrainer, parse_config
+from psp_rl.continual.report import write_report
+
+METHODS = {
+    "psp-binary": {"method": "psp", "context": "binary"},
+    "psp-complex": {"method": "psp", "context": "complex"},
+    "psp-rotation": {"method": "psp", "context": "rotation"},
+    "finetune": {"method": "finetune", "context": "none"},
+    "multihead": {"method": "multihead", "context": "none"},
+    "separate": {"method": "separate", "context": "none"},
+}
+
+
+def run(base: dict, method: str, seed: int, out: Path) -> dict:
+    run_dir = out / "runs" / f"{method}-s{seed}"
+    if (run_dir / "metrics.json").exists():
+        return json.loads((run_dir / "metrics.json").read_text())
+    config = {**base, "name": f"{method}-s{seed}", "seed": seed, "agent": {**base["agent"], **METHODS[method]}}
+    trainer = ContinualTrainer(parse_config(config), run_dir, overwrite=run_dir.exists())
+    metrics = trainer.run()
+    print(f"{method} seed {seed}: final average {metrics['final_average_return']:.1f}", flush=True)
+    return metrics
+
+
+def relative_forgetting(m: dict) -> float:
+    """Total forgetting over the total best earlier return (0 = kept everything)."""
+    matrix = np.array(m["eval_matrix"])
+    lost, best = 0.0, 0.0
+    for j, task in enumerate(m["tasks"]):
+        if m["forgetting"][task] is not None:
+            first = m["stages"].index(task)
+            lost += max(m["forgetting"][task], 0.0)
+            best += float(np.max(matrix[first:-1, j]))
+    return lost / best if best > 0 else 0.0
+
+
+def diagonal(m: dict) -> np.ndarray:
+    """Return on each task right after first training it."""
+    matrix = np.array(m["eval_matrix"])
+    return np.array([matrix[m["stages"].index(task), j] for j, task in enumerate(m["tasks"])])
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval."""
+    arr = np.asarray(values, dtype=float)
+    if len(arr) < 2:
+        return float(arr.mean()), float("nan")
+    return float(arr.mean()), float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, help="default: experiments/results/<config name>")
+    args = parser.parse_args()
+    base = yaml.safe_load(args.config.read_text())
+    out = args.out or Path(__file__).parent / "results" / base["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    results = {method: [run(base, method, seed, out) for seed in args.seeds] for method in args.methods}
+
+    scratch = [diagonal(m) for m in results.get("separate", [])]
+    header = ["method", "final_avg_return", "ci95", "normalized_final_avg", "relative_forgetting", "ci95_forgetting",
+              "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s"]  # fmt: skip
+    rows = []
+    for method, runs in results.items():
+        final, final_ci = interval([m["final_average_return"] for m in runs])
+        normalized = [m["normalized_final_average_return"] for m in runs]
+        forget, forget_ci = interval([relative_forgetting(m) for m in runs])
+        transfer = (
+            f"{np.mean([np.mean(diagonal(m) - s) for m, s in zip(runs, scratch, strict=False)]):.1f}" if scratch else ""
+        )
+        rows.append([
+            method, f"{final:.1f}", f"{final_ci:.1f}",
+            "" if None in normalized else f"{np.mean(normalized):.3f}",
+            f"{forget:.3f}", f"{forget_ci:.3f}", transfer, runs[0]["parameters"],
+            f"{np.mean([m['env_steps_per_s'] for m in runs]):.0f}", f"{np.mean([m['wall_time_s'] for m in runs]):.0f}",
+        ])  # fmt: skip
+    with (out / "table.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    (out / "table.md").write_text(
+        f"{len(args.seeds)} seeds; mean and 95% t-interval half-width.\n\n" + "\n".join(lines) + "\n"
+    )
+    write_report([out / "runs" / f"{method}-s{args.seeds[0]}" for method in results], out)
+    (out / "command.txt").write_text("python experiments/bench_retention.py " + " ".join(sys.argv[1:]) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
