@@ -169,3 +169,19 @@ def test_bad_agent_settings():
         ContinualDQN("PSPPolicy", seq.make_vec_env(0), policy_kwargs=dict(context="gauss"))
     with pytest.raises(ValueError, match="use_sde=True"):
         ContinualPPO("PSPPolicy", get_sequence("pendulum-shift").make_vec_env(0), use_sde=True)
+
+
+@pytest.mark.parametrize("replay", ["clear", "keep"])
+def test_task_switch_restarts_exploration_and_applies_the_replay_policy(cartpoles, replay):
+    model = _make("dqn", cartpoles, replay_on_switch=replay, exploration_fraction=0.5)
+    model.on_task_switch(0, 400)
+    model.learn(400)
+    assert model.exploration_rate < 0.2  # the schedule ran down over task 0's 400 steps
+    filled = model.replay_buffer.size()
+    model.set_env(cartpoles.make_vec_env(1, 2, seed=1))
+    model.on_task_switch(1, 400)
+    assert model.exploration_rate == pytest.approx(1.0)  # exploration restarts for the new task
+    assert model.replay_buffer.size() == (0 if replay == "clear" else filled)
+    model.learn(200, reset_num_timesteps=False)
+    tasks = set(model.replay_buffer.observations["task"][: model.replay_buffer.size()].ravel().tolist())
+    assert tasks == ({1} if replay == "clear" else {0, 1})  # kept transitions carry their own task id

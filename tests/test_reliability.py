@@ -210,6 +210,7 @@ BAD_CONFIGS = [
     ("sequence.max_tasks", 1, "sequence: sequence 'cartpole-shift': max_tasks=1, expected an int >= 2"),
 ]
 BAD_SPECS = [
+    ({"tasks": []}, "tasks=[], expected a non-empty list of tasks"),
     ({"tasks": [{"name": "a", "env_id": "NoSuchEnv-v9"}]}, "task 'a': env_id 'NoSuchEnv-v9': not a registered"),
     ({"tasks": [{"name": "a", "env_id": "CartPole-v1", "params": {"gravty": 1.0}}]}, "task 'a': parameter 'gravty'"),
     ({"tasks": [{"name": "a", "env_id": "CartPole-v1", "params": {"gravity": "x"}}]}, "parameter 'gravity'"),
