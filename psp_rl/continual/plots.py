@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 
 def matrix_figure(matrix: np.ndarray, stage_names: Sequence[str], task_names: Sequence[str]) -> Figure:
@@ -48,6 +49,7 @@ def returns_figure(
                 ax.plot(steps, means, label=label, marker=".", markersize=3)
         for step in boundaries[:-1]:
             ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+        ax.xaxis.set_major_formatter(EngFormatter())  # 20k, 1M: step counts stay readable
         ax.set_title(f"eval on {task}")
         ax.set_xlabel("env steps")
         ax.set_ylabel("mean return")

@@ -169,7 +169,8 @@ class ContinualTrainer:
         self.resume, self.overwrite, self.callbacks, self.show_progress = resume, overwrite, list(callbacks), progress
         self.sequence = build_sequence(config.sequence)
         self.stop_requested: str | None = None
-        self._progress = None
+        self._progress: Progress | None = None
+        self._pending_steps, self._last_draw = 0, 0.0
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -518,16 +519,27 @@ class ContinualTrainer:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("last eval: {task.fields[last_eval]}"),
+            auto_refresh=False,  # redrawn from advance_progress: a refresh thread would contend for the GIL
         )
         self._task_id = self._progress.add_task(self.config.name, total=total, completed=done, last_eval="-")
         return self._progress
 
     def advance_progress(self, steps: int) -> None:
-        if self._progress is not None:
-            schedule = self.sequence.schedule
-            stage = min(self.state.stage, len(schedule) - 1)
-            name = self.sequence[schedule[stage]].name
-            self._progress.update(self._task_id, advance=steps, description=f"task {stage + 1}/{len(schedule)} {name}")
+        """Count env steps for the progress bar; redraw at most a few times a second (it is called every step)."""
+        if self._progress is None:
+            return
+        self._pending_steps += steps
+        now = time.perf_counter()
+        if now - self._last_draw < 0.25:
+            return
+        schedule = self.sequence.schedule
+        stage = min(self.state.stage, len(schedule) - 1)
+        name = self.sequence[schedule[stage]].name
+        self._progress.update(
+            self._task_id, advance=self._pending_steps, description=f"task {stage + 1}/{len(schedule)} {name}"
+        )
+        self._progress.refresh()
+        self._pending_steps, self._last_draw = 0, now
 
 
 def compute_metrics(
