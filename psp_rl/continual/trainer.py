@@ -168,6 +168,9 @@ class ContinualTrainer:
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
         self.resume, self.overwrite, self.callbacks, self.show_progress = resume, overwrite, list(callbacks), progress
         self.sequence = build_sequence(config.sequence)
+        unknown = sorted(set(config.eval.reference_returns or {}) - set(self.sequence.names))
+        if unknown:  # checked now, not after hours of training
+            raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {self.sequence.names}")
         self.stop_requested: str | None = None
         self._progress: Progress | None = None
         self._pending_steps, self._last_draw = 0, 0.0
@@ -355,9 +358,6 @@ class ContinualTrainer:
 
     def _reference_returns(self) -> list[float | None]:
         given = self.config.eval.reference_returns or {}
-        unknown = sorted(set(given) - set(self.sequence.names))
-        if unknown:
-            raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {self.sequence.names}")
         out = []
         for task, name in enumerate(self.sequence.names):
             if name in given:
