@@ -109,7 +109,11 @@ class TaskSequential(nn.Module):
         return x
 
 
-def _linear(in_f: int, out_f: int, num_tasks: int, context: str, seed: int, layer_id: int) -> SuperposedLinear:
+def _linear(
+    in_f: int, out_f: int, num_tasks: int, context: str, seed: int, layer_id: int, separate: bool = False
+) -> nn.Module:
+    if separate:  # the separate-networks baseline: one plain layer per task
+        return PerTaskLinear(in_f, out_f, num_tasks)
     return SuperposedLinear(in_f, out_f, num_tasks, context, seed=seed, layer_id=layer_id)
 
 
@@ -141,13 +145,13 @@ def mlp_torso(
     modules: list[nn.Module] = []
     widths = [in_features, *net_arch]
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        if separate or (i == 0 and input_layer == "per_task"):
+        if i == 0 and input_layer == "per_task":
             modules.append(PerTaskLinear(w_in, w_out, num_tasks))
         elif i == 0 and input_layer == "expand":
             modules += [RandomExpansion(w_in, w_out, seed=seed * 1000 + layer_offset)]
             continue  # the expansion is its own nonlinearity
         else:
-            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i))
+            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i, separate))
         modules.append(activation_fn())
     return TaskSequential(*modules, latent_dim=widths[-1])
 
@@ -178,10 +182,7 @@ def _conv_torso(
     convs_only = TaskSequential(*modules, latent_dim=0)
     with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
         flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
-    if separate:
-        modules += [PerTaskLinear(flat, hidden, num_tasks), nn.ReLU()]
-    else:
-        modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs)), nn.ReLU()]
+    modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs), separate), nn.ReLU()]
     return TaskSequential(*modules, latent_dim=hidden)
 
 
