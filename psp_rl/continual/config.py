@@ -150,10 +150,13 @@ class RunConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: str = "auto"
 
+    def shaping(self) -> dict[str, Any]:
+        """The settings that shape the model and the task stream (not eval/checkpoint cadence)."""
+        return self.model_dump(mode="json", include={"seed", "sequence", "agent"})
+
     def fingerprint(self) -> str:
-        """A hash of everything that shapes the model and the task stream (not eval/checkpoint cadence)."""
-        shaping = self.model_dump(include={"seed", "sequence", "agent"})
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of :meth:`shaping`: a checkpoint resumes only under the same one."""
+        return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _describe(value: Any) -> str:

@@ -376,8 +376,7 @@ class ContinualTrainer:
 
     def _checkpoint(self) -> Path:
         """Save agent, replay buffer and trainer state into a temp dir, then rename it into place."""
-        schedule = self.sequence.schedule
-        self.check_finite(self.sequence[schedule[min(self.state.stage, len(schedule) - 1)]].name)  # never save NaNs
+        self.check_finite(self._current_task_name())  # never save NaNs
         self.state.wall_time += time.perf_counter() - self._clock
         self._clock = time.perf_counter()
         name = f"ckpt-{self.agent.num_timesteps:012d}-{self.state.stage:04d}"
@@ -412,8 +411,7 @@ class ContinualTrainer:
         checkpoints = self.checkpoints() if self.resume else []
         env = self.sequence.make_vec_env(0, self.config.agent.n_envs, seed=self.config.seed)
         if not checkpoints:
-            shaping = self.config.model_dump(mode="json", include={"seed", "sequence", "agent"})
-            self.state = TrainerState(fingerprint=self.config.fingerprint(), shaping_config=shaping)
+            self.state = TrainerState(fingerprint=self.config.fingerprint(), shaping_config=self.config.shaping())
             self.state.random_returns = self._random_returns()
             self._write_eval_csv()
             return build_agent(self.config.agent, env, self.config.seed, self.config.device)
@@ -441,8 +439,8 @@ class ContinualTrainer:
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
         if state.fingerprint != self.config.fingerprint():
-            mine = self.config.model_dump(mode="json", include={"seed", "sequence", "agent"})
-            raise CheckpointError(f"checkpoint {str(path)!r} {_first_difference(state.shaping_config, mine)}")
+            difference = _first_difference(state.shaping_config, self.config.shaping())
+            raise CheckpointError(f"checkpoint {str(path)!r} {difference}")
         agent = AGENT_CLASSES[self.config.agent.algo].load(path / "model.zip", env=env, device=self.config.device)
         buffer = path / "replay_buffer.pkl"
         if buffer.exists():
@@ -471,9 +469,8 @@ class ContinualTrainer:
         if self.resume and saved.exists():
             before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
             if before.fingerprint() != self.config.fingerprint():
-                mine = self.config.model_dump(mode="json", include={"seed", "sequence", "agent"})
-                theirs = before.model_dump(mode="json", include={"seed", "sequence", "agent"})
-                raise CheckpointError(f"run dir {str(path)!r} {_first_difference(theirs, mine)}")
+                difference = _first_difference(before.shaping(), self.config.shaping())
+                raise CheckpointError(f"run dir {str(path)!r} {difference}")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, _frame: Any) -> None:
@@ -495,6 +492,11 @@ class ContinualTrainer:
             f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}; checkpoint written to "
             f"{str(self.checkpoint_dir)!r}. Resume with: psp-rl train CONFIG --run-dir {self.run_dir} --resume"
         )
+
+    def _current_task_name(self) -> str:
+        """The task of the stage being trained (the last one once the sequence is done)."""
+        schedule = self.sequence.schedule
+        return self.sequence[schedule[min(self.state.stage, len(schedule) - 1)]].name
 
     def check_finite(self, task_name: str) -> None:
         """Stop on non-finite weights (a NaN/inf loss ends up there after one update)."""
@@ -532,11 +534,9 @@ class ContinualTrainer:
         now = time.perf_counter()
         if now - self._last_draw < 0.25:
             return
-        schedule = self.sequence.schedule
-        stage = min(self.state.stage, len(schedule) - 1)
-        name = self.sequence[schedule[stage]].name
+        stage, stages = min(self.state.stage + 1, len(self.sequence.schedule)), len(self.sequence.schedule)
         self._progress.update(
-            self._task_id, advance=self._pending_steps, description=f"task {stage + 1}/{len(schedule)} {name}"
+            self._task_id, advance=self._pending_steps, description=f"task {stage}/{stages} {self._current_task_name()}"
         )
         self._progress.refresh()
         self._pending_steps, self._last_draw = 0, now
