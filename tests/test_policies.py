@@ -185,3 +185,21 @@ def test_task_switch_restarts_exploration_and_applies_the_replay_policy(cartpole
     model.learn(200, reset_num_timesteps=False)
     tasks = set(model.replay_buffer.observations["task"][: model.replay_buffer.size()].ravel().tolist())
     assert tasks == ({1} if replay == "clear" else {0, 1})  # kept transitions carry their own task id
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_a_finished_tasks_own_parameters_do_not_move(cartpoles, algo):
+    """Separate networks: task 0's slice gets zero gradients on task 1, and no stale Adam momentum either."""
+    env = cartpoles.make_vec_env(0, 2, seed=0)
+    kwargs = dict(learning_starts=50, buffer_size=2000) if algo == "dqn" else dict(n_steps=32, batch_size=32)
+    model = (ContinualDQN if algo == "dqn" else ContinualPPO)(
+        "PSPPolicy", env, seed=0, policy_kwargs=dict(context="none", net_arch=[32, 32], separate=True), **kwargs
+    )
+    model.on_task_switch(0, 300)
+    model.learn(300)
+    before = {n: p.detach()[0].clone() for n, p in model.policy.named_parameters() if p.shape[0] == 3}
+    model.set_env(cartpoles.make_vec_env(1, 2, seed=1))
+    model.on_task_switch(1, 300)
+    model.learn(300, reset_num_timesteps=False)
+    after = {n: p.detach()[0] for n, p in model.policy.named_parameters() if p.shape[0] == 3}
+    assert before and all(torch.equal(before[n], after[n]) for n in before)
