@@ -8,7 +8,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.agents import ContinualDQN, ContinualPPO
+from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import AgentConfig, ConfigError, SequenceConfig
+from psp_rl.continual.ewc import OnlineEWC
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 
 AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
@@ -52,3 +54,10 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
     return AGENT_CLASSES[config.algo](
         "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
     )
+
+
+def build_callbacks(config: AgentConfig) -> list[ContinualCallback]:
+    """The loop hooks a method needs: online EWC for ``method: ewc``, none for the others."""
+    if config.method != "ewc":
+        return []
+    return [OnlineEWC(config.ewc_lambda, decay=config.ewc_decay, samples=config.ewc_samples)]

@@ -55,6 +55,8 @@ _DQN_ONLY = (
     "exploration_final_eps",
     "replay_on_switch",
 )
+# Chosen by a sweep on cartpole-shift (experiments/results/ewc-lambda.md).
+EWC_LAMBDA = 1000.0
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
 
 
@@ -65,10 +67,10 @@ class AgentConfig(_Strict):
     """
 
     algo: Literal["dqn", "ppo"] = "dqn"
-    method: Literal["psp", "finetune", "multihead", "separate"] = Field(
+    method: Literal["psp", "finetune", "multihead", "separate", "ewc"] = Field(
         default="psp",
         description="psp: superposed; finetune: one plain network; multihead: plain torso, a head per task; "
-        "separate: one plain network per task",
+        "separate: one plain network per task; ewc: one plain network with online EWC",
     )
     context: ContextKind = "binary"
     context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
@@ -92,6 +94,10 @@ class AgentConfig(_Strict):
     exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
     exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
     replay_on_switch: Literal["clear", "keep"] | None = None
+    # method: ewc only (psp_rl.continual.ewc)
+    ewc_lambda: float = Field(default=EWC_LAMBDA, ge=0, description="weight of the EWC penalty")
+    ewc_decay: float = Field(default=1.0, gt=0, le=1, description="online EWC's gamma: old Fisher's weight")
+    ewc_samples: int = Field(default=256, gt=0, description="states per task for the Fisher estimate")
     # PPO only
     n_steps: int | None = Field(default=None, gt=0)
     n_epochs: int | None = Field(default=None, gt=0)
@@ -108,7 +114,10 @@ class AgentConfig(_Strict):
         wrong = [name for name in other if getattr(self, name) is not None]
         if wrong:
             raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
-        if self.method in ("finetune", "multihead", "separate") and self.context != "none":
+        ewc_set = [name for name in ("ewc_lambda", "ewc_decay", "ewc_samples") if name in self.model_fields_set]
+        if ewc_set and self.method != "ewc":
+            raise ValueError(f"agent.{ewc_set[0]}: only used by method='ewc', not method={self.method!r}")
+        if self.method in ("finetune", "multihead", "separate", "ewc") and self.context != "none":
             raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
         if self.method == "psp" and self.context == "none":
             raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")

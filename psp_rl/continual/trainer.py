@@ -32,7 +32,8 @@ from stable_baselines3.common.logger import configure
 from torch.utils.tensorboard import SummaryWriter
 
 from psp_rl.continual import metrics as M
-from psp_rl.continual.build import AGENT_CLASSES, build_agent, build_sequence
+from psp_rl.continual.build import AGENT_CLASSES, build_agent, build_callbacks, build_sequence
+from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import ConfigError, RunConfig, dump_config, parse_config
 from psp_rl.continual.io import RunLock, atomic_write_csv, atomic_write_text
 from psp_rl.continual.plots import matrix_figure
@@ -52,23 +53,6 @@ class NumericalError(RuntimeError):
 
 class CheckpointError(ValueError):
     """No checkpoint of the run directory could be loaded, or one belongs to another config."""
-
-
-class ContinualCallback:
-    """Hooks around the continual loop; override the ones you need (all are no-ops).
-
-    Baselines that act between tasks (EWC's Fisher estimate, say) are callbacks, not forks of
-    the loop.
-    """
-
-    def before_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        """Before training stage ``stage`` (task ``task``) starts."""
-
-    def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        """After stage ``stage`` ends and its evaluation is written, before its checkpoint."""
-
-    def after_eval(self, trainer: ContinualTrainer, rows: list[dict[str, Any]]) -> None:
-        """After each evaluation of every task, with its new ``eval.csv`` rows."""
 
 
 @dataclass
@@ -148,7 +132,8 @@ class ContinualTrainer:
     :param run_dir: the run directory (default ``runs/<config.name>``).
     :param resume: continue from the newest loadable checkpoint.
     :param overwrite: delete an existing run directory first.
-    :param callbacks: :class:`ContinualCallback` hooks.
+    :param callbacks: :class:`ContinualCallback` hooks, run after those the config's method
+        brings (``method: ewc`` brings :class:`~psp_rl.continual.ewc.OnlineEWC`).
     :param progress: show a progress bar over the whole sequence.
     """
 
@@ -166,7 +151,8 @@ class ContinualTrainer:
             raise ConfigError("--resume and --overwrite: choose one")
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-        self.resume, self.overwrite, self.callbacks, self.show_progress = resume, overwrite, list(callbacks), progress
+        self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
+        self.callbacks = [*build_callbacks(config.agent), *callbacks]
         self.sequence = build_sequence(config.sequence)
         unknown = sorted(set(config.eval.reference_returns or {}) - set(self.sequence.names))
         if unknown:  # checked now, not after hours of training
@@ -184,6 +170,8 @@ class ContinualTrainer:
         previous_handlers = self._install_signal_handlers()
         try:
             self.agent = self._resume_or_start()
+            for cb in self.callbacks:
+                cb.before_training(self)
             # Written once the checkpoint (if any) proved to match: a refused resume changes nothing.
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.agent.num_timesteps or None)
@@ -387,6 +375,9 @@ class ContinualTrainer:
         self.agent.save(tmp / "model.zip")
         if self.config.checkpoint.replay_buffer and getattr(self.agent, "replay_buffer", None) is not None:
             self.agent.save_replay_buffer(tmp / "replay_buffer.pkl")
+        callback_states = [cb.state_dict() for cb in self.callbacks]
+        if any(callback_states):
+            torch.save(callback_states, tmp / "callbacks.pt")
         fault_point("checkpoint")
         # state.json last: a checkpoint dir without it was never completed.
         atomic_write_text(tmp / "state.json", json.dumps(asdict(self.state)))
@@ -445,6 +436,10 @@ class ContinualTrainer:
         buffer = path / "replay_buffer.pkl"
         if buffer.exists():
             agent.load_replay_buffer(buffer)
+        callback_file = path / "callbacks.pt"
+        if callback_file.exists():
+            for cb, cb_state in zip(self.callbacks, torch.load(callback_file, weights_only=True), strict=True):
+                cb.load_state_dict(cb_state)
         return agent, state
 
     # ------------------------------------------------------ run dir, signals
