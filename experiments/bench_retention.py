@@ -32,6 +32,7 @@ METHODS = {
     "finetune": {"method": "finetune", "context": "none"},
     "multihead": {"method": "multihead", "context": "none"},
     "separate": {"method": "separate", "context": "none"},
+    "ewc": {"method": "ewc", "context": "none"},
 }
 
 
@@ -56,6 +57,54 @@ def relative_forgetting(m: dict) -> float:
             lost += max(m["forgetting"][task], 0.0)
             best += float(np.max(matrix[first:-1, j]))
     return lost / best if best > 0 else 0.0
+
+
+def task_forgetting(m: dict, task: str) -> float:
+    """Share of ``task``'s best earlier return lost by the end (0 = kept it all)."""
+    j = m["tasks"].index(task)
+    best = float(np.max(np.array(m["eval_matrix"])[m["stages"].index(task) : -1, j]))
+    return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
+
+
+def targets(results: dict[str, list[dict]]) -> list[str]:
+    """The issue's targets as met / MISSED lines, from the mean over seeds."""
+
+    def mean(method: str, key: str) -> float:
+        return float(np.mean([m[key] for m in results[method]]))
+
+    def normalized_ratio(a: str, b: str) -> float | None:
+        key = "normalized_final_average_return"
+        return None if None in [m[key] for m in results[a] + results[b]] else mean(a, key) / mean(b, key)
+
+    def line(name: str, value: str, ok: bool) -> str:
+        return f"- {name}: {value} -> {'met' if ok else 'MISSED'}"
+
+    lines = []
+    for psp in [m for m in results if m.startswith("psp-")]:
+        if "separate" in results:
+            ratio = mean(psp, "final_average_return") / mean("separate", "final_average_return")
+            lines.append(line(f"{psp} final average >= 0.90 x separate", f"{ratio:.2f}x", ratio >= 0.9))
+            if (gap := normalized_ratio(psp, "separate")) is not None:
+                lines.append(line(f"{psp} normalized within 15% of separate", f"{gap:.2f}x", gap >= 0.85))
+        forget = float(np.mean([relative_forgetting(m) for m in results[psp]]))
+        lines.append(line(f"{psp} forgetting <= 10% of the trained return", f"{forget:.1%}", forget <= 0.10))
+        if "finetune" in results:
+            if (ratio := normalized_ratio(psp, "finetune")) is not None:
+                lines.append(line(f"{psp} normalized final average >= 2 x finetune", f"{ratio:.2f}x", ratio >= 2))
+            params = results[psp][0]["parameters"] / results["finetune"][0]["parameters"]
+            lines.append(line(f"{psp} parameters = 1x finetune", f"{params:.2f}x", params <= 1.0))
+            speed = mean(psp, "env_steps_per_s") / mean("finetune", "env_steps_per_s")
+            lines.append(line(f"{psp} env-steps/s >= 0.90 x finetune", f"{speed:.2f}x", speed >= 0.9))
+    if "finetune" in results and "reversed" in results["finetune"][0]["stages"][1:]:
+        stages = results["finetune"][0]["stages"]
+        before = stages[stages.index("reversed") - 1]
+        lost = float(np.mean([task_forgetting(m, before) for m in results["finetune"]]))
+        lines.append(line(f"finetune forgets >= 50% on {before!r} (before 'reversed')", f"{lost:.1%}", lost >= 0.5))
+    if "separate" in results and "finetune" in results:
+        k = len(results["separate"][0]["tasks"])
+        ratio = results["separate"][0]["parameters"] / results["finetune"][0]["parameters"]
+        lines.append(f"- separate parameters: {ratio:.2f}x finetune (K = {k})")
+    return lines
 
 
 def diagonal(m: dict) -> np.ndarray:
@@ -108,9 +157,11 @@ def main() -> None:
     (out / "table.md").write_text(
         f"{len(args.seeds)} seeds; mean and 95% t-interval half-width.\n\n" + "\n".join(lines) + "\n"
     )
+    goals = targets(results)
+    (out / "targets.md").write_text(f"Targets ({len(args.seeds)} seeds, means):\n\n" + "\n".join(goals) + "\n")
     write_report([out / "runs" / f"{method}-s{args.seeds[0]}" for method in results], out)
     (out / "command.txt").write_text("python experiments/bench_retention.py " + " ".join(sys.argv[1:]) + "\n")
-    print("\n".join(lines))
+    print("\n".join(lines + ["", *goals]))
 
 
 if __name__ == "__main__":
