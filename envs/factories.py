@@ -16,6 +16,7 @@ from psp_rl.envs.wrappers import DriftingParam, PadChannels, PermuteObservation,
 
 MINATAR_GAMES = ("Breakout", "SpaceInvaders", "Freeway", "Asterix", "Seaquest")
 MINATAR_CHANNELS = 10  # Seaquest's count, the largest of the five games
+MINATAR_MAX_EPISODE_STEPS = 10_000
 MINATAR_INSTALL = 'MinAtar is not installed: pip install "psp-rl[minatar]" (or: pip install minatar)'
 
 
@@ -110,7 +111,8 @@ def make_minatar_env(game: str, *, training: bool = True, channels: int = MINATA
         warnings.simplefilter("ignore")  # minatar re-registering its ids warns on every call
         minatar.gym.register_envs()
     env = _gym_make(f"MinAtar/{game}-v1", use_minimal_action_set=False)
-    return PadChannels(env, channels)
+    # MinAtar sets no time limit: a greedy agent that keeps the ball in play would never end an evaluation.
+    return PadChannels(gym.wrappers.TimeLimit(env, MINATAR_MAX_EPISODE_STEPS), channels)
 
 
 FACTORIES = {"gym": make_gym_env, "atari": make_atari_env, "minatar": make_minatar_env}

@@ -40,7 +40,10 @@ def run(base: dict, method: str, seed: int, out: Path) -> dict:
     run_dir = out / "runs" / f"{method}-s{seed}"
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
-    config = {**base, "name": f"{method}-s{seed}", "seed": seed, "agent": {**base["agent"], **METHODS[method]}}
+    agent = {**base["agent"], **METHODS[method]}
+    if agent["method"] != "ewc":  # a base config may carry the ewc method's settings
+        agent = {key: value for key, value in agent.items() if not key.startswith("ewc_")}
+    config = {**base, "name": f"{method}-s{seed}", "seed": seed, "agent": agent}
     trainer = ContinualTrainer(parse_config(config), run_dir, overwrite=run_dir.exists())
     metrics = trainer.run()
     print(f"{method} seed {seed}: final average {metrics['final_average_return']:.1f}", flush=True)

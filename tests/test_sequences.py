@@ -207,6 +207,16 @@ def test_minatar_frames_are_padded_channel_first_floats():
     assert env.action_space == gym.spaces.Discrete(6)
 
 
+def test_minatar_episodes_end_at_the_time_limit():
+    env = make_minatar_env("Freeway")  # a Freeway episode is 2,500 frames: cut shorter to see the limit act
+    limited = env.env
+    assert isinstance(limited, gym.wrappers.TimeLimit) and limited._max_episode_steps == 10_000
+    limited._max_episode_steps = 50
+    env.reset(seed=0)
+    truncated = [env.step(0)[3] for _ in range(50)]
+    assert truncated == [False] * 49 + [True]
+
+
 def test_task_observation_rejects_bad_capacity():
     with pytest.raises(ValueError, match="max_tasks=0"):
         TaskObservation(gym.make("CartPole-v1"), 0, 0)
