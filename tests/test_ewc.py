@@ -105,3 +105,13 @@ def test_bad_ewc_arguments():
         OnlineEWC(1.0, decay=0)
     with pytest.raises(ValueError, match=r"samples=2\.5: expected a positive int"):
         OnlineEWC(1.0, samples=2.5)
+
+
+@pytest.mark.parametrize("method", ["psp", "ewc"])
+def test_the_saved_config_of_every_method_parses_back(method):
+    """config.yaml is re-read on --resume: unset ewc_* settings must not count as set."""
+    from psp_rl.continual.config import dump_config
+
+    config = _ewc_config("dqn", 5.0) if method == "ewc" else copy.deepcopy(TINY_CONFIG)
+    parsed = parse_config(config)
+    assert parse_config(yaml.safe_load(dump_config(parsed))) == parsed

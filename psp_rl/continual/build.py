@@ -60,4 +60,5 @@ def build_callbacks(config: AgentConfig) -> list[ContinualCallback]:
     """The loop hooks a method needs: online EWC for ``method: ewc``, none for the others."""
     if config.method != "ewc":
         return []
-    return [OnlineEWC(config.ewc_lambda, decay=config.ewc_decay, samples=config.ewc_samples)]
+    settings = {"strength": config.ewc_lambda, "decay": config.ewc_decay, "samples": config.ewc_samples}
+    return [OnlineEWC(**{key: value for key, value in settings.items() if value is not None})]

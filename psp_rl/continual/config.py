@@ -95,9 +95,9 @@ class AgentConfig(_Strict):
     exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
     replay_on_switch: Literal["clear", "keep"] | None = None
     # method: ewc only (psp_rl.continual.ewc)
-    ewc_lambda: float = Field(default=EWC_LAMBDA, ge=0, description="weight of the EWC penalty")
-    ewc_decay: float = Field(default=1.0, gt=0, le=1, description="online EWC's gamma: old Fisher's weight")
-    ewc_samples: int = Field(default=256, gt=0, description="states per task for the Fisher estimate")
+    ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
+    ewc_decay: float | None = Field(default=None, gt=0, le=1, description="online EWC's gamma (default 1)")
+    ewc_samples: int | None = Field(default=None, gt=0, description="states per task for the Fisher (default 256)")
     # PPO only
     n_steps: int | None = Field(default=None, gt=0)
     n_epochs: int | None = Field(default=None, gt=0)
@@ -114,7 +114,7 @@ class AgentConfig(_Strict):
         wrong = [name for name in other if getattr(self, name) is not None]
         if wrong:
             raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
-        ewc_set = [name for name in ("ewc_lambda", "ewc_decay", "ewc_samples") if name in self.model_fields_set]
+        ewc_set = [name for name in ("ewc_lambda", "ewc_decay", "ewc_samples") if getattr(self, name) is not None]
         if ewc_set and self.method != "ewc":
             raise ValueError(f"agent.{ewc_set[0]}: only used by method='ewc', not method={self.method!r}")
         if self.method in ("finetune", "multihead", "separate", "ewc") and self.context != "none":

@@ -23,6 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from torch.distributions import Categorical
 
 from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.config import EWC_LAMBDA
 
 if TYPE_CHECKING:
     from psp_rl.continual.trainer import ContinualTrainer
@@ -76,7 +77,7 @@ class OnlineEWC(ContinualCallback):
     :param samples: states per task for the Fisher estimate.
     """
 
-    def __init__(self, strength: float, decay: float = 1.0, samples: int = 256) -> None:
+    def __init__(self, strength: float = EWC_LAMBDA, decay: float = 1.0, samples: int = 256) -> None:
         if not strength >= 0:
             raise ValueError(f"ewc strength={strength!r}: expected a number >= 0")
         if not 0 < decay <= 1:
