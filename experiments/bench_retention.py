@@ -69,15 +69,36 @@ def task_forgetting(m: dict, task: str) -> float:
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
-def targets(results: dict[str, list[dict]]) -> list[str]:
+def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
+    """Per-seed normalized final averages: 0 = random play, 1 = the task's reference return.
+
+    The reference is the run's own (the env's reward threshold or ``eval.reference_returns``);
+    where a task has none (MinAtar), it is what a fresh network reaches on that task alone in
+    the same budget: ``separate``'s return right after training it, averaged over seeds.
+    """
+    key = "normalized_final_average_return"
+    if all(m[key] is not None for runs in results.values() for m in runs):
+        return {method: [m[key] for m in runs] for method, runs in results.items()}, "reference return"
+    if "separate" not in results:
+        return {}, ""
+    scratch = np.mean([diagonal(m) for m in results["separate"]], axis=0)
+    out = {}
+    for method, runs in results.items():
+        out[method] = []
+        for m in runs:
+            random = np.array([m["random_returns"][task] for task in m["tasks"]])
+            out[method].append(float(np.mean((np.array(m["eval_matrix"])[-1] - random) / (scratch - random))))
+    return out, "separate's trained return"
+
+
+def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) -> list[str]:
     """The issue's targets as met / MISSED lines, from the mean over seeds."""
 
     def mean(method: str, key: str) -> float:
         return float(np.mean([m[key] for m in results[method]]))
 
     def normalized_ratio(a: str, b: str) -> float | None:
-        key = "normalized_final_average_return"
-        return None if None in [m[key] for m in results[a] + results[b]] else mean(a, key) / mean(b, key)
+        return float(np.mean(normalized[a]) / np.mean(normalized[b])) if a in normalized and b in normalized else None
 
     def line(name: str, value: str, ok: bool) -> str:
         return f"- {name}: {value} -> {'met' if ok else 'MISSED'}"
@@ -137,19 +158,19 @@ def main() -> None:
     results = {method: [run(base, method, seed, out) for seed in args.seeds] for method in args.methods}
 
     scratch = [diagonal(m) for m in results.get("separate", [])]
+    normalized, normalized_by = normalized_returns(results)
     header = ["method", "final_avg_return", "ci95", "normalized_final_avg", "relative_forgetting", "ci95_forgetting",
               "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s"]  # fmt: skip
     rows = []
     for method, runs in results.items():
         final, final_ci = interval([m["final_average_return"] for m in runs])
-        normalized = [m["normalized_final_average_return"] for m in runs]
         forget, forget_ci = interval([relative_forgetting(m) for m in runs])
         transfer = (
             f"{np.mean([np.mean(diagonal(m) - s) for m, s in zip(runs, scratch, strict=False)]):.1f}" if scratch else ""
         )
         rows.append([
             method, f"{final:.1f}", f"{final_ci:.1f}",
-            "" if None in normalized else f"{np.mean(normalized):.3f}",
+            f"{np.mean(normalized[method]):.3f}" if method in normalized else "",
             f"{forget:.3f}", f"{forget_ci:.3f}", transfer, runs[0]["parameters"],
             f"{np.mean([m['env_steps_per_s'] for m in runs]):.0f}", f"{np.mean([m['wall_time_s'] for m in runs]):.0f}",
         ])  # fmt: skip
@@ -158,9 +179,10 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     (out / "table.md").write_text(
-        f"{len(args.seeds)} seeds; mean and 95% t-interval half-width.\n\n" + "\n".join(lines) + "\n"
+        f"{len(args.seeds)} seeds; mean and 95% t-interval half-width; normalized: 0 = random play, "
+        f"1 = {normalized_by}.\n\n" + "\n".join(lines) + "\n"
     )
-    goals = targets(results)
+    goals = targets(results, normalized)
     (out / "targets.md").write_text(f"Targets ({len(args.seeds)} seeds, means):\n\n" + "\n".join(goals) + "\n")
     write_report([out / "runs" / f"{method}-s{args.seeds[0]}" for method in results], out)
     (out / "command.txt").write_text("python experiments/bench_retention.py " + " ".join(sys.argv[1:]) + "\n")
