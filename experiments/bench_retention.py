@@ -150,12 +150,21 @@ def main() -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--finished-only", action="store_true", help="tabulate finished runs only, train none")
     parser.add_argument("--out", type=Path, help="default: experiments/results/<config name>")
     args = parser.parse_args()
     base = yaml.safe_load(args.config.read_text())
     out = args.out or Path(__file__).parent / "results" / base["name"]
     out.mkdir(parents=True, exist_ok=True)
-    results = {method: [run(base, method, seed, out) for seed in args.seeds] for method in args.methods}
+    if args.finished_only:
+        finished = lambda method, seed: (out / "runs" / f"{method}-s{seed}" / "metrics.json").exists()  # noqa: E731
+        pairs = {method: [seed for seed in args.seeds if finished(method, seed)] for method in args.methods}
+    else:
+        pairs = {method: list(args.seeds) for method in args.methods}
+    results = {method: [run(base, method, seed, out) for seed in seeds] for method, seeds in pairs.items() if seeds}
+    if not results:
+        parser.error(f"--finished-only: no finished runs under {out / 'runs'}")
+    seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
 
     scratch = [diagonal(m) for m in results.get("separate", [])]
     normalized, normalized_by = normalized_returns(results)
@@ -179,12 +188,12 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     (out / "table.md").write_text(
-        f"{len(args.seeds)} seeds; mean and 95% t-interval half-width; normalized: 0 = random play, "
+        f"Seeds per method: {seed_note}; mean and 95% t-interval half-width; normalized: 0 = random play, "
         f"1 = {normalized_by}.\n\n" + "\n".join(lines) + "\n"
     )
     goals = targets(results, normalized)
-    (out / "targets.md").write_text(f"Targets ({len(args.seeds)} seeds, means):\n\n" + "\n".join(goals) + "\n")
-    write_report([out / "runs" / f"{method}-s{args.seeds[0]}" for method in results], out)
+    (out / "targets.md").write_text(f"Targets (means over seeds: {seed_note}):\n\n" + "\n".join(goals) + "\n")
+    write_report([out / "runs" / f"{method}-s{pairs[method][0]}" for method in results], out)
     (out / "command.txt").write_text("python experiments/bench_retention.py " + " ".join(sys.argv[1:]) + "\n")
     print("\n".join(lines + ["", *goals]))
 
