@@ -6,6 +6,7 @@ import signal
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, parse_config
 from psp_rl.continual.build import build_agent, build_sequence
@@ -41,6 +42,9 @@ def test_penalty_holds_the_weights_that_matter_to_task_zero(tmp_path, algo):
         trainer = ContinualTrainer(parse_config(_ewc_config(algo, strength)), tmp_path / str(strength),
                                    callbacks=[snapshot])  # fmt: skip
         trainer.run()
+        if strength > 0:  # the penalty during task 1 reaches TensorBoard
+            events = EventAccumulator(str(tmp_path / str(strength) / "tb")).Reload()
+            assert max(e.value for e in events.Scalars("ewc/penalty")) > 0
         params = dict(trainer.agent.policy.named_parameters())
         moved[strength] = sum(
             float((f * (params[n].detach() - snapshot.weights[n]) ** 2).sum()) for n, f in snapshot.fisher.items()

@@ -103,6 +103,10 @@ class OnlineEWC(ContinualCallback):
             self.fisher[name] = self.decay * self.fisher[name] + f if name in self.fisher else f
         self.anchor = {name: p.detach().clone() for name, p in agent.policy.named_parameters() if name in self.fisher}
 
+    def after_eval(self, trainer: ContinualTrainer, rows: list[dict[str, Any]]) -> None:
+        if self.fisher:  # how far training has pulled the weights from the earlier tasks' anchor
+            trainer.writer.add_scalar("ewc/penalty", self.penalty(), trainer.agent.num_timesteps)
+
     def penalty(self) -> float:
         """``lambda/2 * sum F (theta - theta*)^2`` at the current weights."""
         params = dict(self._policy.named_parameters())
