@@ -50,22 +50,23 @@ def run(base: dict, method: str, seed: int, out: Path) -> dict:
     return metrics
 
 
+def best_earlier_return(m: dict, task: str) -> float:
+    """``task``'s best end-of-stage return from its first training up to (not including) the end."""
+    matrix = np.array(m["eval_matrix"])
+    return float(np.max(matrix[m["stages"].index(task) : -1, m["tasks"].index(task)]))
+
+
 def relative_forgetting(m: dict) -> float:
     """Total forgetting over the total best earlier return (0 = kept everything)."""
-    matrix = np.array(m["eval_matrix"])
-    lost, best = 0.0, 0.0
-    for j, task in enumerate(m["tasks"]):
-        if m["forgetting"][task] is not None:
-            first = m["stages"].index(task)
-            lost += max(m["forgetting"][task], 0.0)
-            best += float(np.max(matrix[first:-1, j]))
+    tasks = [task for task in m["tasks"] if m["forgetting"][task] is not None]
+    lost = sum(max(m["forgetting"][task], 0.0) for task in tasks)
+    best = sum(best_earlier_return(m, task) for task in tasks)
     return lost / best if best > 0 else 0.0
 
 
 def task_forgetting(m: dict, task: str) -> float:
     """Share of ``task``'s best earlier return lost by the end (0 = kept it all)."""
-    j = m["tasks"].index(task)
-    best = float(np.max(np.array(m["eval_matrix"])[m["stages"].index(task) : -1, j]))
+    best = best_earlier_return(m, task)
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
