@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import update_learning_rate
+from torch.nn import functional as F
 
 from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 
 REPLAY_ON_SWITCH = ("clear", "keep")
+LR_SCHEDULES = ("constant", "task_linear")
 
 
 class TaskSwitchMixin:
@@ -26,6 +31,13 @@ class TaskSwitchMixin:
     current_task: int = 0
     task_start: int = 0
     task_steps: int | None = None
+    # Class-level default: agents saved before the option existed load with the old behaviour.
+    task_lr_schedule: str = "constant"
+
+    def _check_lr_schedule(self, task_lr_schedule: str) -> None:
+        if task_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"task_lr_schedule={task_lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
+        self.task_lr_schedule = task_lr_schedule
 
     def on_task_switch(self, task: int, steps: int | None = None) -> None:
         """Called once at each environment change, before training on ``task``.
@@ -48,6 +60,16 @@ class TaskSwitchMixin:
             return self._current_progress_remaining
         return min(1.0, max(0.0, 1.0 - (self.num_timesteps - self.task_start) / self.task_steps))
 
+    def _update_learning_rate(self, optimizers: list[torch.optim.Optimizer] | torch.optim.Optimizer) -> None:
+        if self.task_lr_schedule == "constant":
+            return super()._update_learning_rate(optimizers)
+        # task_linear: the rate falls to 0 at each task's end, so the shared weights stop moving
+        # while a task's last updates settle it (Adam moves every weight by ~lr per step).
+        lr = self.lr_schedule(self._current_progress_remaining) * self.task_progress_remaining()
+        self.logger.record("train/learning_rate", lr)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            update_learning_rate(optimizer, lr)
+
 
 class ContinualDQN(TaskSwitchMixin, DQN):
     """DQN that restarts exploration at each task and clears or keeps its replay buffer.
@@ -59,16 +81,35 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         replaying old tasks, and updates wait ``learning_starts`` new transitions again;
         ``"keep"`` keeps old transitions, each with its own task id, so replay batches mix
         tasks (superposed layers handle that per sample).
+    :param task_lr_schedule: ``"constant"`` (SB3's schedule) or ``"task_linear"`` (SB3's rate
+        times the task's remaining progress: annealed to 0 at each task's end).
+    :param advantage_learning: ``alpha`` of advantage learning (Bellemare et al. 2016,
+        "Increasing the action gap"): the TD target loses ``alpha * (max_b Q'(s, b) - Q'(s, a))``,
+        which widens the gaps between actions' values by about ``1 / (1 - alpha)``. 0 is DQN.
     Other arguments are SB3 ``DQN``'s. The epsilon schedule (``exploration_fraction``,
     ``exploration_initial_eps``, ``exploration_final_eps``) runs over each task's own steps.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PSPPolicy": PSPDQNPolicy}
 
-    def __init__(self, policy: str | type[BasePolicy], env: Any, *, replay_on_switch: str = "clear", **kwargs: Any):
+    advantage_learning: float = 0.0
+
+    def __init__(
+        self,
+        policy: str | type[BasePolicy],
+        env: Any,
+        *,
+        replay_on_switch: str = "clear",
+        task_lr_schedule: str = "constant",
+        advantage_learning: float = 0.0,
+        **kwargs: Any,
+    ):
         if replay_on_switch not in REPLAY_ON_SWITCH:
             raise ValueError(f"replay_on_switch={replay_on_switch!r}: expected one of {list(REPLAY_ON_SWITCH)}")
-        self.replay_on_switch = replay_on_switch
+        if isinstance(advantage_learning, bool) or not 0 <= advantage_learning < 1:
+            raise ValueError(f"advantage_learning={advantage_learning!r}: expected 0 <= alpha < 1")
+        self._check_lr_schedule(task_lr_schedule)
+        self.replay_on_switch, self.advantage_learning = replay_on_switch, float(advantage_learning)
         super().__init__(policy, env, **kwargs)
         self.base_learning_starts = self.learning_starts
 
@@ -87,6 +128,41 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
 
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0``), with the
+        advantage-learning term in the TD target: SB3 has no hook for the loss."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses = []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            with torch.no_grad():
+                next_q_values, _ = self.q_net_target(replay_data.next_observations).max(dim=1)
+                # (1 - done): no bootstrap past a terminal state; SB3's buffer marks time-limit
+                # truncations as not done (handle_timeout_termination).
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values.reshape(
+                    -1, 1
+                )
+                if self.advantage_learning:
+                    # Penalise an action by how far it falls below the greedy one's value, under
+                    # the target network: gaps between actions widen by ~1/(1 - alpha).
+                    q_target_now = self.q_net_target(replay_data.observations)
+                    gap = q_target_now.max(dim=1, keepdim=True)[0] - q_target_now.gather(1, replay_data.actions.long())
+                    target_q_values = target_q_values - self.advantage_learning * gap
+            current_q_values = torch.gather(
+                self.q_net(replay_data.observations), dim=1, index=replay_data.actions.long()
+            )
+            loss = F.smooth_l1_loss(current_q_values, target_q_values)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+
 
 class ContinualPPO(TaskSwitchMixin, PPO):
     """PPO with the continual hook. ``policy="PSPPolicy"`` gives :class:`PSPActorCriticPolicy`.
@@ -96,3 +172,7 @@ class ContinualPPO(TaskSwitchMixin, PPO):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**PPO.policy_aliases, "PSPPolicy": PSPActorCriticPolicy}
+
+    def __init__(self, policy: str | type[BasePolicy], env: Any, *, task_lr_schedule: str = "constant", **kwargs: Any):
+        self._check_lr_schedule(task_lr_schedule)
+        super().__init__(policy, env, **kwargs)

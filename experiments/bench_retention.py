@@ -8,6 +8,10 @@ a config, not another loop). Runs go to ``<out>/runs/<method>-s<seed>/`` (finish
 reused), the table to ``<out>/table.csv`` and ``table.md`` (mean and 95% t-interval over seeds),
 the plots to ``<out>/report.md`` (seed 0 of every method) and the command to ``<out>/command.txt``.
 Forward transfer is measured against ``separate`` (a fresh network per task: from scratch).
+
+``--variants FILE`` adds named methods: a YAML mapping ``name -> agent settings`` laid over the
+config's ``agent`` (e.g. ``psp-center: {method: psp, context: binary, center: true}``), so a
+variant of an agent is benchmarked without code.
 """
 
 from __future__ import annotations
@@ -36,11 +40,11 @@ METHODS = {
 }
 
 
-def run(base: dict, method: str, seed: int, out: Path) -> dict:
+def run(base: dict, method: str, seed: int, out: Path, methods: dict[str, dict] = METHODS) -> dict:
     run_dir = out / "runs" / f"{method}-s{seed}"
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
-    agent = {**base["agent"], **METHODS[method]}
+    agent = {**base["agent"], **methods[method]}
     if agent["method"] != "ewc":  # a base config may carry the ewc method's settings
         agent = {key: value for key, value in agent.items() if not key.startswith("ewc_")}
     config = {**base, "name": f"{method}-s{seed}", "seed": seed, "agent": agent}
@@ -148,11 +152,17 @@ def interval(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--variants", type=Path, help="YAML: method name -> agent settings over the config's")
+    parser.add_argument("--methods", nargs="+", help=f"default: {' '.join(METHODS)} and every variant")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--finished-only", action="store_true", help="tabulate finished runs only, train none")
     parser.add_argument("--out", type=Path, help="default: experiments/results/<config name>")
     args = parser.parse_args()
+    methods = {**METHODS, **(yaml.safe_load(args.variants.read_text()) if args.variants else {})}
+    args.methods = args.methods or list(methods)
+    unknown = [method for method in args.methods if method not in methods]
+    if unknown:
+        parser.error(f"--methods: unknown method(s) {unknown}; expected some of {list(methods)}")
     base = yaml.safe_load(args.config.read_text())
     out = args.out or Path(__file__).parent / "results" / base["name"]
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +171,9 @@ def main() -> None:
         pairs = {method: [seed for seed in args.seeds if finished(method, seed)] for method in args.methods}
     else:
         pairs = {method: list(args.seeds) for method in args.methods}
-    results = {method: [run(base, method, seed, out) for seed in seeds] for method, seeds in pairs.items() if seeds}
+    results = {
+        method: [run(base, method, seed, out, methods) for seed in seeds] for method, seeds in pairs.items() if seeds
+    }
     if not results:
         parser.error(f"--finished-only: no finished runs under {out / 'runs'}")
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())

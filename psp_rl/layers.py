@@ -133,6 +133,18 @@ class SuperposedLinear(_Superposed):
     :param bias: add a learned bias (one per task; one shared for ``none``).
     :param seed: context seed; with ``layer_id`` it fixes every task's context.
     :param layer_id: this layer's index in its network, so layers draw independent contexts.
+    :param center: subtract a per-task running mean of the input before the context (see below).
+    :param center_momentum: how far each training batch moves that mean (``center=True`` only).
+
+    Centring. Crosstalk from training task ``j`` onto task ``k`` is ``dW (C_k x_k)`` with
+    ``dW ~ delta (C_j x_j)^T``: when the inputs share a large mean (ReLU features do), the term
+    ``(C_j x_j) . (C_k x_k)`` keeps one sign for every state, so it shifts task ``k``'s outputs
+    alike everywhere (a common-mode shift that can flip a greedy action in every state). With
+    ``center=True`` the layer computes ``W C_task (x - m_task) + b_task``; in training mode each
+    batch moves ``m_task`` towards its mean and folds the change into ``b_task``
+    (``b += W C (m_new - m_old)``), so the function the layer computes is unchanged by the
+    update (a value-based learner sees no jump) while the inputs the context multiplies become
+    zero-mean. A finished task's mean stays where its training left it.
 
     Shapes: ``x`` is ``(*, n)`` with an ``int`` task, ``(batch, n)`` with a ``(batch,)`` task
     tensor; the output is ``(*, m)``. Initialisation matches ``nn.Linear``'s output variance
@@ -149,17 +161,30 @@ class SuperposedLinear(_Superposed):
         bias: bool = True,
         seed: int = 0,
         layer_id: int = 0,
+        center: bool = False,
+        center_momentum: float = 0.01,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r}: expected a positive int")
+        if not 0 < center_momentum <= 1:
+            raise ValueError(f"center_momentum={center_momentum!r}: expected 0 < center_momentum <= 1")
+        if center and (not bias or context == "none"):
+            raise ValueError(
+                f"center=True needs per-task biases to fold the mean into (bias=True, context={context!r})"
+            )
         self.in_features, self.out_features = in_features, out_features
+        self.center, self.center_momentum = center, center_momentum
         self._setup_contexts(num_tasks, context, seed, layer_id, in_features)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.weight_imag = nn.Parameter(torch.empty(out_features, in_features)) if context == "complex" else None
         bias_rows = 1 if context == "none" else num_tasks
         self.bias = nn.Parameter(torch.empty(bias_rows, out_features)) if bias else None
+        if center:  # saved with the weights: the mean is part of each task's function
+            # "running_" names: SB3's DQN copies such buffers into its target network at each sync.
+            self.register_buffer("running_input_mean", torch.zeros(num_tasks, in_features))
+            self.register_buffer("running_batches", torch.zeros(num_tasks))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -192,9 +217,26 @@ class SuperposedLinear(_Superposed):
             )
         if not (type(task) is int and 0 <= task < self.num_tasks):  # skip re-checks on the hot path
             task = self._check_task(task, x.shape[0] if x.dim() == 2 else None)
+        if self.center:
+            if self.training and x.dim() == 2 and x.shape[0] > 0:
+                self._update_mean(x.detach(), task)
+            x = x - self.running_input_mean[task]
         if isinstance(task, int):
             return self._forward_one_task(x, task)
         return self._forward_mixed(x, task)
+
+    @torch.no_grad()
+    def _update_mean(self, x: torch.Tensor, task: TaskArg) -> None:
+        """Move each present task's input mean towards this batch's, keeping the layer's function."""
+        for t in [task] if isinstance(task, int) else torch.unique(task).tolist():
+            rows = x if isinstance(task, int) else x[task == t]
+            old = self.running_input_mean[t].clone()
+            # A plain average over a task's first 1/momentum batches, an exponential one after.
+            self.running_batches[t] += 1
+            rate = max(self.center_momentum, 1.0 / float(self.running_batches[t]))
+            self.running_input_mean[t] += rate * (rows.mean(0) - old)
+            # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old)
+            self.bias[t] += self.task_weight(t) @ (self.running_input_mean[t] - old)
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         bias = self._bias(task)
@@ -225,6 +267,7 @@ class SuperposedLinear(_Superposed):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.num_tasks}, "
             f"context={self.context!r}, bias={self.bias is not None}, seed={self.seed}, layer_id={self.layer_id}"
+            + (", center=True" if self.center else "")
         )
 
 

@@ -110,11 +110,20 @@ class TaskSequential(nn.Module):
 
 
 def _linear(
-    in_f: int, out_f: int, num_tasks: int, context: str, seed: int, layer_id: int, separate: bool = False
+    in_f: int,
+    out_f: int,
+    num_tasks: int,
+    context: str,
+    seed: int,
+    layer_id: int,
+    separate: bool = False,
+    center: bool = False,
 ) -> nn.Module:
     if separate:  # the separate-networks baseline: one plain layer per task
         return PerTaskLinear(in_f, out_f, num_tasks)
-    return SuperposedLinear(in_f, out_f, num_tasks, context, seed=seed, layer_id=layer_id)
+    # Centring needs per-task biases to fold its mean into; the plain layer (context none) has one.
+    center = center and context != "none"
+    return SuperposedLinear(in_f, out_f, num_tasks, context, seed=seed, layer_id=layer_id, center=center)
 
 
 def mlp_torso(
@@ -128,12 +137,14 @@ def mlp_torso(
     activation_fn: type[nn.Module] = nn.ReLU,
     input_layer: str = "auto",
     separate: bool = False,
+    center: bool = False,
 ) -> TaskSequential:
     """An MLP torso ``in_features -> net_arch[0] -> ... -> net_arch[-1]`` with activations.
 
     :param input_layer: how the first layer treats a narrow input (see the module docstring).
     :param layer_offset: first ``layer_id`` used, so two torsos in one model draw other contexts.
     :param separate: every layer one plain layer per task (the separate-networks baseline).
+    :param center: superposed layers centre their input per task (see :class:`SuperposedLinear`).
     """
     check_kind(context)
     if not net_arch or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in net_arch):
@@ -151,7 +162,7 @@ def mlp_torso(
             modules += [RandomExpansion(w_in, w_out, seed=seed * 1000 + layer_offset)]
             continue  # the expansion is its own nonlinearity
         else:
-            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i, separate))
+            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i, separate, center))
         modules.append(activation_fn())
     return TaskSequential(*modules, latent_dim=widths[-1])
 
@@ -165,6 +176,7 @@ def _conv_torso(
     seed: int,
     layer_offset: int,
     separate: bool = False,
+    center: bool = False,
 ) -> TaskSequential:
     check_kind(context)
     modules: list[nn.Module] = []
@@ -182,7 +194,8 @@ def _conv_torso(
     convs_only = TaskSequential(*modules, latent_dim=0)
     with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
         flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
-    modules += [_linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs), separate), nn.ReLU()]
+    fc = _linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs), separate, center)
+    modules += [fc, nn.ReLU()]
     return TaskSequential(*modules, latent_dim=hidden)
 
 
@@ -194,10 +207,14 @@ def nature_cnn_torso(
     seed: int = 0,
     layer_offset: int = 0,
     separate: bool = False,
+    center: bool = False,
 ) -> TaskSequential:
-    """The DQN Nature CNN (Mnih et al. 2015) on ``(C, 84, 84)`` frames: 3 convs, then 512 units."""
+    """The DQN Nature CNN (Mnih et al. 2015) on ``(C, 84, 84)`` frames: 3 convs, then 512 units.
+
+    ``center`` centres the input of the fully connected layer (the convolutions' is not).
+    """
     convs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
-    return _conv_torso(obs_shape, convs, 512, num_tasks, context, seed, layer_offset, separate)
+    return _conv_torso(obs_shape, convs, 512, num_tasks, context, seed, layer_offset, separate, center)
 
 
 def minatar_cnn_torso(
@@ -208,9 +225,13 @@ def minatar_cnn_torso(
     seed: int = 0,
     layer_offset: int = 0,
     separate: bool = False,
+    center: bool = False,
 ) -> TaskSequential:
-    """The MinAtar network (Young & Tian 2019) on ``(C, 10, 10)``: one 3x3 conv of 16, then 128 units."""
-    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset, separate)
+    """The MinAtar network (Young & Tian 2019) on ``(C, 10, 10)``: one 3x3 conv of 16, then 128 units.
+
+    ``center`` centres the input of the fully connected layer (the convolution's is not).
+    """
+    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset, separate, center)
 
 
 def build_torso(
@@ -225,6 +246,7 @@ def build_torso(
     activation_fn: type[nn.Module] = nn.ReLU,
     input_layer: str = "auto",
     separate: bool = False,
+    center: bool = False,
 ) -> TaskSequential:
     """The torso for an observation shape: ``auto`` picks MLP for vectors, the Nature CNN for
     ``(C, 84, 84)`` frames and the MinAtar CNN for other ``(C, H, W)`` frames."""
@@ -251,19 +273,48 @@ def build_torso(
             activation_fn=activation_fn,
             input_layer=input_layer,
             separate=separate,
+            center=center,
         )
     if len(obs_shape) != 3:
         raise ValueError(f"torso={torso!r} needs (C, H, W) frames, got shape {tuple(obs_shape)}")
     make = nature_cnn_torso if torso == "nature_cnn" else minatar_cnn_torso
-    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset, separate=separate)
+    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset, separate=separate, center=center)
 
 
 def build_head(
-    in_features: int, out_features: int, num_tasks: int, context: str, *, heads: str, seed: int, layer_id: int
+    in_features: int,
+    out_features: int,
+    num_tasks: int,
+    context: str,
+    *,
+    heads: str,
+    seed: int,
+    layer_id: int,
+    center: bool = False,
 ) -> nn.Module:
     """An output layer: superposed (``heads="shared"``) or one plain layer per task (``"per_task"``)."""
     if heads not in HEADS:
         raise ValueError(f"heads={heads!r}: expected one of {list(HEADS)}")
     if heads == "per_task":
         return PerTaskLinear(in_features, out_features, num_tasks)
-    return _linear(in_features, out_features, num_tasks, context, seed, layer_id)
+    return _linear(in_features, out_features, num_tasks, context, seed, layer_id, center=center)
+
+
+class DuelingHead(TaskModule):
+    """``Q = V + A - mean(A)`` (Wang et al. 2016) from two output layers of the same kind.
+
+    Crosstalk on the value stream shifts every action's Q alike and so cannot flip a greedy
+    action; only the advantage stream's crosstalk can, and it scales with the advantages.
+
+    :param value: a ``(x, task) -> (batch, 1)`` layer.
+    :param advantage: a ``(x, task) -> (batch, n_actions)`` layer.
+    """
+
+    def __init__(self, value: nn.Module, advantage: nn.Module) -> None:
+        super().__init__()
+        self.value, self.advantage = value, advantage
+        self.num_tasks = getattr(advantage, "num_tasks", 1)
+
+    def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        advantage = self.advantage(x, task)
+        return self.value(x, task) + advantage - advantage.mean(dim=-1, keepdim=True)

@@ -23,7 +23,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from psp_rl.contexts import check_kind
-from psp_rl.networks import build_head, build_torso
+from psp_rl.networks import DuelingHead, build_head, build_torso
 
 # Actor and critic torsos draw independent contexts: their layer ids start this far apart.
 _CRITIC_LAYER_OFFSET = 100
@@ -75,6 +75,9 @@ class PSPQNetwork(BasePolicy):
     :param separate: one plain network per task (the separate-networks baseline; ``K x`` parameters).
     :param activation_fn: MLP activation.
     :param normalize_images: divide uint8 frames by 255.
+    :param dueling: a dueling head, ``Q = V + A - mean(A)``, both streams superposed.
+    :param center: superposed layers centre their input per task, the mean folded into the
+        per-task bias (see :class:`~psp_rl.layers.SuperposedLinear`).
     """
 
     def __init__(
@@ -90,6 +93,8 @@ class PSPQNetwork(BasePolicy):
         separate: bool = False,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
+        dueling: bool = False,
+        center: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, normalize_images=normalize_images)
         obs_space, num_tasks = check_task_observation_space(observation_space)
@@ -97,6 +102,7 @@ class PSPQNetwork(BasePolicy):
             raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
         self.context, self.context_seed, self.net_arch, self.torso_kind = context, context_seed, net_arch, torso
         self.input_layer, self.heads, self.separate, self.activation_fn = input_layer, heads, separate, activation_fn
+        self.dueling, self.center = dueling, center
         self.torso = build_torso(
             obs_space.shape,
             num_tasks,
@@ -107,16 +113,25 @@ class PSPQNetwork(BasePolicy):
             activation_fn=activation_fn,
             input_layer=input_layer,
             separate=separate,
+            center=center,
         )
-        self.q_head = build_head(
-            self.torso.latent_dim,
-            int(action_space.n),
-            num_tasks,
-            context,
-            heads="per_task" if separate else heads,
-            seed=context_seed,
-            layer_id=_CRITIC_LAYER_OFFSET - 1,
-        )
+
+        def head(out: int, layer_id: int) -> nn.Module:
+            return build_head(
+                self.torso.latent_dim,
+                out,
+                num_tasks,
+                context,
+                heads="per_task" if separate else heads,
+                seed=context_seed,
+                layer_id=layer_id,
+                center=center,
+            )
+
+        n_actions = int(action_space.n)
+        # The advantage stream keeps the plain head's layer id, so its contexts are the same.
+        q_head = head(n_actions, _CRITIC_LAYER_OFFSET - 1)
+        self.q_head = DuelingHead(head(1, _CRITIC_LAYER_OFFSET - 3), q_head) if dueling else q_head
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         x, task = split_observation(obs, self.observation_space, self.normalize_images)
@@ -136,6 +151,8 @@ class PSPQNetwork(BasePolicy):
             heads=self.heads,
             separate=self.separate,
             activation_fn=self.activation_fn,
+            dueling=self.dueling,
+            center=self.center,
         )
         return data
 
@@ -160,6 +177,8 @@ class PSPDQNPolicy(DQNPolicy):
         input_layer: str = "auto",
         heads: str = "shared",
         separate: bool = False,
+        dueling: bool = False,
+        center: bool = False,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -173,6 +192,8 @@ class PSPDQNPolicy(DQNPolicy):
             input_layer=input_layer,
             heads=heads,
             separate=separate,
+            dueling=dueling,
+            center=center,
         )
         super().__init__(
             observation_space,

@@ -6,14 +6,35 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from psp_rl.agents import ContinualDQN, ContinualPPO
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import AgentConfig, ConfigError, SequenceConfig
+from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig
 from psp_rl.continual.ewc import OnlineEWC
+from psp_rl.continual.probes import RetentionProbes
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 
 AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+# What an agent setting left out (None) means, per algorithm, for every method alike, so the
+# baselines differ from PSP only in the method (`center` acts on superposed layers only).
+AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dqn": {
+        "activation": "relu",
+        "task_lr_schedule": "constant",
+        "dueling": False,
+        "center": False,
+        "advantage_learning": 0.0,
+    },
+    "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
+}
+
+
+def resolved(config: AgentConfig, name: str) -> Any:
+    """The value of an agent setting: the config's, or the algorithm's default when left out."""
+    value = getattr(config, name)
+    return AGENT_DEFAULTS[config.algo][name] if value is None else value
 
 
 def build_sequence(config: SequenceConfig) -> TaskSequence:
@@ -40,7 +61,10 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
         input_layer=config.input_layer,
         heads="per_task" if config.method == "multihead" else config.heads,
         separate=config.method == "separate",
+        activation_fn=ACTIVATIONS[resolved(config, "activation")],
     )
+    if config.algo == "dqn":
+        kwargs.update(dueling=resolved(config, "dueling"), center=resolved(config, "center"))
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
     return kwargs
@@ -49,16 +73,23 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
 def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
     """A fresh continual agent on ``env``."""
     kwargs = config.sb3_kwargs()
-    if config.algo == "dqn" and config.replay_on_switch is not None:
-        kwargs["replay_on_switch"] = config.replay_on_switch
+    kwargs["task_lr_schedule"] = resolved(config, "task_lr_schedule")
+    if config.algo == "dqn":
+        kwargs["advantage_learning"] = resolved(config, "advantage_learning")
+        if config.replay_on_switch is not None:
+            kwargs["replay_on_switch"] = config.replay_on_switch
     return AGENT_CLASSES[config.algo](
         "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
     )
 
 
-def build_callbacks(config: AgentConfig) -> list[ContinualCallback]:
-    """The loop hooks a method needs: online EWC for ``method: ewc``, none for the others."""
-    if config.method != "ewc":
-        return []
-    settings = {"strength": config.ewc_lambda, "decay": config.ewc_decay, "samples": config.ewc_samples}
-    return [OnlineEWC(**{key: value for key, value in settings.items() if value is not None})]
+def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
+    """The loop hooks a run needs: online EWC for ``method: ewc``, the retention probes if enabled."""
+    callbacks: list[ContinualCallback] = []
+    agent = config.agent
+    if agent.method == "ewc":
+        settings = {"strength": agent.ewc_lambda, "decay": agent.ewc_decay, "samples": agent.ewc_samples}
+        callbacks.append(OnlineEWC(**{key: value for key, value in settings.items() if value is not None}))
+    if config.probes.enabled:
+        callbacks.append(RetentionProbes(samples=config.probes.samples))
+    return callbacks

@@ -54,7 +54,15 @@ _DQN_ONLY = (
     "exploration_initial_eps",
     "exploration_final_eps",
     "replay_on_switch",
+    "dueling",
+    "center",
+    "advantage_learning",
 )
+# DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
+_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning")
+# Options added after runs were first saved: hashed into the fingerprint only when set, so a run
+# saved before an option existed (its config lacks the key) still resumes.
+_HASHED_WHEN_SET = ("activation", "task_lr_schedule", "dueling", "center", "advantage_learning")
 # Chosen on DQN cartpole-shift, seed 0 (experiments/results/ewc-lambda/README.md).
 EWC_LAMBDA = 1000.0
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
@@ -78,6 +86,12 @@ class AgentConfig(_Strict):
     torso: Literal["auto", "mlp", "nature_cnn", "minatar_cnn"] = "auto"
     input_layer: Literal["auto", "per_task", "expand", "superposed"] = "auto"
     heads: Literal["shared", "per_task"] = "shared"
+    activation: Literal["relu", "tanh"] | None = Field(
+        default=None, description="hidden activation (default: DQN relu, PPO tanh)"
+    )
+    task_lr_schedule: Literal["constant", "task_linear"] | None = Field(
+        default=None, description="task_linear: the learning rate anneals to 0 at each task's end"
+    )
     n_envs: int = Field(default=1, gt=0)
     # SB3 hyperparameters (both algorithms)
     learning_rate: float | None = Field(default=None, gt=0)
@@ -94,6 +108,9 @@ class AgentConfig(_Strict):
     exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
     exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
     replay_on_switch: Literal["clear", "keep"] | None = None
+    dueling: bool | None = Field(default=None, description="dueling Q-head, V + A - mean(A)")
+    center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
+    advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
     # method: ewc only (psp_rl.continual.ewc)
     ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
     ewc_decay: float | None = Field(default=None, gt=0, le=1, description="online EWC's gamma (default 1)")
@@ -126,7 +143,7 @@ class AgentConfig(_Strict):
     def sb3_kwargs(self) -> dict[str, Any]:
         """The SB3 constructor hyperparameters that were set."""
         names = ["learning_rate", "batch_size", "gamma", "max_grad_norm"]
-        names += [n for n in (_DQN_ONLY if self.algo == "dqn" else _PPO_ONLY) if n != "replay_on_switch"]
+        names += [n for n in (_DQN_ONLY if self.algo == "dqn" else _PPO_ONLY) if n not in _NOT_SB3]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -148,6 +165,13 @@ class CheckpointConfig(_Strict):
     replay_buffer: bool = Field(default=True, description="save DQN's replay buffer (exact resume; larger files)")
 
 
+class ProbeConfig(_Strict):
+    """Retention probes (psp_rl.continual.probes): crosstalk, margins and weight movement per task."""
+
+    enabled: bool = False
+    samples: int = Field(default=500, gt=0, description="states kept per finished task")
+
+
 class RunConfig(_Strict):
     """A whole continual run."""
 
@@ -157,11 +181,18 @@ class RunConfig(_Strict):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    probes: ProbeConfig = Field(default_factory=ProbeConfig)
     device: str = "auto"
 
     def shaping(self) -> dict[str, Any]:
         """The settings that shape the model and the task stream (not eval/checkpoint cadence)."""
-        return self.model_dump(mode="json", include={"seed", "sequence", "agent"})
+        shaping = self.model_dump(mode="json", include={"seed", "sequence", "agent"})
+        for key in _HASHED_WHEN_SET:
+            if shaping["agent"][key] is None:
+                del shaping["agent"][key]
+        if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
+            shaping["probes"] = self.probes.model_dump(mode="json")
+        return shaping
 
     def fingerprint(self) -> str:
         """A hash of :meth:`shaping`: a checkpoint resumes only under the same one."""

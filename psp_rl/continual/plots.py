@@ -73,3 +73,32 @@ def forgetting_figure(runs: Mapping[str, Mapping[str, float | None]], task_names
     ax.set_ylabel("forgetting (max earlier - final return)")
     ax.legend(fontsize="small")
     return fig
+
+
+def probes_figure(rows: Sequence[Mapping[str, str]], layer: str = "output") -> Figure:
+    """For each earlier task: the acting output's crosstalk split into its common and
+    state-dependent parts, and greedy-action agreement, at the end of every later task.
+
+    :param rows: ``probes.csv`` rows (``step, trained_task, probe_task, layer, quantity, value``).
+    """
+    tasks = list(dict.fromkeys(r["probe_task"] for r in rows if r["layer"] == layer))
+    fig = Figure(figsize=(3.2 * max(len(tasks), 1), 5.0), layout="constrained")
+    axes = fig.subplots(2, max(len(tasks), 1), squeeze=False, sharex=True)
+    for col, task in enumerate(tasks):
+        mine = [r for r in rows if r["probe_task"] == task and r["layer"] == layer]
+        for quantity, label in (("crosstalk_common", "common (shared by all states)"), ("crosstalk_spread", "spread")):
+            points = [(int(r["step"]), float(r["value"])) for r in mine if r["quantity"] == quantity]
+            if points:
+                axes[0, col].plot(*zip(*points, strict=True), marker="o", label=label)
+        agreement = [(int(r["step"]), float(r["value"])) for r in mine if r["quantity"] == "greedy_agreement"]
+        if agreement:
+            axes[1, col].plot(*zip(*agreement, strict=True), marker="o", color="tab:green")
+        axes[0, col].set_title(task)
+        axes[1, col].set_ylim(0, 1.05)
+        axes[1, col].set_xlabel("env steps (end of a later task)")
+        axes[1, col].xaxis.set_major_formatter(EngFormatter())
+    axes[0, 0].set_ylabel(f"{layer} change / its size")
+    axes[1, 0].set_ylabel("greedy agreement")
+    if tasks:
+        axes[0, 0].legend(fontsize="small")
+    return fig

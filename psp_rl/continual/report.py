@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from psp_rl.continual.io import atomic_write_text
-from psp_rl.continual.plots import forgetting_figure, matrix_figure, returns_figure
+from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
 
 
 class RunData:
@@ -26,6 +26,11 @@ class RunData:
             self.rows = list(csv.DictReader(f))
         self.metrics: dict[str, Any] = json.loads(metrics_json.read_text())
         self.label = self.run_dir.name
+        probes_csv = self.run_dir / "probes.csv"
+        self.probes: list[dict[str, str]] = []
+        if probes_csv.is_file():
+            with probes_csv.open() as f:
+                self.probes = list(csv.DictReader(f))
 
     def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out: dict[str, tuple[list[int], list[float]]] = {}
@@ -44,6 +49,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _probe_lines(run: RunData) -> list[str]:
+    """One table row per (earlier task, later stage) from the acting output's probes."""
+    table: dict[tuple[str, str], dict[str, float]] = {}
+    for row in run.probes:
+        if row["layer"] == "output":
+            table.setdefault((row["probe_task"], row["trained_task"]), {})[row["quantity"]] = float(row["value"])
+    lines = []
+    for (task, after), q in table.items():
+        shift = f"{q.get('margin_shift_mean', float('nan')):.3g} +- {q.get('margin_shift_spread', float('nan')):.3g}"
+        cells = [_fmt(q.get(k)) for k in ("crosstalk", "crosstalk_common", "crosstalk_spread")]
+        lines.append(
+            f"| {run.label} | {task} | {after} | {' | '.join(cells)} | {shift} | {_fmt(q.get('greedy_agreement'))} |"
+        )
+    return lines
+
+
 def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the first run dir)."""
     runs = [RunData(d) for d in run_dirs]
@@ -59,6 +80,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     for r in runs:
         matrix = np.array(r.metrics["eval_matrix"], dtype=float)
         figures[f"matrix-{r.label}.png"] = matrix_figure(matrix, r.metrics["stages"], tasks)
+        if r.probes:
+            figures[f"probes-{r.label}.png"] = probes_figure(r.probes)
     for name, fig in figures.items():
         tmp = out / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=110)
@@ -85,5 +108,13 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
             lines.append(f"| {r.label} | {task} | {_fmt(final)} | {_fmt(forgot)} |")
     lines += ["", "## Plots", "", "![eval returns per task](returns.png)", "", "![forgetting](forgetting.png)", ""]
     lines += [f"![evaluation matrix {r.label}](matrix-{r.label}.png)" for r in runs]
+    probed = [r for r in runs if r.probes]
+    if probed:
+        lines += ["", "## Retention probes (earlier tasks at the end of each later task)", ""]
+        lines += ["| run | task | after | crosstalk | common | spread | margin shift (mean +- sd) | agreement |"]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for r in probed:
+            lines += _probe_lines(r)
+        lines += [""] + [f"![retention probes {r.label}](probes-{r.label}.png)" for r in probed]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"

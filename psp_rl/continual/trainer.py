@@ -152,7 +152,7 @@ class ContinualTrainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
         self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
-        self.callbacks = [*build_callbacks(config.agent), *callbacks]
+        self.callbacks = [*build_callbacks(config), *callbacks]
         self.sequence = build_sequence(config.sequence)
         unknown = sorted(set(config.eval.reference_returns or {}) - set(self.sequence.names))
         if unknown:  # checked now, not after hours of training

@@ -1,0 +1,204 @@
+"""Retention probes: *why* an earlier task is kept or lost, measured while later tasks train.
+
+At the end of each task ``j`` the probe keeps a fixed sample of ``j``'s states (from the
+agent's replay buffer or last rollout) with what the network computed on them under ``j``'s
+context: every task-aware layer's output, the acting output (Q-values for DQN, action logits
+for PPO) and the greedy actions. At the end of every later task it runs the same states again
+and writes, per finished task ``j``:
+
+- ``crosstalk`` per layer: ``||Y - Y_ref|| / ||Y_ref||`` over the sample (relative change of the
+  layer's output under ``j``'s context), split exactly into ``crosstalk_common``, the change of
+  the mean output over states (``||mean_s dY|| / rms_s ||Y_ref||``: a shift every state shares),
+  and ``crosstalk_spread``, the state-dependent rest (``common^2 + spread^2 = crosstalk^2``);
+- ``margin_shift_mean`` / ``margin_shift_spread``: mean and standard deviation over states of the
+  change of the end-of-task greedy action's margin (its output minus the best other one). A
+  mean shift below ``-median margin`` flips most states' actions the same way;
+- ``margin_over_output``: median margin / median ``|output|`` now (how big the gaps are that
+  crosstalk has to flip), and ``output_shift_a<i>``: the mean change of each action's output;
+- ``greedy_agreement``: share of states whose greedy action is still the end-of-task one
+  (near-ties dominate it: report it, do not gate on it).
+
+``weight_movement`` per layer, ``||W_end - W_start|| / ||W_start||`` over each task, is written
+for the task just trained. Rows go to ``probes.csv`` in the run dir (rewritten atomically) and
+to TensorBoard as ``probe/<task>/<layer>/<quantity>``; the state (samples, references, rows)
+is saved in every checkpoint, so a resumed run writes the same file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from torch import nn
+
+from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.ewc import task_states
+from psp_rl.continual.io import atomic_write_csv
+from psp_rl.layers import TaskModule
+
+if TYPE_CHECKING:
+    from psp_rl.continual.trainer import ContinualTrainer
+
+PROBES_HEADER = ("step", "trained_task", "probe_task", "layer", "quantity", "value")
+OUTPUT = "output"  # the layer name of the acting output (Q-values or logits)
+
+
+def acting_network(agent: Any) -> nn.Module:
+    """The modules that decide the action: DQN's online Q-network, the actor path of PPO."""
+    return agent.policy.q_net if isinstance(agent, DQN) else agent.policy
+
+
+def probed_layers(network: nn.Module, agent: Any) -> dict[str, nn.Module]:
+    """The task-aware leaf layers (superposed, per-task) on the acting path, by module name."""
+    layers = {}
+    for name, module in network.named_modules():
+        if not isinstance(module, TaskModule) or any(isinstance(c, TaskModule) for c in module.children()):
+            continue
+        if not isinstance(agent, DQN) and not name.startswith(("pi_torso", "action_head")):
+            continue  # PPO: the critic does not act
+        layers[name] = module
+    return layers
+
+
+@torch.no_grad()
+def acting_outputs(agent: Any, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(output (batch, n_actions), {layer: output})`` of the acting network on ``obs``."""
+    policy = agent.policy
+    policy.set_training_mode(False)
+    network = acting_network(agent)
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out.flatten(1)))
+        for name, module in probed_layers(network, agent).items()
+    ]
+    try:
+        obs_tensor, _ = policy.obs_to_tensor(obs)
+        if isinstance(agent, DQN):
+            output = policy.q_net(obs_tensor)
+        else:
+            distribution = policy.get_distribution(obs_tensor).distribution
+            output = distribution.logits if hasattr(distribution, "logits") else distribution.mean
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return output.float().cpu(), {name: value.float().cpu() for name, value in captured.items()}
+
+
+def split_change(now: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
+    """``(total, common, spread)`` relative change of ``(states, units)`` outputs.
+
+    ``total = ||now - ref||_F / ||ref||_F``; the common part is the mean change over states, the
+    spread what is left, each measured against ``ref``'s root-mean-square row norm so that
+    ``common^2 + spread^2 = total^2``.
+    """
+    change = now - ref
+    scale = float(ref.pow(2).sum(1).mean().sqrt()) or 1.0
+    common = float(change.mean(0).norm()) / scale
+    spread = float((change - change.mean(0)).pow(2).sum(1).mean().sqrt()) / scale
+    return float(np.hypot(common, spread)), common, spread
+
+
+def margins(output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Output of ``actions`` minus the best other action's, per state (needs >= 2 actions)."""
+    chosen = output.gather(1, actions.view(-1, 1)).squeeze(1)
+    others = output.scatter(1, actions.view(-1, 1), float("-inf"))
+    return chosen - others.max(dim=1).values
+
+
+def weight_norms(network: nn.Module, agent: Any) -> dict[str, torch.Tensor]:
+    """A copy of each probed layer's weights (real and imaginary parts together)."""
+    out = {}
+    for name, module in probed_layers(network, agent).items():
+        weights = [p.detach().flatten() for n, p in module.named_parameters() if n.startswith("weight")]
+        if weights:
+            out[name] = torch.cat(weights).cpu().clone()
+    return out
+
+
+class RetentionProbes(ContinualCallback):
+    """Measure crosstalk, action margins and weight movement on every finished task.
+
+    :param samples: states kept per task (drawn once, at the task's end, under a fixed seed).
+    """
+
+    def __init__(self, samples: int = 500) -> None:
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
+            raise ValueError(f"probe samples={samples!r}: expected a positive int")
+        self.samples = samples
+        self.references: dict[int, dict[str, Any]] = {}
+        self.task_start_weights: dict[str, torch.Tensor] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def before_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
+        self.task_start_weights = weight_norms(acting_network(trainer.agent), trainer.agent)
+
+    def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
+        agent, names = trainer.agent, trainer.sequence.names
+        step, trained = int(agent.num_timesteps), names[task]
+        new_rows = [
+            row for j, ref in sorted(self.references.items()) if j != task for row in self._probe(agent, j, ref)
+        ]
+        for name, end in weight_norms(acting_network(agent), agent).items():
+            start = self.task_start_weights.get(name)
+            if start is not None:
+                moved = float((end - start).norm() / (start.norm() or 1.0))
+                new_rows.append({"layer": name, "quantity": "weight_movement", "value": moved, "probe_task": task})
+        obs = task_states(agent, task, self.samples, seed=trainer.config.seed * 1_000_003 + stage)
+        output, layers = acting_outputs(agent, obs)
+        self.references[task] = {
+            "obs": {key: torch.as_tensor(value) for key, value in obs.items()},
+            "output": output,
+            "layers": layers,
+            "actions": output.argmax(1),
+        }
+        for row in new_rows:
+            row.update(step=step, trained_task=trained, probe_task=names[row["probe_task"]])
+            self.rows.append(row)
+            tag = f"probe/{row['probe_task']}/{row['layer']}/{row['quantity']}"
+            trainer.writer.add_scalar(tag, row["value"], step)
+        self.write(trainer)
+
+    def _probe(self, agent: Any, j: int, ref: dict[str, Any]) -> list[dict[str, Any]]:
+        obs = {key: value.numpy() for key, value in ref["obs"].items()}
+        output, layers = acting_outputs(agent, obs)
+        rows = []
+
+        def add(layer: str, quantity: str, value: float) -> None:
+            rows.append({"layer": layer, "quantity": quantity, "value": float(value), "probe_task": j})
+
+        for name, now in [*layers.items(), (OUTPUT, output)]:
+            before = ref["output"] if name == OUTPUT else ref["layers"].get(name)
+            if before is None or before.shape != now.shape:
+                continue
+            total, common, spread = split_change(now, before)
+            add(name, "crosstalk", total)
+            add(name, "crosstalk_common", common)
+            add(name, "crosstalk_spread", spread)
+        if output.shape[1] >= 2:
+            shift = margins(output, ref["actions"]) - margins(ref["output"], ref["actions"])
+            add(OUTPUT, "margin_shift_mean", shift.mean())
+            add(OUTPUT, "margin_shift_spread", shift.std())
+            gap = margins(output, output.argmax(1)).median() / output.abs().median().clamp_min(1e-12)
+            add(OUTPUT, "margin_over_output", gap)
+            for a, value in enumerate((output - ref["output"]).mean(0).tolist()):
+                add(OUTPUT, f"output_shift_a{a}", value)
+            add(OUTPUT, "greedy_agreement", (output.argmax(1) == ref["actions"]).float().mean())
+        return rows
+
+    def write(self, trainer: ContinualTrainer) -> None:
+        rows = [[row[key] for key in PROBES_HEADER] for row in self.rows]
+        atomic_write_csv(trainer.run_dir / "probes.csv", PROBES_HEADER, rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "references": {str(task): ref for task, ref in self.references.items()},
+            "task_start_weights": self.task_start_weights,
+            "rows": self.rows,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.references = {int(task): ref for task, ref in state["references"].items()}
+        self.task_start_weights = dict(state["task_start_weights"])
+        self.rows = list(state["rows"])

@@ -1,0 +1,320 @@
+"""The DQN-retention options (centring, dueling, advantage learning, task-local learning rate),
+the retention probes, and runs saved before the options existed."""
+
+import copy
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from stable_baselines3 import DQN
+from stable_baselines3.common.logger import configure
+
+from psp_rl.agents import ContinualDQN, ContinualPPO
+from psp_rl.continual import ConfigError, ContinualTrainer, parse_config
+from psp_rl.continual.probes import RetentionProbes, acting_outputs, margins, split_change
+from psp_rl.continual.report import write_report
+from psp_rl.envs import get_sequence
+from psp_rl.layers import SuperposedLinear
+from psp_rl.networks import DuelingHead
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-v0.1"
+
+
+# ----------------------------------------------------------------------------- centring
+def test_centring_update_keeps_the_function_and_tracks_the_mean():
+    torch.manual_seed(0)
+    layer = SuperposedLinear(16, 4, num_tasks=2, context="binary", center=True, center_momentum=0.1)
+    x = torch.rand(64, 16) * 3 + 2  # a large positive mean, as ReLU features have
+    layer.eval()
+    before = layer(x, 0)
+    layer.train()
+    for _ in range(50):
+        during = layer(x, 0)
+        assert torch.allclose(during, before, atol=1e-5)  # each update folds into the bias exactly
+    assert torch.allclose(layer.running_input_mean[0], x.mean(0), atol=1e-4)
+    assert torch.all(layer.running_input_mean[1] == 0)  # task 1 never ran
+    layer.eval()
+    assert torch.allclose(layer(x, 0), before, atol=1e-5)
+
+
+def test_centring_mixed_batch_updates_each_task_present():
+    layer = SuperposedLinear(8, 3, num_tasks=3, context="complex", center=True)
+    x, task = torch.rand(12, 8) + 1, torch.tensor([0, 2] * 6)
+    layer.eval()
+    before = layer(x, task)
+    layer.train()
+    assert torch.allclose(layer(x, task), before, atol=1e-5)
+    assert layer.running_batches.tolist() == [1.0, 0.0, 1.0]
+    assert torch.allclose(layer.running_input_mean[2], x[task == 2].mean(0), atol=1e-6)
+
+
+def _common_mode_after_other_task(center: bool, seed: int) -> tuple[float, float]:
+    """Train task 1 of a width-256 layer on positive features; return task 0's (common, spread) change."""
+    torch.manual_seed(seed)
+    layer = SuperposedLinear(256, 2, num_tasks=2, context="binary", center=center)
+    features = [torch.relu(torch.randn(512, 256) + 1.0) for _ in range(2)]  # non-negative, mean ~1.1
+    targets = torch.randn(512, 2) * 5 + torch.tensor([20.0, -10.0])  # Q-like: a large mean per action
+    if center:  # task 0's mean is set while task 0 trains; here a few forward passes in train mode
+        layer.train()
+        for _ in range(10):
+            layer(features[0], 0)
+    layer.eval()
+    before = layer(features[0], 0).detach()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    layer.train()
+    for _ in range(200):
+        loss = (layer(features[1], 1) - targets).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    layer.eval()
+    _, common, spread = split_change(layer(features[0], 0).detach(), before)
+    return common, spread
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_centring_removes_the_common_mode_crosstalk(seed):
+    plain_common, plain_spread = _common_mode_after_other_task(center=False, seed=seed)
+    centred_common, centred_spread = _common_mode_after_other_task(center=True, seed=seed)
+    assert plain_common > 0.3 * np.hypot(plain_common, plain_spread)  # uncentred: a large shared shift
+    # centred on task 0's own mean, the shift every state shares is gone; the spread stays
+    assert centred_common < 0.01 * plain_common
+    assert centred_spread > 0.2 * plain_spread
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"center": True, "context": "none"}, "center=True needs per-task biases"),
+        ({"center": True, "bias": False}, "center=True needs per-task biases"),
+        ({"center": True, "center_momentum": 0.0}, "center_momentum=0.0: expected 0 < center_momentum <= 1"),
+    ],
+)
+def test_centring_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SuperposedLinear(8, 2, 2, **kwargs)
+
+
+# ----------------------------------------------------------------------------- dueling
+def test_dueling_value_stream_cannot_flip_a_greedy_action():
+    torch.manual_seed(0)
+    value, advantage = SuperposedLinear(32, 1, 2), SuperposedLinear(32, 3, 2)
+    head = DuelingHead(value, advantage)
+    x = torch.randn(100, 32)
+    q = head(x, 0).detach()
+    assert torch.allclose(q.mean(1, keepdim=True), value(x, 0).detach(), atol=1e-5)  # mean(A) is removed
+    with torch.no_grad():
+        value.weight.add_(torch.randn_like(value.weight) * 10)  # a large crosstalk on the value stream
+    moved = head(x, 0).detach()
+    assert torch.equal(moved.argmax(1), q.argmax(1))
+    assert torch.allclose(moved - moved.mean(1, keepdim=True), q - q.mean(1, keepdim=True), atol=1e-4)
+
+
+# ------------------------------------------------------------------- the agent's options
+def _dqn(env, **kwargs):
+    return ContinualDQN(
+        "PSPPolicy", env, learning_starts=0, batch_size=16, seed=0, policy_kwargs=dict(net_arch=[16]), **kwargs
+    )
+
+
+def _filled(agent, steps=300):
+    agent.learn(steps)
+    return agent
+
+
+def test_train_matches_sb3_dqn_without_advantage_learning():
+    agent = _filled(_dqn(get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0), train_freq=1000))
+    start = copy.deepcopy(agent.policy.state_dict())
+    after = []
+    for train in (ContinualDQN.train, DQN.train):  # the same agent, batches and seed; only train() differs
+        agent.policy.load_state_dict(start)
+        agent.policy.optimizer.state.clear()
+        agent.set_random_seed(7)
+        train(agent, gradient_steps=20, batch_size=16)
+        after.append(copy.deepcopy(agent.policy.state_dict()))
+    assert not torch.equal(after[0]["q_net.q_head.weight"], start["q_net.q_head.weight"])
+    for name, value in after[0].items():
+        assert torch.equal(value, after[1][name]), name
+
+
+def test_advantage_learning_widens_the_action_gap():
+    sequence = get_sequence("cartpole-shift", tasks=["default"])
+    gaps = {}
+    for alpha in (0.0, 0.9):
+        env = sequence.make_vec_env(0, 1, seed=0)
+        agent = _filled(_dqn(env, train_freq=1000, advantage_learning=alpha, learning_rate=1e-3))
+        agent.set_random_seed(3)
+        for _ in range(40):  # fitted Q-iteration on the same data: 40 target syncs of 25 steps
+            agent.train(gradient_steps=25, batch_size=16)
+            agent.q_net_target.load_state_dict(agent.q_net.state_dict())
+        obs = agent.replay_buffer.sample(256).observations
+        with torch.no_grad():
+            q = agent.q_net(obs)
+        gaps[alpha] = float(margins(q, q.argmax(1)).median())
+    assert gaps[0.9] > 1.5 * gaps[0.0]
+
+
+@pytest.mark.parametrize("agent_class", [ContinualDQN, ContinualPPO])
+def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
+    env = get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0)
+    agent = agent_class("PSPPolicy", env, learning_rate=1e-3, task_lr_schedule="task_linear", seed=0)
+    agent.set_logger(configure(None, []))
+    agent.on_task_switch(0, 1000)
+    rates = []
+    for done in (0, 500, 1000):
+        agent.num_timesteps = done
+        agent._update_learning_rate(agent.policy.optimizer)
+        rates.append(agent.policy.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-3, 5e-4, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"advantage_learning": 1.0}, r"advantage_learning=1\.0: expected 0 <= alpha < 1"),
+        ({"task_lr_schedule": "cosine"}, r"task_lr_schedule='cosine': expected one of"),
+    ],
+)
+def test_agent_options_bad_values(kwargs, match):
+    env = get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0)
+    with pytest.raises(ValueError, match=match):
+        ContinualDQN("PSPPolicy", env, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"advantage_learning": 1.0}, r"agent\.advantage_learning: input should be less than 1, got 1\.0"),
+        ({"activation": "gelu"}, r"agent\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
+        ({"center": "sometimes"}, r"agent\.center: expected bool, got 'sometimes'"),
+        ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant' or 'task_linear'"),
+        (
+            {
+                "algo": "ppo",
+                "dueling": True,
+                **dict.fromkeys(["learning_starts", "train_freq", "gradient_steps", "buffer_size"]),
+            },
+            r"agent\.dueling: not a setting of algo='ppo'",
+        ),  # fmt: skip
+    ],
+)
+def test_config_rejects_bad_retention_options(tiny_config, patch, match):
+    tiny_config["agent"] = {k: v for k, v in {**tiny_config["agent"], **patch}.items() if v is not None}
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tiny_config)
+
+
+def test_config_rejects_bad_probe_samples(tiny_config):
+    with pytest.raises(ConfigError, match=r"probes\.samples: input should be greater than 0, got 0"):
+        parse_config({**tiny_config, "probes": {"enabled": True, "samples": 0}})
+
+
+# ----------------------------------------------------------------------------- probes
+def test_probe_of_a_frozen_network_reads_zero():
+    env = get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0)
+    agent = _filled(_dqn(env, train_freq=1000), steps=200)
+    obs = agent.replay_buffer.sample(100).observations
+    obs = {key: value.cpu().numpy() for key, value in obs.items()}
+    first, layers = acting_outputs(agent, obs)
+    again, layers_again = acting_outputs(agent, obs)
+    assert split_change(again, first) == (0.0, 0.0, 0.0)
+    assert set(layers) == set(layers_again) == {"torso.layers.0", "q_head"}  # per-task input layer, head
+    assert all(split_change(layers_again[name], layers[name])[0] == 0.0 for name in layers)
+
+
+def _crosstalk_after_other_task(context: str) -> dict[str, float]:
+    """Task 0's relative output change per layer after 200 updates on task 1's transitions."""
+    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
+    agent = ContinualDQN(
+        "PSPPolicy",
+        sequence.make_vec_env(1, 1, seed=0),
+        learning_starts=0,
+        batch_size=32,
+        train_freq=10_000,
+        learning_rate=1e-3,
+        seed=0,
+        policy_kwargs=dict(net_arch=[256, 256], context=context, input_layer="per_task", center=False),
+    )
+    agent.learn(500)  # task 1's transitions; no update yet
+    states = agent.replay_buffer.sample(200).observations
+    obs = {"obs": states["obs"].numpy(), "task": np.zeros_like(states["task"].numpy())}  # read as task 0
+    before, layers_before = acting_outputs(agent, obs)
+    agent.set_random_seed(1)
+    agent.train(gradient_steps=200, batch_size=32)
+    after, layers_after = acting_outputs(agent, obs)
+    out = {name: split_change(layers_after[name], layers_before[name])[0] for name in layers_before}
+    return {**out, "output": split_change(after, before)[0]}
+
+
+def test_probes_show_none_moves_more_than_binary_on_the_same_updates():
+    plain, binary = _crosstalk_after_other_task("none"), _crosstalk_after_other_task("binary")
+    # task 0's own input layer (per task in both networks) is untouched by task 1's updates
+    assert binary["torso.layers.0"] == plain["torso.layers.0"] == 0.0
+    for layer in ("torso.layers.2", "q_head", "output"):
+        assert binary[layer] < 0.5 * plain[layer], layer
+
+
+def test_probes_csv_of_a_run(tmp_path, tiny_config):
+    tiny_config["probes"] = {"enabled": True, "samples": 100}
+    ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
+    with (tmp_path / "run" / "probes.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    probes = {(r["probe_task"], r["layer"], r["quantity"]): float(r["value"]) for r in rows}
+    assert {r["trained_task"] for r in rows} == {"default", "reversed"}  # weight movement of each task
+    total = probes[("default", "output", "crosstalk")]
+    common, spread = (
+        probes[("default", "output", "crosstalk_common")],
+        probes[("default", "output", "crosstalk_spread")],
+    )
+    assert np.hypot(common, spread) == pytest.approx(total, rel=1e-5)
+    assert total > 0 and 0 <= probes[("default", "output", "greedy_agreement")] <= 1
+    assert probes[("default", "torso.layers.0", "crosstalk")] == 0.0  # per-task input layer
+    assert probes[("reversed", "torso.layers.2", "weight_movement")] > 0
+    assert ("reversed", "output", "crosstalk") not in probes  # the last task has no later task
+    report = (write_report([tmp_path / "run"])).read_text()
+    assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()
+
+
+def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
+    tiny_config["probes"] = {"enabled": True, "samples": 50}
+    path = tmp_path / "probes.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+
+    def train(run_dir, *extra, env=None):
+        return subprocess.run(
+            [sys.executable, "-m", "psp_rl.cli", "train", str(path), "--run-dir", str(run_dir), *extra],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=300,
+        )
+
+    assert train(tmp_path / "whole").returncode == 0
+    assert train(tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"}).returncode == -9
+    resumed = train(tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("eval.csv", "probes.csv"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_probe_samples_must_be_positive():
+    with pytest.raises(ValueError, match="probe samples=0: expected a positive int"):
+        RetentionProbes(samples=0)
+
+
+# ------------------------------------------------------------- runs saved before the options
+def test_run_saved_before_the_retention_options_resumes_exactly(tmp_path):
+    """A run killed mid-task by the release before these options resumes to the eval.csv that
+    release wrote uninterrupted: old configs hash as before and old models keep their build."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE / "killed", run_dir)
+    config = parse_config(yaml.safe_load((FIXTURE / "config.yaml").read_text()))
+    ContinualTrainer(config, run_dir, resume=True).run()
+    assert (run_dir / "eval.csv").read_bytes() == (FIXTURE / "uninterrupted-eval.csv").read_bytes()
