@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import update_learning_rate
 from torch.nn import functional as F
@@ -19,6 +20,26 @@ from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 
 REPLAY_ON_SWITCH = ("clear", "keep")
 LR_SCHEDULES = ("constant", "task_linear")
+# Distilling a finished task's greedy policy (acting="distilled"): Adam steps, batch, rate.
+DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 1000, 256, 1e-3
+
+
+def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Observations of ``task`` in the agent's buffer (replay, or PPO's last rollout): all of
+    them, or ``samples`` drawn without replacement under ``seed``, in buffer order."""
+    if isinstance(agent, DQN):
+        buffer = agent.replay_buffer
+        size = buffer.buffer_size if buffer.full else buffer.pos
+        obs = {key: value[:size] for key, value in buffer.observations.items()}
+    else:
+        obs = dict(agent.rollout_buffer.observations)
+    flat = {key: value.reshape(-1, *agent.observation_space[key].shape) for key, value in obs.items()}
+    rows = np.flatnonzero(flat["task"].reshape(-1) == task)
+    if len(rows) == 0:
+        raise RuntimeError(f"no observations of task {task} in the agent's buffer")
+    if samples is not None:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(samples, len(rows)), replace=False))
+    return {key: value[rows] for key, value in flat.items()}
 
 
 class TaskSwitchMixin:
@@ -114,6 +135,13 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self.base_learning_starts = self.learning_starts
 
     def on_task_switch(self, task: int, steps: int | None = None) -> None:
+        q_net = self.policy.q_net
+        if q_net.policy_torso is not None:
+            # The task that just ended is distilled before its transitions are cleared; the new
+            # one acts (and explores) from Q while it trains, also when it comes back in a cycle.
+            if self.num_timesteps > self.task_start and self.replay_buffer is not None and self.replay_buffer.size():
+                self.distil(self.current_task)
+            q_net.distilled[task] = False
         super().on_task_switch(task, steps)
         if self.replay_on_switch == "clear" and self.replay_buffer is not None:
             self.replay_buffer.reset()
@@ -127,6 +155,41 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         # ... which is replaced by the task-local one, so each task explores from the start.
         self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    def distil(self, task: int) -> float:
+        """Distil ``task``'s greedy policy (argmax Q on its replayed states) into the Q-network's
+        policy head and let the task act from it from now on; returns the share of those states
+        whose distilled action matches Q's.
+
+        Cross-entropy on hard labels keeps widening the logit margins, which is the point: the
+        crosstalk later tasks add must be larger than a margin to flip an action.
+        """
+        q_net = self.policy.q_net
+        if q_net.policy_torso is None:
+            raise ValueError("distil: the Q-network was built with acting='q'; use acting='distilled'")
+        obs, _ = self.policy.obs_to_tensor(task_states(self, task))
+        rows = len(obs["task"])
+        q_net.set_training_mode(False)
+        with torch.no_grad():
+            labels = q_net(obs).argmax(dim=1)
+        params = [*q_net.policy_torso.parameters(), *q_net.policy_head.parameters()]
+        optimizer = torch.optim.Adam(params, lr=DISTIL_LR)
+        # Its own generator: the same task end distils the same way after a resume.
+        rng = np.random.default_rng([int(self.seed or 0), int(task), int(self.num_timesteps)])
+        q_net.set_training_mode(True)
+        for _ in range(DISTIL_STEPS):
+            batch = torch.as_tensor(rng.integers(rows, size=min(DISTIL_BATCH, rows)), device=self.device)
+            logits = q_net.policy_logits({key: value[batch] for key, value in obs.items()})
+            loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        q_net.set_training_mode(False)
+        with torch.no_grad():
+            agreement = float((q_net.policy_logits(obs).argmax(dim=1) == labels).float().mean())
+        q_net.distilled[task] = True
+        self.logger.record("distil/agreement", agreement)
+        return agreement
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0``), with the

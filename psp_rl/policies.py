@@ -27,6 +27,9 @@ from psp_rl.networks import DuelingHead, build_head, build_torso
 
 # Actor and critic torsos draw independent contexts: their layer ids start this far apart.
 _CRITIC_LAYER_OFFSET = 100
+# A Q-network's distilled acting head (acting="distilled") draws its contexts from here on.
+_DISTILLED_LAYER_OFFSET = 200
+ACTINGS = ("q", "distilled")
 
 
 def check_task_observation_space(observation_space: spaces.Space) -> tuple[spaces.Box, int]:
@@ -78,6 +81,12 @@ class PSPQNetwork(BasePolicy):
     :param dueling: a dueling head, ``Q = V + A - mean(A)``, both streams superposed.
     :param center: superposed layers centre their input per task, the mean folded into the
         per-task bias (see :class:`~psp_rl.layers.SuperposedLinear`).
+    :param acting: ``"q"`` acts greedily on Q for every task; ``"distilled"`` adds a small
+        superposed policy network (its own ``distilled_arch`` tanh torso and a logit head) into
+        which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
+        in ``distilled`` then acts from its logits, whose margins are large, instead of from
+        Q-values whose gaps are a small fraction of Q (see ``psp_rl.continual.probes``).
+    :param distilled_arch: hidden widths of the distilled policy's torso.
     """
 
     def __init__(
@@ -95,14 +104,18 @@ class PSPQNetwork(BasePolicy):
         normalize_images: bool = True,
         dueling: bool = False,
         center: bool = False,
+        acting: str = "q",
+        distilled_arch: list[int] | None = None,
     ) -> None:
         super().__init__(observation_space, action_space, normalize_images=normalize_images)
+        if acting not in ACTINGS:
+            raise ValueError(f"acting={acting!r}: expected one of {list(ACTINGS)}")
         obs_space, num_tasks = check_task_observation_space(observation_space)
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
         self.context, self.context_seed, self.net_arch, self.torso_kind = context, context_seed, net_arch, torso
         self.input_layer, self.heads, self.separate, self.activation_fn = input_layer, heads, separate, activation_fn
-        self.dueling, self.center = dueling, center
+        self.dueling, self.center, self.acting, self.distilled_arch = dueling, center, acting, distilled_arch
         self.torso = build_torso(
             obs_space.shape,
             num_tasks,
@@ -132,13 +145,54 @@ class PSPQNetwork(BasePolicy):
         # The advantage stream keeps the plain head's layer id, so its contexts are the same.
         q_head = head(n_actions, _CRITIC_LAYER_OFFSET - 1)
         self.q_head = DuelingHead(head(1, _CRITIC_LAYER_OFFSET - 3), q_head) if dueling else q_head
+        self.policy_torso = self.policy_head = None
+        if acting == "distilled":
+            if len(obs_space.shape) != 1:
+                raise ValueError(f"acting='distilled' needs a flat observation (an MLP), got {tuple(obs_space.shape)}")
+            self.policy_torso = build_torso(
+                obs_space.shape,
+                num_tasks,
+                context,
+                torso="mlp",
+                net_arch=[64, 64] if distilled_arch is None else distilled_arch,
+                seed=context_seed,
+                layer_offset=_DISTILLED_LAYER_OFFSET,
+                activation_fn=nn.Tanh,
+                input_layer=input_layer,
+                separate=separate,
+                center=center,
+            )
+            self.policy_head = build_head(
+                self.policy_torso.latent_dim,
+                n_actions,
+                num_tasks,
+                context,
+                heads="per_task" if separate else heads,
+                seed=context_seed,
+                layer_id=2 * _DISTILLED_LAYER_OFFSET - 1,
+            )
+        # Which tasks act from the distilled policy (saved with the weights, so a resume keeps it).
+        self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         x, task = split_observation(obs, self.observation_space, self.normalize_images)
         return self.q_head(self.torso(x, task), task)
 
+    def policy_logits(self, obs: PyTorchObs) -> torch.Tensor:
+        """The distilled policy's action logits, ``(batch, n_actions)`` (``acting="distilled"``)."""
+        if self.policy_torso is None or self.policy_head is None:
+            raise ValueError("policy_logits: this Q-network has no distilled policy (acting='q')")
+        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        return self.policy_head(self.policy_torso(x, task), task)
+
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> torch.Tensor:
-        return self(observation).argmax(dim=1).reshape(-1)
+        actions = self(observation).argmax(dim=1).reshape(-1)
+        if self.policy_torso is None or not bool(self.distilled.any()):
+            return actions
+        from_policy = self.distilled[observation["task"].reshape(-1).long()]
+        if not bool(from_policy.any()):
+            return actions
+        return torch.where(from_policy, self.policy_logits(observation).argmax(dim=1), actions)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -153,6 +207,8 @@ class PSPQNetwork(BasePolicy):
             activation_fn=self.activation_fn,
             dueling=self.dueling,
             center=self.center,
+            acting=self.acting,
+            distilled_arch=self.distilled_arch,
         )
         return data
 
@@ -179,6 +235,8 @@ class PSPDQNPolicy(DQNPolicy):
         separate: bool = False,
         dueling: bool = False,
         center: bool = False,
+        acting: str = "q",
+        distilled_arch: list[int] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -194,6 +252,8 @@ class PSPDQNPolicy(DQNPolicy):
             separate=separate,
             dueling=dueling,
             center=center,
+            acting=acting,
+            distilled_arch=distilled_arch,
         )
         super().__init__(
             observation_space,

@@ -8,9 +8,10 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from psp_rl.agents import task_states
 from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, parse_config
 from psp_rl.continual.build import build_agent, build_sequence
-from psp_rl.continual.ewc import OnlineEWC, fisher_diagonal, task_states
+from psp_rl.continual.ewc import OnlineEWC, fisher_diagonal
 from tests.conftest import TINY_CONFIG
 from tests.test_reliability import _train
 

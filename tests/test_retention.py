@@ -16,7 +16,7 @@ import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.logger import configure
 
-from psp_rl.agents import ContinualDQN, ContinualPPO
+from psp_rl.agents import ContinualDQN, ContinualPPO, task_states
 from psp_rl.continual import ConfigError, ContinualTrainer, parse_config
 from psp_rl.continual.probes import RetentionProbes, acting_outputs, margins, split_change
 from psp_rl.continual.report import write_report
@@ -318,3 +318,55 @@ def test_run_saved_before_the_retention_options_resumes_exactly(tmp_path):
     config = parse_config(yaml.safe_load((FIXTURE / "config.yaml").read_text()))
     ContinualTrainer(config, run_dir, resume=True).run()
     assert (run_dir / "eval.csv").read_bytes() == (FIXTURE / "uninterrupted-eval.csv").read_bytes()
+
+
+# ------------------------------------------------------------------ acting from a distilled policy
+def test_distilled_policy_acts_for_a_finished_task(tmp_path):
+    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
+    agent = ContinualDQN(
+        "PSPPolicy",
+        sequence.make_vec_env(0, 1, seed=0),
+        learning_starts=100,
+        train_freq=64,
+        gradient_steps=32,
+        seed=0,
+        policy_kwargs=dict(net_arch=[64, 64], acting="distilled"),
+    )
+    agent.set_logger(configure(None, []))
+    agent.on_task_switch(0, 1500)
+    agent.learn(1500, reset_num_timesteps=False)
+    q_net = agent.policy.q_net
+    obs = task_states_tensor(agent, 0)
+    with torch.no_grad():
+        q_actions = q_net(obs).argmax(1)
+    assert not bool(q_net.distilled.any())
+    agent.set_env(sequence.make_vec_env(1, 1, seed=1))
+    agent.on_task_switch(1, 1500)  # distils task 0 before its transitions are cleared
+    assert q_net.distilled.tolist() == [True, False]
+    with torch.no_grad():
+        acted = q_net._predict(obs)
+        assert float((acted == q_actions).float().mean()) >= 0.95
+        for param in [*q_net.torso.parameters(), *q_net.q_head.parameters()]:
+            param.add_(torch.randn_like(param))  # Q changes a lot; task 0's actions do not
+        assert torch.equal(q_net._predict(obs), acted)
+        task1 = {**obs, "task": torch.ones_like(obs["task"])}
+        assert torch.equal(q_net._predict(task1), q_net(task1).argmax(1))  # task 1 still acts from Q
+    agent.save(tmp_path / "agent.zip")
+    loaded = ContinualDQN.load(tmp_path / "agent.zip")
+    assert loaded.policy.q_net.distilled.tolist() == [True, False]
+    with torch.no_grad():
+        assert torch.equal(loaded.policy.q_net._predict(obs), acted)
+
+
+def task_states_tensor(agent, task):
+    obs, _ = agent.policy.obs_to_tensor(task_states(agent, task))
+    return obs
+
+
+def test_distilled_acting_bad_input():
+    sequence = get_sequence("cartpole-shift", tasks=["default"])
+    with pytest.raises(ValueError, match=r"acting='greedy': expected one of \['q', 'distilled'\]"):
+        ContinualDQN("PSPPolicy", sequence.make_vec_env(0, 1, seed=0), policy_kwargs=dict(acting="greedy"))
+    agent = ContinualDQN("PSPPolicy", sequence.make_vec_env(0, 1, seed=0))
+    with pytest.raises(ValueError, match="acting='q'; use acting='distilled'"):
+        agent.distil(0)

@@ -26,6 +26,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "dueling": False,
         "center": False,
         "advantage_learning": 0.0,
+        "acting": "q",
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
@@ -64,7 +65,7 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
         activation_fn=ACTIVATIONS[resolved(config, "activation")],
     )
     if config.algo == "dqn":
-        kwargs.update(dueling=resolved(config, "dueling"), center=resolved(config, "center"))
+        kwargs.update({name: resolved(config, name) for name in ("dueling", "center", "acting")})
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
     return kwargs

@@ -22,27 +22,12 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch.distributions import Categorical
 
+from psp_rl.agents import task_states
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import EWC_LAMBDA
 
 if TYPE_CHECKING:
     from psp_rl.continual.trainer import ContinualTrainer
-
-
-def task_states(agent: BaseAlgorithm, task: int, samples: int, seed: int) -> dict[str, np.ndarray]:
-    """Up to ``samples`` observations of ``task`` from the agent's buffer (replay or last rollout)."""
-    if isinstance(agent, DQN):
-        buffer = agent.replay_buffer
-        size = buffer.buffer_size if buffer.full else buffer.pos
-        obs = {key: value[:size] for key, value in buffer.observations.items()}
-    else:
-        obs = dict(agent.rollout_buffer.observations)
-    flat = {key: value.reshape(-1, *agent.observation_space[key].shape) for key, value in obs.items()}
-    rows = np.flatnonzero(flat["task"].reshape(-1) == task)
-    if len(rows) == 0:
-        raise RuntimeError(f"EWC: no observations of task {task} in the agent's buffer to estimate the Fisher from")
-    rows = np.random.default_rng(seed).choice(rows, size=min(samples, len(rows)), replace=False)
-    return {key: value[np.sort(rows)] for key, value in flat.items()}
 
 
 def fisher_diagonal(agent: BaseAlgorithm, obs: dict[str, np.ndarray], seed: int) -> dict[str, torch.Tensor]:

@@ -33,8 +33,8 @@ import torch
 from stable_baselines3 import DQN
 from torch import nn
 
+from psp_rl.agents import task_states
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.ewc import task_states
 from psp_rl.continual.io import atomic_write_csv
 from psp_rl.layers import TaskModule
 
