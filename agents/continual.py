@@ -20,8 +20,10 @@ from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 
 REPLAY_ON_SWITCH = ("clear", "keep")
 LR_SCHEDULES = ("constant", "task_linear")
-# Distilling a finished task's greedy policy (acting="distilled"): Adam steps, batch, rate.
-DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 1000, 256, 1e-3
+# Distilling a finished task's greedy policy (acting="distilled"): Adam steps, batch, rate, and
+# the logit margin the "margin" loss asks of every state.
+DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR, DISTIL_MARGIN = 1000, 256, 1e-3, 5.0
+DISTIL_LOSSES = ("margin", "cross_entropy")
 
 
 def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -107,6 +109,10 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     :param advantage_learning: ``alpha`` of advantage learning (Bellemare et al. 2016,
         "Increasing the action gap"): the TD target loses ``alpha * (max_b Q'(s, b) - Q'(s, a))``,
         which widens the gaps between actions' values by about ``1 / (1 - alpha)``. 0 is DQN.
+    :param distil_loss: with a policy built with ``acting="distilled"``, how a finished task's
+        greedy policy is distilled: ``"margin"`` (a multi-class hinge loss that stops once every
+        state's logit margin reaches ``DISTIL_MARGIN``, so the shared weights move no further than
+        the margin needs) or ``"cross_entropy"`` (keeps widening margins, and moving weights).
     Other arguments are SB3 ``DQN``'s. The epsilon schedule (``exploration_fraction``,
     ``exploration_initial_eps``, ``exploration_final_eps``) runs over each task's own steps.
     """
@@ -114,6 +120,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PSPPolicy": PSPDQNPolicy}
 
     advantage_learning: float = 0.0
+    distil_loss: str = "cross_entropy"  # agents saved before the option distilled this way
 
     def __init__(
         self,
@@ -123,8 +130,12 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         replay_on_switch: str = "clear",
         task_lr_schedule: str = "constant",
         advantage_learning: float = 0.0,
+        distil_loss: str = "margin",
         **kwargs: Any,
     ):
+        if distil_loss not in DISTIL_LOSSES:
+            raise ValueError(f"distil_loss={distil_loss!r}: expected one of {list(DISTIL_LOSSES)}")
+        self.distil_loss = distil_loss
         if replay_on_switch not in REPLAY_ON_SWITCH:
             raise ValueError(f"replay_on_switch={replay_on_switch!r}: expected one of {list(REPLAY_ON_SWITCH)}")
         if isinstance(advantage_learning, bool) or not 0 <= advantage_learning < 1:
@@ -161,8 +172,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         policy head and let the task act from it from now on; returns the share of those states
         whose distilled action matches Q's.
 
-        Cross-entropy on hard labels keeps widening the logit margins, which is the point: the
-        crosstalk later tasks add must be larger than a margin to flip an action.
+        Large logit margins are the point: the crosstalk later tasks add must be larger than a
+        margin to flip an action (see ``distil_loss``).
         """
         q_net = self.policy.q_net
         if q_net.policy_torso is None:
@@ -180,7 +191,10 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         for _ in range(DISTIL_STEPS):
             batch = torch.as_tensor(rng.integers(rows, size=min(DISTIL_BATCH, rows)), device=self.device)
             logits = q_net.policy_logits({key: value[batch] for key, value in obs.items()})
-            loss = F.cross_entropy(logits, labels[batch])
+            if self.distil_loss == "margin":
+                loss = F.multi_margin_loss(logits, labels[batch], margin=DISTIL_MARGIN)
+            else:
+                loss = F.cross_entropy(logits, labels[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -54,7 +54,14 @@ def run(base: dict, method: str, seed: int, out: Path, methods: dict[str, dict] 
     return {**metrics, "probes": probe_summary(run_dir)}
 
 
-PROBE_COLUMNS = ("crosstalk_common", "crosstalk_spread", "margin_over_output", "greedy_agreement")
+PROBE_COLUMNS = (
+    "crosstalk_common",
+    "crosstalk_spread",
+    "advantage_shift_common",
+    "advantage_shift_spread",
+    "gap_over_output",
+    "greedy_agreement",
+)
 
 
 def probe_summary(run_dir: Path) -> dict[str, float]:
@@ -65,7 +72,9 @@ def probe_summary(run_dir: Path) -> dict[str, float]:
         return {}
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if r["layer"] == "output" and r["quantity"] in PROBE_COLUMNS]
-    return {q: float(np.mean([float(r["value"]) for r in rows if r["quantity"] == q])) for q in PROBE_COLUMNS}
+    return {
+        q: float(np.mean([float(r["value"]) for r in rows if r["quantity"] == q] or [np.nan])) for q in PROBE_COLUMNS
+    }
 
 
 def best_earlier_return(m: dict, task: str) -> float:

@@ -180,6 +180,7 @@ def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
     [
         ({"advantage_learning": 1.0}, r"advantage_learning=1\.0: expected 0 <= alpha < 1"),
         ({"task_lr_schedule": "cosine"}, r"task_lr_schedule='cosine': expected one of"),
+        ({"distil_loss": "kl"}, r"distil_loss='kl': expected one of \['margin', 'cross_entropy'\]"),
     ],
 )
 def test_agent_options_bad_values(kwargs, match):
@@ -195,6 +196,8 @@ def test_agent_options_bad_values(kwargs, match):
         ({"activation": "gelu"}, r"agent\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
         ({"center": "sometimes"}, r"agent\.center: expected bool, got 'sometimes'"),
         ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant' or 'task_linear'"),
+        ({"acting": "greedy"}, r"agent\.acting: input should be 'q' or 'distilled', got 'greedy'"),
+        ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         (
             {
                 "algo": "ppo",
@@ -321,7 +324,8 @@ def test_run_saved_before_the_retention_options_resumes_exactly(tmp_path):
 
 
 # ------------------------------------------------------------------ acting from a distilled policy
-def test_distilled_policy_acts_for_a_finished_task(tmp_path):
+@pytest.mark.parametrize("distil_loss", ["margin", "cross_entropy"])
+def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
     sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     agent = ContinualDQN(
         "PSPPolicy",
@@ -330,6 +334,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path):
         train_freq=64,
         gradient_steps=32,
         seed=0,
+        distil_loss=distil_loss,
         policy_kwargs=dict(net_arch=[64, 64], acting="distilled"),
     )
     agent.set_logger(configure(None, []))

@@ -27,6 +27,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "center": False,
         "advantage_learning": 0.0,
         "acting": "q",
+        "distil_loss": "margin",
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
@@ -77,6 +78,7 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
     kwargs["task_lr_schedule"] = resolved(config, "task_lr_schedule")
     if config.algo == "dqn":
         kwargs["advantage_learning"] = resolved(config, "advantage_learning")
+        kwargs["distil_loss"] = resolved(config, "distil_loss")
         if config.replay_on_switch is not None:
             kwargs["replay_on_switch"] = config.replay_on_switch
     return AGENT_CLASSES[config.algo](

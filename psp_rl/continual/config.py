@@ -58,12 +58,21 @@ _DQN_ONLY = (
     "center",
     "advantage_learning",
     "acting",
+    "distil_loss",
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
-_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting")
+_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting", "distil_loss")
 # Options added after runs were first saved: hashed into the fingerprint only when set, so a run
 # saved before an option existed (its config lacks the key) still resumes.
-_HASHED_WHEN_SET = ("activation", "task_lr_schedule", "dueling", "center", "advantage_learning", "acting")
+_HASHED_WHEN_SET = (
+    "activation",
+    "task_lr_schedule",
+    "dueling",
+    "center",
+    "advantage_learning",
+    "acting",
+    "distil_loss",
+)
 # Chosen on DQN cartpole-shift, seed 0 (experiments/results/ewc-lambda/README.md).
 EWC_LAMBDA = 1000.0
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
@@ -114,6 +123,9 @@ class AgentConfig(_Strict):
     advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
     acting: Literal["q", "distilled"] | None = Field(
         default=None, description="distilled: a finished task acts from a policy distilled from its Q"
+    )
+    distil_loss: Literal["margin", "cross_entropy"] | None = Field(
+        default=None, description="how acting='distilled' distils a finished task (default margin)"
     )
     # method: ewc only (psp_rl.continual.ewc)
     ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")

@@ -10,18 +10,23 @@ and writes, per finished task ``j``:
   layer's output under ``j``'s context), split exactly into ``crosstalk_common``, the change of
   the mean output over states (``||mean_s dY|| / rms_s ||Y_ref||``: a shift every state shares),
   and ``crosstalk_spread``, the state-dependent rest (``common^2 + spread^2 = crosstalk^2``);
+- ``advantage_shift_common`` / ``advantage_shift_spread``: the output change with its mean over
+  actions removed (what can reorder actions), split into the part every state shares and the
+  state-dependent rest, both in units of the task's median end-of-task action gap: a common part
+  above 1 pushes most states towards the same action, a spread above 1 scrambles them;
 - ``margin_shift_mean`` / ``margin_shift_spread``: mean and standard deviation over states of the
-  change of the end-of-task greedy action's margin (its output minus the best other one). A
-  mean shift below ``-median margin`` flips most states' actions the same way;
-- ``margin_over_output``: median margin / median ``|output|`` now (how big the gaps are that
-  crosstalk has to flip), and ``output_shift_a<i>``: the mean change of each action's output;
+  change of the end-of-task greedy action's margin (its output minus the best other one);
+- ``margin_over_output``: median margin / median ``|output|`` now, and ``output_shift_a<i>``: the
+  mean change of each action's output;
 - ``greedy_agreement``: share of states whose greedy action is still the end-of-task one
   (near-ties dominate it: report it, do not gate on it).
 
-``weight_movement`` per layer, ``||W_end - W_start|| / ||W_start||`` over each task, is written
-for the task just trained. Rows go to ``probes.csv`` in the run dir (rewritten atomically) and
-to TensorBoard as ``probe/<task>/<layer>/<quantity>``; the state (samples, references, rows)
-is saved in every checkpoint, so a resumed run writes the same file.
+``weight_movement`` per layer, ``||W_end - W_start|| / ||W_start||`` over each task, and the
+action-gap distribution of its end-of-task output (``gap_median`` in output units and
+``gap_over_output``, median gap / median ``|output|``) are written for the task just trained.
+Rows go to ``probes.csv`` in the run dir (rewritten atomically) and to TensorBoard as
+``probe/<task>/<layer>/<quantity>``; the state (samples, references, rows) is saved in every
+checkpoint, so a resumed run writes the same file.
 """
 
 from __future__ import annotations
@@ -147,6 +152,11 @@ class RetentionProbes(ContinualCallback):
                 new_rows.append({"layer": name, "quantity": "weight_movement", "value": moved, "probe_task": task})
         obs = task_states(agent, task, self.samples, seed=trainer.config.seed * 1_000_003 + stage)
         output, layers = acting_outputs(agent, obs)
+        if output.shape[1] >= 2:
+            gap = margins(output, output.argmax(1)).median()
+            new_rows.append({"layer": OUTPUT, "quantity": "gap_median", "value": float(gap), "probe_task": task})
+            ratio = float(gap / output.abs().median().clamp_min(1e-12))
+            new_rows.append({"layer": OUTPUT, "quantity": "gap_over_output", "value": ratio, "probe_task": task})
         self.references[task] = {
             "obs": {key: torch.as_tensor(value) for key, value in obs.items()},
             "output": output,
@@ -177,6 +187,12 @@ class RetentionProbes(ContinualCallback):
             add(name, "crosstalk_common", common)
             add(name, "crosstalk_spread", spread)
         if output.shape[1] >= 2:
+            change = output - ref["output"]
+            advantage = change - change.mean(1, keepdim=True)
+            common = advantage.mean(0)
+            gap = float(margins(ref["output"], ref["actions"]).median()) or 1.0
+            add(OUTPUT, "advantage_shift_common", common.norm() / gap)
+            add(OUTPUT, "advantage_shift_spread", (advantage - common).pow(2).sum(1).mean().sqrt() / gap)
             shift = margins(output, ref["actions"]) - margins(ref["output"], ref["actions"])
             add(OUTPUT, "margin_shift_mean", shift.mean())
             add(OUTPUT, "margin_shift_spread", shift.std())
