@@ -171,8 +171,8 @@ class PSPQNetwork(BasePolicy):
                 seed=context_seed,
                 layer_id=2 * _DISTILLED_LAYER_OFFSET - 1,
             )
-        # Which tasks act from the distilled policy (saved with the weights, so a resume keeps it).
-        self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
+            # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
+            self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         x, task = split_observation(obs, self.observation_space, self.normalize_images)

@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import configure
 
 from psp_rl.agents import ContinualDQN, ContinualPPO, task_states
 from psp_rl.continual import ConfigError, ContinualTrainer, parse_config
+from psp_rl.continual.config import AGENT_DEFAULTS
 from psp_rl.continual.probes import RetentionProbes, acting_outputs, margins, split_change
 from psp_rl.continual.report import write_report
 from psp_rl.envs import get_sequence
@@ -281,6 +282,8 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     assert probes[("default", "torso.layers.0", "crosstalk")] == 0.0  # per-task input layer
     assert probes[("reversed", "torso.layers.2", "weight_movement")] > 0
     assert ("reversed", "output", "crosstalk") not in probes  # the last task has no later task
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]
+    assert {name: saved[name] for name in AGENT_DEFAULTS["dqn"]} == AGENT_DEFAULTS["dqn"]  # what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
     assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()
 

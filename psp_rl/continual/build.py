@@ -10,31 +10,17 @@ from torch import nn
 
 from psp_rl.agents import ContinualDQN, ContinualPPO
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig
+from psp_rl.continual.config import AGENT_DEFAULTS, AgentConfig, ConfigError, RunConfig, SequenceConfig
 from psp_rl.continual.ewc import OnlineEWC
 from psp_rl.continual.probes import RetentionProbes
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 
 AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
-# What an agent setting left out (None) means, per algorithm, for every method alike, so the
-# baselines differ from PSP only in the method (`center` acts on superposed layers only).
-AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dqn": {
-        "activation": "relu",
-        "task_lr_schedule": "constant",
-        "dueling": False,
-        "center": False,
-        "advantage_learning": 0.0,
-        "acting": "q",
-        "distil_loss": "margin",
-    },
-    "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
-}
 
 
 def resolved(config: AgentConfig, name: str) -> Any:
-    """The value of an agent setting: the config's, or the algorithm's default when left out."""
+    """The value of an agent option: the config's, or the algorithm's default when left out."""
     value = getattr(config, name)
     return AGENT_DEFAULTS[config.algo][name] if value is None else value
 

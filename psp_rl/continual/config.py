@@ -62,8 +62,22 @@ _DQN_ONLY = (
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
 _NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting", "distil_loss")
-# Options added after runs were first saved: hashed into the fingerprint only when set, so a run
-# saved before an option existed (its config lacks the key) still resumes.
+# What an agent option left out (None) means, per algorithm, for every method alike, so the
+# baselines differ from PSP only in the method (`center` acts on superposed layers only).
+AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dqn": {
+        "activation": "relu",
+        "task_lr_schedule": "constant",
+        "dueling": False,
+        "center": False,
+        "advantage_learning": 0.0,
+        "acting": "q",
+        "distil_loss": "margin",
+    },
+    "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
+}
+# Options added after runs were first saved. A run records their resolved values; a run saved
+# before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
 _HASHED_WHEN_SET = (
     "activation",
     "task_lr_schedule",
@@ -209,6 +223,24 @@ class RunConfig(_Strict):
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
         return shaping
+
+    def resolved(self) -> RunConfig:
+        """This config with every agent option left out set to its algorithm's default (what runs)."""
+        agent = self.agent.model_copy(
+            update={
+                name: value
+                for name, value in AGENT_DEFAULTS[self.agent.algo].items()
+                if getattr(self.agent, name) is None
+            }
+        )
+        return self.model_copy(update={"agent": agent})
+
+    def as_saved_by(self, saved_shaping: dict[str, Any]) -> RunConfig:
+        """This config as a run saved with ``saved_shaping`` knew it: options that did not exist
+        yet (absent from the saved agent settings) are left out, so that run keeps its model."""
+        saved_agent = saved_shaping.get("agent", {})
+        missing = {name: None for name in _HASHED_WHEN_SET if name not in saved_agent}
+        return self.model_copy(update={"agent": self.agent.model_copy(update=missing)}) if missing else self
 
     def fingerprint(self) -> str:
         """A hash of :meth:`shaping`: a checkpoint resumes only under the same one."""

@@ -149,7 +149,9 @@ class ContinualTrainer:
     ) -> None:
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite: choose one")
-        self.config = config
+        # Options left out take their defaults now, so config.yaml and the checkpoints record
+        # what ran, whatever later releases change the defaults to.
+        self.config = config = config.resolved()
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
         self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
         self.callbacks = [*build_callbacks(config), *callbacks]
@@ -429,8 +431,9 @@ class ContinualTrainer:
             state = TrainerState(**raw)
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
-        if state.fingerprint != self.config.fingerprint():
-            difference = _first_difference(state.shaping_config, self.config.shaping())
+        config = self.config.as_saved_by(state.shaping_config)
+        if state.fingerprint != config.fingerprint():
+            difference = _first_difference(state.shaping_config, config.shaping())
             raise CheckpointError(f"checkpoint {str(path)!r} {difference}")
         agent = AGENT_CLASSES[self.config.agent.algo].load(path / "model.zip", env=env, device=self.config.device)
         buffer = path / "replay_buffer.pkl"
@@ -463,6 +466,8 @@ class ContinualTrainer:
         saved = path / "config.yaml"
         if self.resume and saved.exists():
             before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
+            # A run saved before an option existed resumes as it ran: the option stays unset.
+            self.config = self.config.as_saved_by(before.shaping())
             if before.fingerprint() != self.config.fingerprint():
                 difference = _first_difference(before.shaping(), self.config.shaping())
                 raise CheckpointError(f"run dir {str(path)!r} {difference}")
