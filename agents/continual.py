@@ -20,9 +20,9 @@ from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 
 REPLAY_ON_SWITCH = ("clear", "keep")
 LR_SCHEDULES = ("constant", "task_linear")
-# Distilling a finished task's greedy policy (acting="distilled"): Adam steps, batch, rate, and
-# the logit margin the "margin" loss asks of every state.
-DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR, DISTIL_MARGIN = 1000, 256, 1e-3, 5.0
+# Distilling a finished task's greedy policy (acting="distilled"): batch, Adam's rate, and the
+# logit margin the "margin" loss asks of every state.
+DISTIL_BATCH, DISTIL_LR, DISTIL_MARGIN = 256, 1e-3, 5.0
 DISTIL_LOSSES = ("margin", "cross_entropy")
 
 
@@ -113,6 +113,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         greedy policy is distilled: ``"margin"`` (a multi-class hinge loss that stops once every
         state's logit margin reaches ``DISTIL_MARGIN``, so the shared weights move no further than
         the margin needs) or ``"cross_entropy"`` (keeps widening margins, and moving weights).
+    :param distil_steps: Adam steps of each distillation (agreement with Q's greedy actions on
+        the task's replayed states, fast test config: 0.93 after 1,000 steps, 0.97 after 3,000).
     Other arguments are SB3 ``DQN``'s. The epsilon schedule (``exploration_fraction``,
     ``exploration_initial_eps``, ``exploration_final_eps``) runs over each task's own steps.
     """
@@ -120,7 +122,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PSPPolicy": PSPDQNPolicy}
 
     advantage_learning: float = 0.0
-    distil_loss: str = "cross_entropy"  # agents saved before the option distilled this way
+    distil_loss: str = "cross_entropy"  # agents saved before the options distilled this way
+    distil_steps: int = 1000
 
     def __init__(
         self,
@@ -131,8 +134,12 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         task_lr_schedule: str = "constant",
         advantage_learning: float = 0.0,
         distil_loss: str = "margin",
+        distil_steps: int = 3000,
         **kwargs: Any,
     ):
+        if isinstance(distil_steps, bool) or not isinstance(distil_steps, int) or distil_steps <= 0:
+            raise ValueError(f"distil_steps={distil_steps!r}: expected a positive int")
+        self.distil_steps = distil_steps
         if distil_loss not in DISTIL_LOSSES:
             raise ValueError(f"distil_loss={distil_loss!r}: expected one of {list(DISTIL_LOSSES)}")
         self.distil_loss = distil_loss
@@ -188,7 +195,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         # Its own generator: the same task end distils the same way after a resume.
         rng = np.random.default_rng([int(self.seed or 0), int(task), int(self.num_timesteps)])
         q_net.set_training_mode(True)
-        for _ in range(DISTIL_STEPS):
+        for _ in range(self.distil_steps):
             batch = torch.as_tensor(rng.integers(rows, size=min(DISTIL_BATCH, rows)), device=self.device)
             logits = q_net.policy_logits({key: value[batch] for key, value in obs.items()})
             if self.distil_loss == "margin":
@@ -215,12 +222,10 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
             with torch.no_grad():
-                next_q_values, _ = self.q_net_target(replay_data.next_observations).max(dim=1)
+                next_q_values = self.q_net_target(replay_data.next_observations).max(dim=1)[0].reshape(-1, 1)
                 # (1 - done): no bootstrap past a terminal state; SB3's buffer marks time-limit
                 # truncations as not done (handle_timeout_termination).
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values.reshape(
-                    -1, 1
-                )
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
                 if self.advantage_learning:
                     # Penalise an action by how far it falls below the greedy one's value, under
                     # the target network: gaps between actions widen by ~1/(1 - alpha).

@@ -29,7 +29,7 @@ from psp_rl.networks import DuelingHead, build_head, build_torso
 _CRITIC_LAYER_OFFSET = 100
 # A Q-network's distilled acting head (acting="distilled") draws its contexts from here on.
 _DISTILLED_LAYER_OFFSET = 200
-ACTINGS = ("q", "distilled")
+ACTINGS = ("q", "distilled", "auto")
 
 
 def check_task_observation_space(observation_space: spaces.Space) -> tuple[spaces.Box, int]:
@@ -86,7 +86,9 @@ class PSPQNetwork(BasePolicy):
         which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
         in ``distilled`` then acts from its logits, whose margins are large, instead of from
         Q-values whose gaps are a small fraction of Q (see ``psp_rl.continual.probes``).
-    :param distilled_arch: hidden widths of the distilled policy's torso.
+        ``"auto"``: ``"distilled"`` for flat observations, ``"q"`` for images (the distilled policy
+        has an MLP torso; the retention ablation measured it on MLPs only).
+    :param distilled_arch: hidden widths of the distilled policy's torso (default ``[64, 64]``).
     """
 
     def __init__(
@@ -146,7 +148,7 @@ class PSPQNetwork(BasePolicy):
         q_head = head(n_actions, _CRITIC_LAYER_OFFSET - 1)
         self.q_head = DuelingHead(head(1, _CRITIC_LAYER_OFFSET - 3), q_head) if dueling else q_head
         self.policy_torso = self.policy_head = None
-        if acting == "distilled":
+        if acting == "distilled" or (acting == "auto" and len(obs_space.shape) == 1):
             if len(obs_space.shape) != 1:
                 raise ValueError(f"acting='distilled' needs a flat observation (an MLP), got {tuple(obs_space.shape)}")
             self.policy_torso = build_torso(

@@ -18,7 +18,7 @@ from stable_baselines3.common.logger import configure
 
 from psp_rl.agents import ContinualDQN, ContinualPPO, task_states
 from psp_rl.continual import ConfigError, ContinualTrainer, parse_config
-from psp_rl.continual.config import AGENT_DEFAULTS
+from psp_rl.continual.config import AGENT_DEFAULTS, PSP_DEFAULTS
 from psp_rl.continual.probes import RetentionProbes, acting_outputs, margins, split_change
 from psp_rl.continual.report import write_report
 from psp_rl.envs import get_sequence
@@ -197,7 +197,7 @@ def test_agent_options_bad_values(kwargs, match):
         ({"activation": "gelu"}, r"agent\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
         ({"center": "sometimes"}, r"agent\.center: expected bool, got 'sometimes'"),
         ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant' or 'task_linear'"),
-        ({"acting": "greedy"}, r"agent\.acting: input should be 'q' or 'distilled', got 'greedy'"),
+        ({"acting": "greedy"}, r"agent\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
         ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         (
             {
@@ -283,7 +283,8 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     assert probes[("reversed", "torso.layers.2", "weight_movement")] > 0
     assert ("reversed", "output", "crosstalk") not in probes  # the last task has no later task
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]
-    assert {name: saved[name] for name in AGENT_DEFAULTS["dqn"]} == AGENT_DEFAULTS["dqn"]  # what ran, resolved
+    expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"]}
+    assert {name: saved[name] for name in expected} == expected  # config.yaml: what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
     assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()
 
@@ -373,8 +374,18 @@ def task_states_tensor(agent, task):
 
 def test_distilled_acting_bad_input():
     sequence = get_sequence("cartpole-shift", tasks=["default"])
-    with pytest.raises(ValueError, match=r"acting='greedy': expected one of \['q', 'distilled'\]"):
+    with pytest.raises(ValueError, match=r"acting='greedy': expected one of \['q', 'distilled', 'auto'\]"):
         ContinualDQN("PSPPolicy", sequence.make_vec_env(0, 1, seed=0), policy_kwargs=dict(acting="greedy"))
     agent = ContinualDQN("PSPPolicy", sequence.make_vec_env(0, 1, seed=0))
     with pytest.raises(ValueError, match="acting='q'; use acting='distilled'"):
         agent.distil(0)
+
+
+def test_every_ablation_variant_parses_over_its_config():
+    base = yaml.safe_load(Path("experiments/configs/dqn-retention.yaml").read_text())
+    variants = yaml.safe_load(Path("experiments/variants/dqn-retention.yaml").read_text())
+    resolved = {}
+    for name, settings in variants.items():
+        resolved[name] = parse_config({**base, "agent": {**base["agent"], **settings}}).resolved().agent
+    # the row named for the default is what `method: psp` means today
+    assert resolved["psp-center-distilled-3k"] == parse_config(base).resolved().agent

@@ -10,19 +10,13 @@ from torch import nn
 
 from psp_rl.agents import ContinualDQN, ContinualPPO
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import AGENT_DEFAULTS, AgentConfig, ConfigError, RunConfig, SequenceConfig
+from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig
 from psp_rl.continual.ewc import OnlineEWC
 from psp_rl.continual.probes import RetentionProbes
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 
 AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def resolved(config: AgentConfig, name: str) -> Any:
-    """The value of an agent option: the config's, or the algorithm's default when left out."""
-    value = getattr(config, name)
-    return AGENT_DEFAULTS[config.algo][name] if value is None else value
 
 
 def build_sequence(config: SequenceConfig) -> TaskSequence:
@@ -42,6 +36,7 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
 
 
 def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
+    config = config.resolved()
     kwargs: dict[str, Any] = dict(
         context=config.context,
         context_seed=seed if config.context_seed is None else config.context_seed,
@@ -49,10 +44,10 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
         input_layer=config.input_layer,
         heads="per_task" if config.method == "multihead" else config.heads,
         separate=config.method == "separate",
-        activation_fn=ACTIVATIONS[resolved(config, "activation")],
+        activation_fn=ACTIVATIONS[config.activation],
     )
     if config.algo == "dqn":
-        kwargs.update({name: resolved(config, name) for name in ("dueling", "center", "acting")})
+        kwargs.update(dueling=config.dueling, center=config.center, acting=config.acting)
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
     return kwargs
@@ -61,10 +56,14 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
 def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
     """A fresh continual agent on ``env``."""
     kwargs = config.sb3_kwargs()
-    kwargs["task_lr_schedule"] = resolved(config, "task_lr_schedule")
+    config = config.resolved()
+    kwargs["task_lr_schedule"] = config.task_lr_schedule
     if config.algo == "dqn":
-        kwargs["advantage_learning"] = resolved(config, "advantage_learning")
-        kwargs["distil_loss"] = resolved(config, "distil_loss")
+        kwargs.update(
+            advantage_learning=config.advantage_learning,
+            distil_loss=config.distil_loss,
+            distil_steps=config.distil_steps,
+        )
         if config.replay_on_switch is not None:
             kwargs["replay_on_switch"] = config.replay_on_switch
     return AGENT_CLASSES[config.algo](

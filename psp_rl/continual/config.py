@@ -59,11 +59,12 @@ _DQN_ONLY = (
     "advantage_learning",
     "acting",
     "distil_loss",
+    "distil_steps",
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
-_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting", "distil_loss")
-# What an agent option left out (None) means, per algorithm, for every method alike, so the
-# baselines differ from PSP only in the method (`center` acts on superposed layers only).
+_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps")
+# What an agent option left out (None) means, per algorithm: the same for every method (the
+# baselines differ from PSP only in the method), except PSP_DEFAULTS below.
 AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "dqn": {
         "activation": "relu",
@@ -73,9 +74,14 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "advantage_learning": 0.0,
         "acting": "q",
         "distil_loss": "margin",
+        "distil_steps": 3000,
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
+# PSP-DQN's own mechanisms (experiments/results/dqn-retention/): centring acts on superposed
+# layers only, and acting from a distilled per-task policy is how a superposed Q-network keeps
+# its finished tasks' actions (the baselines' plain networks act from Q).
+PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "auto"}, "ppo": {}}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
 _HASHED_WHEN_SET = (
@@ -86,6 +92,7 @@ _HASHED_WHEN_SET = (
     "advantage_learning",
     "acting",
     "distil_loss",
+    "distil_steps",
 )
 # Chosen on DQN cartpole-shift, seed 0 (experiments/results/ewc-lambda/README.md).
 EWC_LAMBDA = 1000.0
@@ -135,12 +142,15 @@ class AgentConfig(_Strict):
     dueling: bool | None = Field(default=None, description="dueling Q-head, V + A - mean(A)")
     center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
     advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
-    acting: Literal["q", "distilled"] | None = Field(
-        default=None, description="distilled: a finished task acts from a policy distilled from its Q"
+    acting: Literal["q", "distilled", "auto"] | None = Field(
+        default=None,
+        description="distilled: a finished task acts from a policy distilled from its Q; auto: distilled for "
+        "flat observations, q for images (default: auto for psp, q for the baselines)",
     )
     distil_loss: Literal["margin", "cross_entropy"] | None = Field(
         default=None, description="how acting='distilled' distils a finished task (default margin)"
     )
+    distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
     # method: ewc only (psp_rl.continual.ewc)
     ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
     ewc_decay: float | None = Field(default=None, gt=0, le=1, description="online EWC's gamma (default 1)")
@@ -169,6 +179,13 @@ class AgentConfig(_Strict):
         if self.method == "psp" and self.context == "none":
             raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")
         return self
+
+    def resolved(self) -> AgentConfig:
+        """These settings with every option left out set to its default for the algorithm and method."""
+        defaults = dict(AGENT_DEFAULTS[self.algo])
+        if self.method == "psp":
+            defaults.update(PSP_DEFAULTS[self.algo])
+        return self.model_copy(update={name: value for name, value in defaults.items() if getattr(self, name) is None})
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """The SB3 constructor hyperparameters that were set."""
@@ -225,15 +242,8 @@ class RunConfig(_Strict):
         return shaping
 
     def resolved(self) -> RunConfig:
-        """This config with every agent option left out set to its algorithm's default (what runs)."""
-        agent = self.agent.model_copy(
-            update={
-                name: value
-                for name, value in AGENT_DEFAULTS[self.agent.algo].items()
-                if getattr(self.agent, name) is None
-            }
-        )
-        return self.model_copy(update={"agent": agent})
+        """This config with every agent option left out set to its default (what runs)."""
+        return self.model_copy(update={"agent": self.agent.resolved()})
 
     def as_saved_by(self, saved_shaping: dict[str, Any]) -> RunConfig:
         """This config as a run saved with ``saved_shaping`` knew it: options that did not exist

@@ -69,7 +69,8 @@ def probed_layers(network: nn.Module, agent: Any) -> dict[str, nn.Module]:
 
 @torch.no_grad()
 def acting_outputs(agent: Any, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(output (batch, n_actions), {layer: output})`` of the acting network on ``obs``."""
+    """``(output (batch, n_actions), {layer: output})`` of the acting network on ``obs``: Q-values
+    for DQN, the actor head's logits for PPO."""
     policy = agent.policy
     policy.set_training_mode(False)
     network = acting_network(agent)
@@ -82,9 +83,11 @@ def acting_outputs(agent: Any, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor
         obs_tensor, _ = policy.obs_to_tensor(obs)
         if isinstance(agent, DQN):
             output = policy.q_net(obs_tensor)
-        else:
-            distribution = policy.get_distribution(obs_tensor).distribution
-            output = distribution.logits if hasattr(distribution, "logits") else distribution.mean
+            if getattr(policy.q_net, "policy_torso", None) is not None:
+                policy.q_net.policy_logits(obs_tensor)  # its layers' crosstalk too (acting="distilled")
+        else:  # the actor's raw logits (or Gaussian means), not SB3's normalised log-probabilities
+            policy.get_distribution(obs_tensor)
+            output = captured["action_head"]
     finally:
         for hook in hooks:
             hook.remove()
