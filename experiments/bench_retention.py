@@ -66,7 +66,8 @@ PROBE_COLUMNS = (
 
 def probe_summary(run_dir: Path) -> dict[str, float]:
     """The acting output's probes (``probes.csv``), averaged over every (earlier task, later
-    task end) pair; empty where the run had no probes."""
+    task end) pair; empty where the run had no probes. The table averages them over the seeds
+    that have them."""
     path = run_dir / "probes.csv"
     if not path.exists():
         return {}
@@ -223,8 +224,8 @@ def main() -> None:
             f"{np.mean(normalized[method]):.3f}" if method in normalized else "",
             f"{forget:.3f}", f"{forget_ci:.3f}", transfer, runs[0]["parameters"],
             f"{np.mean([m['env_steps_per_s'] for m in runs]):.0f}", f"{np.mean([m['wall_time_s'] for m in runs]):.0f}",
-            *(f"{np.mean([m['probes'][q] for m in runs]):.3f}" if all(m["probes"] for m in runs) else ""
-              for q in PROBE_COLUMNS),
+            *(f"{np.nanmean([m['probes'].get(q, np.nan) for m in runs]):.3f}"
+              if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
         ])  # fmt: skip
     with (out / "table.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
