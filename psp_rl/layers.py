@@ -230,13 +230,14 @@ class SuperposedLinear(_Superposed):
         """Move each present task's input mean towards this batch's, keeping the layer's function."""
         for t in [task] if isinstance(task, int) else torch.unique(task).tolist():
             rows = x if isinstance(task, int) else x[task == t]
-            old = self.running_input_mean[t].clone()
             # A plain average over a task's first 1/momentum batches, an exponential one after.
             self.running_batches[t] += 1
             rate = max(self.center_momentum, 1.0 / float(self.running_batches[t]))
-            self.running_input_mean[t] += rate * (rows.mean(0) - old)
-            # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old)
-            self.bias[t] += self.task_weight(t) @ (self.running_input_mean[t] - old)
+            step = rate * (rows.mean(0) - self.running_input_mean[t])
+            self.running_input_mean[t] += step
+            # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
+            # W C step is the layer's own product on one row (no (out, in) weight is formed).
+            self.bias[t] += self._forward_one_task(step.unsqueeze(0), t).squeeze(0) - self.bias[t]
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         bias = self._bias(task)

@@ -131,9 +131,9 @@ class PSPQNetwork(BasePolicy):
             center=center,
         )
 
-        def head(out: int, layer_id: int) -> nn.Module:
+        def head(out: int, layer_id: int, in_features: int = self.torso.latent_dim, center: bool = center) -> nn.Module:
             return build_head(
-                self.torso.latent_dim,
+                in_features,
                 out,
                 num_tasks,
                 context,
@@ -164,15 +164,8 @@ class PSPQNetwork(BasePolicy):
                 separate=separate,
                 center=center,
             )
-            self.policy_head = build_head(
-                self.policy_torso.latent_dim,
-                n_actions,
-                num_tasks,
-                context,
-                heads="per_task" if separate else heads,
-                seed=context_seed,
-                layer_id=2 * _DISTILLED_LAYER_OFFSET - 1,
-            )
+            # The logit head reads tanh features (near zero-mean) and was measured uncentred.
+            self.policy_head = head(n_actions, 2 * _DISTILLED_LAYER_OFFSET - 1, self.policy_torso.latent_dim, False)
             # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
             self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
 

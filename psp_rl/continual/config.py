@@ -54,15 +54,10 @@ _DQN_ONLY = (
     "exploration_initial_eps",
     "exploration_final_eps",
     "replay_on_switch",
-    "dueling",
-    "center",
-    "advantage_learning",
-    "acting",
-    "distil_loss",
-    "distil_steps",
+    *(_DQN_RETENTION := ("dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps")),
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
-_NOT_SB3 = ("replay_on_switch", "dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps")
+_NOT_SB3 = ("replay_on_switch", *_DQN_RETENTION)
 # What an agent option left out (None) means, per algorithm: the same for every method (the
 # baselines differ from PSP only in the method), except PSP_DEFAULTS below.
 AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -84,16 +79,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
 PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "auto"}, "ppo": {}}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
-_HASHED_WHEN_SET = (
-    "activation",
-    "task_lr_schedule",
-    "dueling",
-    "center",
-    "advantage_learning",
-    "acting",
-    "distil_loss",
-    "distil_steps",
-)
+_HASHED_WHEN_SET = ("activation", "task_lr_schedule", *_DQN_RETENTION)
 # Chosen on DQN cartpole-shift, seed 0 (experiments/results/ewc-lambda/README.md).
 EWC_LAMBDA = 1000.0
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
