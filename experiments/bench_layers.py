@@ -94,7 +94,7 @@ def main() -> None:
         plain = plain_cls()
         for kind in ("none", "binary", "complex", "rotation"):
             if kind == "rotation" and name == "NatureCNN":
-                # A 3136x3136 rotation per task is a study setting, not a CNN one (design.md).
+                # A 3136x3136 rotation per task is a study setting, not a CNN one (O(N^2) memory per task).
                 continue
             sup = sup_cls(kind)
             fast = ratio(plain, sup, x, 1, args.repeats)

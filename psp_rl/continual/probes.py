@@ -115,7 +115,16 @@ def margins(output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return chosen - others.max(dim=1).values
 
 
-def weight_norms(network: nn.Module, agent: Any) -> dict[str, torch.Tensor]:
+def gap_over_output(output: torch.Tensor) -> float:
+    """Median gap between the best and the second action over median ``|output|``."""
+    return float(margins(output, output.argmax(1)).median() / output.abs().median().clamp_min(1e-12))
+
+
+def _row(layer: str, quantity: str, value: Any, task: int) -> dict[str, Any]:
+    return {"layer": layer, "quantity": quantity, "value": float(value), "probe_task": task}
+
+
+def layer_weights(network: nn.Module, agent: Any) -> dict[str, torch.Tensor]:
     """A copy of each probed layer's weights (real and imaginary parts together)."""
     out = {}
     for name, module in probed_layers(network, agent).items():
@@ -140,7 +149,7 @@ class RetentionProbes(ContinualCallback):
         self.rows: list[dict[str, Any]] = []
 
     def before_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        self.task_start_weights = weight_norms(acting_network(trainer.agent), trainer.agent)
+        self.task_start_weights = layer_weights(acting_network(trainer.agent), trainer.agent)
 
     def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
         agent, names = trainer.agent, trainer.sequence.names
@@ -148,18 +157,15 @@ class RetentionProbes(ContinualCallback):
         new_rows = [
             row for j, ref in sorted(self.references.items()) if j != task for row in self._probe(agent, j, ref)
         ]
-        for name, end in weight_norms(acting_network(agent), agent).items():
+        for name, end in layer_weights(acting_network(agent), agent).items():
             start = self.task_start_weights.get(name)
             if start is not None:
-                moved = float((end - start).norm() / (start.norm() or 1.0))
-                new_rows.append({"layer": name, "quantity": "weight_movement", "value": moved, "probe_task": task})
+                new_rows.append(_row(name, "weight_movement", (end - start).norm() / (start.norm() or 1.0), task))
         obs = task_states(agent, task, self.samples, seed=trainer.config.seed * 1_000_003 + stage)
         output, layers = acting_outputs(agent, obs)
         if output.shape[1] >= 2:
-            gap = margins(output, output.argmax(1)).median()
-            new_rows.append({"layer": OUTPUT, "quantity": "gap_median", "value": float(gap), "probe_task": task})
-            ratio = float(gap / output.abs().median().clamp_min(1e-12))
-            new_rows.append({"layer": OUTPUT, "quantity": "gap_over_output", "value": ratio, "probe_task": task})
+            new_rows.append(_row(OUTPUT, "gap_median", margins(output, output.argmax(1)).median(), task))
+            new_rows.append(_row(OUTPUT, "gap_over_output", gap_over_output(output), task))
         self.references[task] = {
             "obs": {key: torch.as_tensor(value) for key, value in obs.items()},
             "output": output,
@@ -176,10 +182,10 @@ class RetentionProbes(ContinualCallback):
     def _probe(self, agent: Any, j: int, ref: dict[str, Any]) -> list[dict[str, Any]]:
         obs = {key: value.numpy() for key, value in ref["obs"].items()}
         output, layers = acting_outputs(agent, obs)
-        rows = []
+        rows: list[dict[str, Any]] = []
 
-        def add(layer: str, quantity: str, value: float) -> None:
-            rows.append({"layer": layer, "quantity": quantity, "value": float(value), "probe_task": j})
+        def add(layer: str, quantity: str, value: Any) -> None:
+            rows.append(_row(layer, quantity, value, j))
 
         for name, now in [*layers.items(), (OUTPUT, output)]:
             before = ref["output"] if name == OUTPUT else ref["layers"].get(name)
@@ -193,15 +199,15 @@ class RetentionProbes(ContinualCallback):
             change = output - ref["output"]
             advantage = change - change.mean(1, keepdim=True)
             common = advantage.mean(0)
-            gap = float(margins(ref["output"], ref["actions"]).median()) or 1.0
+            ref_margins = margins(ref["output"], ref["actions"])
+            gap = float(ref_margins.median()) or 1.0
             add(OUTPUT, "advantage_shift_common", common.norm() / gap)
             add(OUTPUT, "advantage_shift_spread", (advantage - common).pow(2).sum(1).mean().sqrt() / gap)
-            shift = margins(output, ref["actions"]) - margins(ref["output"], ref["actions"])
+            shift = margins(output, ref["actions"]) - ref_margins
             add(OUTPUT, "margin_shift_mean", shift.mean())
             add(OUTPUT, "margin_shift_spread", shift.std())
-            gap = margins(output, output.argmax(1)).median() / output.abs().median().clamp_min(1e-12)
-            add(OUTPUT, "margin_over_output", gap)
-            for a, value in enumerate((output - ref["output"]).mean(0).tolist()):
+            add(OUTPUT, "margin_over_output", gap_over_output(output))
+            for a, value in enumerate(change.mean(0).tolist()):
                 add(OUTPUT, f"output_shift_a{a}", value)
             add(OUTPUT, "greedy_agreement", (output.argmax(1) == ref["actions"]).float().mean())
         return rows

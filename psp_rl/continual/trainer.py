@@ -126,7 +126,7 @@ class _LearnHook(BaseCallback):
 
 
 class ContinualTrainer:
-    """Trains one agent on a task sequence; writes ``runs/<name>/`` as design.md lays it out.
+    """Trains one agent on a task sequence; writes ``runs/<name>/`` (README lists its files).
 
     :param config: the validated run config.
     :param run_dir: the run directory (default ``runs/<config.name>``).
