@@ -13,9 +13,11 @@ import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import update_learning_rate
 from torch.nn import functional as F
 
+from psp_rl.agents.replay import CompactDictReplayBuffer
 from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 
 REPLAY_ON_SWITCH = ("clear", "keep")
@@ -32,16 +34,21 @@ def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, see
     if isinstance(agent, DQN):
         buffer = agent.replay_buffer
         size = buffer.buffer_size if buffer.full else buffer.pos
-        obs = {key: value[:size] for key, value in buffer.observations.items()}
+        tasks = buffer.observations["task"][:size]
     else:
-        obs = dict(agent.rollout_buffer.observations)
-    flat = {key: value.reshape(-1, *agent.observation_space[key].shape) for key, value in obs.items()}
-    rows = np.flatnonzero(flat["task"].reshape(-1) == task)
+        buffer, tasks = None, agent.rollout_buffer.observations["task"]
+    rows = np.flatnonzero(tasks.reshape(-1) == task)  # row = position * n_envs + env
     if len(rows) == 0:
         raise RuntimeError(f"no observations of task {task} in the agent's buffer")
     if samples is not None:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(samples, len(rows)), replace=False))
-    return {key: value[rows] for key, value in flat.items()}
+    if isinstance(buffer, CompactDictReplayBuffer):  # frames are rebuilt, not stored per row
+        out = buffer.observations_at(*np.divmod(rows, buffer.n_envs))
+        out["task"] = out["task"].astype(agent.observation_space["task"].dtype)
+    else:
+        stored = buffer.observations if buffer is not None else agent.rollout_buffer.observations
+        out = {key: value.reshape(-1, *value.shape[2:])[rows] for key, value in stored.items()}
+    return {key: value.reshape(len(rows), *agent.observation_space[key].shape) for key, value in out.items()}
 
 
 class TaskSwitchMixin:
@@ -124,6 +131,11 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     advantage_learning: float = 0.0
     distil_loss: str = "cross_entropy"  # agents saved before the options distilled this way
     distil_steps: int = 1000
+    # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
+    # transitions the last rollout collected, and the fraction of an update owed.
+    replay_period: int | None = None
+    _rollout_transitions: int = 0
+    _update_credit: float = 0.0
 
     def __init__(
         self,
@@ -149,8 +161,34 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             raise ValueError(f"advantage_learning={advantage_learning!r}: expected 0 <= alpha < 1")
         self._check_lr_schedule(task_lr_schedule)
         self.replay_on_switch, self.advantage_learning = replay_on_switch, float(advantage_learning)
+        train_freq = kwargs.get("train_freq", 4)
+        self.replay_period = train_freq if isinstance(train_freq, int) else None
         super().__init__(policy, env, **kwargs)
         self.base_learning_starts = self.learning_starts
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.n_envs > 1 and self.replay_period is not None:
+            # SB3 counts train_freq in vector steps (n_envs transitions each), so 8 envs would
+            # update 8x less often per transition. Here train_freq and gradient_steps mean what
+            # they mean with one env: gradient_steps updates per train_freq transitions. Updates
+            # happen every ceil(train_freq / n_envs) vector steps, as many as keep that ratio
+            # (a fraction is carried to the next rollout; see train).
+            self.train_freq = TrainFreq(-(-self.replay_period // self.n_envs), TrainFrequencyUnit.STEP)
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+        rollout = super().collect_rollouts(*args, **kwargs)
+        self._rollout_transitions = rollout.episode_timesteps  # vector steps x n_envs
+        return rollout
+
+    def _updates_owed(self, gradient_steps: int) -> int:
+        """Gradient steps for the rollout just collected, keeping the one-env replay ratio."""
+        if self.n_envs == 1 or self.replay_period is None or self.gradient_steps < 0:
+            return gradient_steps  # SB3's own count (-1 already counts transitions)
+        self._update_credit += self._rollout_transitions * self.gradient_steps / self.replay_period
+        owed = int(self._update_credit)
+        self._update_credit -= owed
+        return owed
 
     def on_task_switch(self, task: int, steps: int | None = None) -> None:
         q_net = self.policy.q_net
@@ -214,7 +252,11 @@ class ContinualDQN(TaskSwitchMixin, DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0``), with the
-        advantage-learning term in the TD target: SB3 has no hook for the loss."""
+        advantage-learning term in the TD target: SB3 has no hook for the loss. With n_envs > 1
+        the number of steps keeps the one-env replay ratio (``_updates_owed``)."""
+        gradient_steps = self._updates_owed(gradient_steps)
+        if gradient_steps == 0:
+            return
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []

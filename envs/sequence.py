@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,23 +144,54 @@ class TaskSequence:
         seed: int | None = None,
         *,
         training: bool = True,
-        vec_env_cls: type | None = None,
+        vec_env: str = "dummy",
+        max_episode_steps: int | None = None,
     ):
-        """An SB3 vec env (``DummyVecEnv`` unless ``vec_env_cls``) of ``n_envs`` monitored envs of ``task``.
+        """An SB3 vec env of ``n_envs`` monitored envs of ``task``; env ``i`` is seeded ``seed + i``.
 
-        Env ``i`` is seeded ``seed + i``.
+        :param vec_env: ``"dummy"`` (``DummyVecEnv``: envs step in this process) or ``"subproc"``
+            (``SubprocVecEnv``: one worker process per env; workers ignore SIGINT, so a Ctrl-C
+            reaches the training process alone and a graceful stop can still step them).
+        :param max_episode_steps: cut episodes after this many steps (an evaluation's cap).
         """
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
-        from stable_baselines3.common.monitor import Monitor
-        from stable_baselines3.common.vec_env import DummyVecEnv
+        from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected a positive int")
-        tid = self.index(task)
-        venv = (vec_env_cls or DummyVecEnv)([lambda: Monitor(self.make_env(tid, training=training))] * n_envs)
+        if vec_env not in VEC_ENVS:
+            raise ValueError(f"vec_env={vec_env!r}: expected one of {list(VEC_ENVS)}")
+        factory = _MonitoredTask(self, self.index(task), training, max_episode_steps, vec_env == "subproc")
+        venv = (SubprocVecEnv if vec_env == "subproc" else DummyVecEnv)([factory] * n_envs)
         if seed is not None:
             venv.seed(seed)
         return venv
+
+
+VEC_ENVS = ("dummy", "subproc")
+
+
+@dataclass(frozen=True)
+class _MonitoredTask:
+    """Builds one monitored env of a task; picklable, so subprocess workers can call it."""
+
+    sequence: TaskSequence
+    task: int
+    training: bool
+    max_episode_steps: int | None
+    in_worker: bool
+
+    def __call__(self) -> gym.Env:
+        from stable_baselines3.common.monitor import Monitor
+
+        if self.in_worker:
+            # The terminal sends Ctrl-C to the whole process group; a worker that exited on it
+            # would break the parent's graceful stop (its next step raises BrokenPipeError).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        env: gym.Env = self.sequence.make_env(self.task, training=self.training)
+        if self.max_episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, self.max_episode_steps)
+        return Monitor(env)
 
 
 def _task_from_spec(spec: Mapping[str, Any], where: str, default_steps: int | None) -> TaskSpec:

@@ -191,6 +191,13 @@ class DriftingParam(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.value = self.low + (self.high - self.low) * (1 - abs(2 * phase - 1))
         set_params(self.env.unwrapped, {self.name: self.value})
 
+    def set_drift_step(self, step: int) -> None:
+        """Put the drift ``step`` env steps into the task. The trainer calls it at each chunk, so
+        the sweep runs over the task's steps whatever the chunking, and a resumed run drifts on
+        from where the stopped one was."""
+        self.steps = int(step)
+        self._update()
+
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         self.steps += 1
         self._update()

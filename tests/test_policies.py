@@ -5,7 +5,6 @@ import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from experiments.bench_input_layer import visited_states
 from psp_rl.agents import ContinualDQN, ContinualPPO
@@ -86,7 +85,7 @@ def test_gaussian_actor_critic_on_continuous_actions(tmp_path):
 
 def test_evaluate_policy_and_subproc_vec_env(cartpoles):
     model = _make("dqn", cartpoles)
-    model.set_env(cartpoles.make_vec_env(1, 2, seed=3, vec_env_cls=SubprocVecEnv))
+    model.set_env(cartpoles.make_vec_env(1, 2, seed=3, vec_env="subproc"))
     model.learn(100)
     mean, std = evaluate_policy(model, cartpoles.make_vec_env(2, 2, seed=1), n_eval_episodes=4)
     assert 8 <= mean <= 500 and std >= 0

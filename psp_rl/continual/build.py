@@ -8,7 +8,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from psp_rl.agents import ContinualDQN, ContinualPPO
+from psp_rl.agents import CompactDictReplayBuffer, ContinualDQN, ContinualPPO, compact_encoding
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig
 from psp_rl.continual.ewc import OnlineEWC
@@ -66,9 +66,26 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
         )
         if config.replay_on_switch is not None:
             kwargs["replay_on_switch"] = config.replay_on_switch
+        kwargs.update(replay_buffer_kwargs(config.replay_buffer, env))
     return AGENT_CLASSES[config.algo](
         "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
     )
+
+
+def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
+    """SB3's ``replay_buffer_class`` / ``replay_buffer_kwargs`` for ``agent.replay_buffer``."""
+    space = env.observation_space["obs"]
+    encoding = compact_encoding(space)
+    image = len(space.shape) >= 2
+    if choice == "dict" or (choice in (None, "auto") and not (image and encoding)):
+        return {}
+    if encoding is None:
+        raise ConfigError(
+            f"agent.replay_buffer: 'compact' stores uint8 or 0/1 observations, got {space}; use 'dict' or 'auto'"
+        )
+    # Atari's FrameStackObservation: a new frame per step, so the stack is rebuilt from single frames.
+    frame_stack = int(env.get_attr("stack_size")[0]) if env.has_attr("stack_size") else 1
+    return {"replay_buffer_class": CompactDictReplayBuffer, "replay_buffer_kwargs": {"frame_stack": frame_stack}}
 
 
 def build_callbacks(config: RunConfig) -> list[ContinualCallback]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from psp_rl.contexts import ContextKind
 
@@ -54,10 +54,13 @@ _DQN_ONLY = (
     "exploration_initial_eps",
     "exploration_final_eps",
     "replay_on_switch",
+    "replay_buffer",
     *(_DQN_RETENTION := ("dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps")),
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
-_NOT_SB3 = ("replay_on_switch", *_DQN_RETENTION)
+_NOT_SB3 = ("replay_on_switch", "replay_buffer", *_DQN_RETENTION)
+# How a run computes, not what it computes: a run may resume under other values.
+_NOT_HASHED = ("vec_env", "replay_buffer")
 # What an agent option left out (None) means, per algorithm: the same for every method (the
 # baselines differ from PSP only in the method), except PSP_DEFAULTS below.
 AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -110,6 +113,11 @@ class AgentConfig(_Strict):
         default=None, description="task_linear: the learning rate anneals to 0 at each task's end"
     )
     n_envs: int = Field(default=1, gt=0)
+    vec_env: Literal["dummy", "subproc"] = Field(
+        default="dummy",
+        description="dummy: the envs step in the training process; subproc: one worker process per env, "
+        "kept for the whole task (worth it for envs slower than the network, e.g. Atari)",
+    )
     # SB3 hyperparameters (both algorithms)
     learning_rate: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
@@ -125,6 +133,11 @@ class AgentConfig(_Strict):
     exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
     exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
     replay_on_switch: Literal["clear", "keep"] | None = None
+    replay_buffer: Literal["auto", "dict", "compact"] | None = Field(
+        default=None,
+        description="dict: SB3's DictReplayBuffer; compact: each frame stored once as uint8 or bits, no "
+        "next_obs copy (psp_rl.replay); auto (default): compact for image observations",
+    )
     dueling: bool | None = Field(default=None, description="dueling Q-head, V + A - mean(A)")
     center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
     advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
@@ -185,6 +198,12 @@ class EvalConfig(_Strict):
 
     every: int = Field(default=5000, gt=0, description="env steps between evaluations (within a task)")
     episodes: int = Field(default=5, gt=0)
+    max_episode_steps: int = Field(
+        default=10_000,
+        gt=0,
+        description="an evaluation episode is cut after this many env steps (CORA's 10,000 for Atari): a greedy "
+        "policy that never starts the game would otherwise play until the emulator's cap",
+    )
     reference_returns: dict[str, float] | None = Field(
         default=None, description="task -> return counted as 1.0 in normalized return (default: the env's threshold)"
     )
@@ -216,6 +235,18 @@ class RunConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     device: str = "auto"
+    threads: int | Literal["auto"] = Field(
+        default=1,
+        description="torch's intra-op threads for this run: 1 (default; runs sharing the cores stay fast) "
+        "or 'auto' (torch's default, one per core)",
+    )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"threads: expected a positive int or 'auto', got {value!r}")
+        return value
 
     def shaping(self) -> dict[str, Any]:
         """The settings that shape the model and the task stream (not eval/checkpoint cadence)."""
@@ -223,6 +254,8 @@ class RunConfig(_Strict):
         for key in _HASHED_WHEN_SET:
             if shaping["agent"][key] is None:
                 del shaping["agent"][key]
+        for key in _NOT_HASHED:
+            del shaping["agent"][key]
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
         return shaping

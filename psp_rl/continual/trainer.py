@@ -29,6 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from psp_rl.continual import metrics as M
@@ -37,6 +38,7 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import ConfigError, RunConfig, dump_config, parse_config
 from psp_rl.continual.io import RunLock, atomic_write_csv, atomic_write_text
 from psp_rl.continual.plots import matrix_figure
+from psp_rl.threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class TrainerState:
     random_returns: list[float] = field(default_factory=list)
     wall_time: float = 0.0
     train_steps_time: float = 0.0
+    eval_capped: dict[str, int] = field(default_factory=dict)
 
 
 _FAULT_COUNTS: dict[str, int] = {}
@@ -160,6 +163,9 @@ class ContinualTrainer:
         if unknown:  # checked now, not after hours of training
             raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {self.sequence.names}")
         self.stop_requested: str | None = None
+        # (task, env) of the chunks being trained: one vec env per task, so subprocess workers
+        # start once per task, not once per chunk.
+        self._train_env: tuple[int, VecEnv] | None = None
         self._progress: Progress | None = None
         self._pending_steps, self._last_draw = 0, 0.0
 
@@ -170,6 +176,7 @@ class ContinualTrainer:
         lock = RunLock(self.run_dir)
         lock.acquire()
         previous_handlers = self._install_signal_handlers()
+        previous_threads = set_threads(self.config.threads)
         try:
             self.agent = self._resume_or_start()
             for cb in self.callbacks:
@@ -183,7 +190,11 @@ class ContinualTrainer:
                 self._train_all_stages()
             return self._finish()
         finally:
+            set_threads(previous_threads)
             self._restore_signal_handlers(previous_handlers)
+            if self._train_env is not None:
+                self._train_env[1].close()
+                self._train_env = None
             if hasattr(self, "writer"):
                 self.writer.close()
             lock.release()
@@ -230,9 +241,11 @@ class ContinualTrainer:
 
     def _train_chunk(self, stage: int, task: int, steps: int) -> None:
         chunk_seed = _derive_seed(self.config.seed, stage, self.state.stage_steps)
-        env = self.sequence.make_vec_env(task, self.config.agent.n_envs, seed=chunk_seed)
-        self.agent.set_env(env)  # force_reset: every chunk starts from freshly seeded episodes
-        self.agent.set_random_seed(chunk_seed)
+        env = self._env_for(task)
+        self.agent.set_env(env)  # force_reset: every chunk starts from freshly seeded episodes ...
+        self.agent.set_random_seed(chunk_seed)  # ... seeded here (SB3 seeds the env's next reset)
+        if env.has_attr("set_drift_step"):  # a drifting parameter goes on from the task's steps so far
+            env.env_method("set_drift_step", self.state.stage_steps // env.num_envs)
         start_steps, start = self.agent.num_timesteps, time.perf_counter()
         self.agent.learn(
             steps,
@@ -243,20 +256,31 @@ class ContinualTrainer:
         self.state.train_steps_time += time.perf_counter() - start
         self.state.stage_steps += self.agent.num_timesteps - start_steps
         self.check_finite(self.sequence[task].name)
-        env.close()
+
+    def _env_for(self, task: int) -> VecEnv:
+        """The training env of ``task``, kept across its chunks (re-seeded by each chunk)."""
+        if self._train_env is not None and self._train_env[0] == task:
+            return self._train_env[1]
+        if self._train_env is not None:
+            self._train_env[1].close()
+        agent = self.config.agent
+        env = self.sequence.make_vec_env(task, agent.n_envs, seed=self.config.seed, vec_env=agent.vec_env)
+        self._train_env = (task, env)
+        return env
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, trained_task: int) -> list[dict[str, Any]]:
         """Deterministic returns on every task, from separate unclipped eval envs."""
-        step, rows = self.agent.num_timesteps, []
+        step, rows, cap = self.agent.num_timesteps, [], self.config.eval.max_episode_steps
         for task, spec in enumerate(self.sequence):
             env = self.sequence.make_vec_env(
                 task,
                 min(self.config.eval.episodes, 4),
                 seed=_derive_seed(self.config.seed, 1, step, task),
                 training=False,
+                max_episode_steps=cap,
             )
-            returns, _ = evaluate_policy(
+            returns, lengths = evaluate_policy(
                 self.agent,
                 env,
                 n_eval_episodes=self.config.eval.episodes,
@@ -264,6 +288,11 @@ class ContinualTrainer:
                 return_episode_rewards=True,
             )
             env.close()
+            capped = sum(length >= cap for length in lengths)
+            if capped:  # cut short: the mean return is a floor, and the cap's time went into it
+                self.state.eval_capped[spec.name] = self.state.eval_capped.get(spec.name, 0) + capped
+                self.writer.add_scalar(f"eval/{spec.name}/capped_episodes", capped, step)
+                log.warning("evaluation of %r: %d of %d episodes cut at %d steps", spec.name, capped, len(lengths), cap)
             row = dict(
                 step=step,
                 trained_task=self.sequence[trained_task].name,
@@ -287,7 +316,13 @@ class ContinualTrainer:
     def _random_returns(self) -> list[float]:
         out = []
         for task in range(len(self.sequence)):
-            env = self.sequence.make_vec_env(task, 1, seed=_derive_seed(self.config.seed, 2, task), training=False)
+            env = self.sequence.make_vec_env(
+                task,
+                1,
+                seed=_derive_seed(self.config.seed, 2, task),
+                training=False,
+                max_episode_steps=self.config.eval.max_episode_steps,
+            )
             policy = _RandomPolicy(env.action_space, _derive_seed(self.config.seed, 3, task))
             returns, _ = evaluate_policy(
                 policy, env, n_eval_episodes=self.config.eval.episodes, return_episode_rewards=True
@@ -336,6 +371,8 @@ class ContinualTrainer:
             env_steps_per_s=self.agent.num_timesteps / max(self.state.train_steps_time, 1e-9),
             stage_end_steps=self.state.stage_end_steps,
             continual_eval_curve=M.continual_eval_curve(self.state.eval_rows),
+            eval_max_episode_steps=self.config.eval.max_episode_steps,
+            eval_capped_episodes=self.state.eval_capped,
         )
         fault_point("metrics")
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
@@ -402,7 +439,7 @@ class ContinualTrainer:
         for stale in self.checkpoint_dir.glob(".tmp-*") if self.checkpoint_dir.is_dir() else []:
             shutil.rmtree(stale, ignore_errors=True)  # a checkpoint write that a kill interrupted
         checkpoints = self.checkpoints() if self.resume else []
-        env = self.sequence.make_vec_env(0, self.config.agent.n_envs, seed=self.config.seed)
+        env = self._env_for(0)
         if not checkpoints:
             self.state = TrainerState(fingerprint=self.config.fingerprint(), shaping_config=self.config.shaping())
             self.state.random_returns = self._random_returns()
