@@ -259,6 +259,9 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             return
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        # The online network's parameters, listed once: only they get gradients (SB3 clips over
+        # policy.parameters(), target included, walking the module tree at every step).
+        online = list(self.q_net.parameters())
         losses = []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -281,7 +284,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(online, self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

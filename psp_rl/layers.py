@@ -231,13 +231,14 @@ class SuperposedLinear(_Superposed):
         for t in [task] if isinstance(task, int) else torch.unique(task).tolist():
             rows = x if isinstance(task, int) else x[task == t]
             # A plain average over a task's first 1/momentum batches, an exponential one after.
-            self.running_batches[t] += 1
-            rate = max(self.center_momentum, 1.0 / float(self.running_batches[t]))
-            step = rate * (rows.mean(0) - self.running_input_mean[t])
-            self.running_input_mean[t] += step
+            count = self.running_batches[t].add_(1)
+            rate = max(self.center_momentum, 1.0 / float(count))
+            mean, bias = self.running_input_mean[t], self.bias[t]
+            step = (rows.mean(0) - mean).mul_(rate)
+            mean.add_(step)
             # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
             # W C step is the layer's own product on one row (no (out, in) weight is formed).
-            self.bias[t] += self._forward_one_task(step.unsqueeze(0), t).squeeze(0) - self.bias[t]
+            bias.add_(self._forward_one_task(step.unsqueeze(0), t).squeeze(0) - bias)
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         bias = self._bias(task)
