@@ -150,8 +150,8 @@ class TaskSequence:
         """An SB3 vec env of ``n_envs`` monitored envs of ``task``; env ``i`` is seeded ``seed + i``.
 
         :param vec_env: ``"dummy"`` (``DummyVecEnv``: envs step in this process) or ``"subproc"``
-            (``SubprocVecEnv``: one worker process per env; workers ignore SIGINT, so a Ctrl-C
-            reaches the training process alone and a graceful stop can still step them).
+            (``SubprocVecEnv``: one worker process per env; workers ignore SIGINT and SIGTERM, so a
+            Ctrl-C reaches the training process alone and a graceful stop can still step them).
         :param max_episode_steps: cut episodes after this many steps (an evaluation's cap).
         """
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
@@ -185,9 +185,11 @@ class _MonitoredTask:
         from stable_baselines3.common.monitor import Monitor
 
         if self.in_worker:
-            # The terminal sends Ctrl-C to the whole process group; a worker that exited on it
-            # would break the parent's graceful stop (its next step raises BrokenPipeError).
+            # The terminal sends Ctrl-C to the whole process group (batch systems SIGTERM); a worker
+            # that exited on it would break the parent's graceful stop (its next step raises
+            # BrokenPipeError). A worker whose parent died exits on the closed pipe.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env: gym.Env = self.sequence.make_env(self.task, training=self.training)
         if self.max_episode_steps is not None:
             env = gym.wrappers.TimeLimit(env, self.max_episode_steps)

@@ -110,7 +110,9 @@ def _case(row: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
 
 def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device: str):
     sequence, algo, hparams, vanilla_kwargs = _case(row)
-    hparams = _per_transition(hparams, n_envs, steps) if algo == "dqn" else dict(hparams)
+    hparams = dict(hparams)
+    if algo == "dqn":  # ContinualDQN keeps the one-env ratio itself; vanilla SB3 is told in vector steps
+        hparams = _per_transition(hparams, n_envs if agent == "vanilla" else 1, steps)
     if algo == "ppo":
         hparams["n_steps"] = max(hparams["n_steps"], 256 // n_envs)  # a rollout of >= 256 transitions
     if agent == "vanilla":

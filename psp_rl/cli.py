@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="override the config's seed")
     train.add_argument("--run-dir", type=Path, help="where results go (default: runs/<config name>)")
     group = train.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    group.add_argument("--resume", action="store_true", help="continue the run in the run dir (it must exist)")
+    group.add_argument(
+        "--resume-or-start", action="store_true", help="continue the run in the run dir, or start one if there is none"
+    )
     group.add_argument("--overwrite", action="store_true", help="delete an existing run in the run dir first")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -64,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from psp_rl.continual import ContinualTrainer, load_config
+    from psp_rl.continual import ContinualTrainer, RunInterrupted, load_config
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: expected a non-negative int")
@@ -73,13 +76,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trainer = ContinualTrainer(
         config,
         args.run_dir,
-        resume=args.resume,
+        resume="or_start" if args.resume_or_start else args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    print(f"psp-rl: training {config.name!r} on {trainer.sequence!r}; results in {trainer.run_dir}/")
-    print(f"        watch it: tensorboard --logdir {trainer.run_dir}/tb")
-    metrics = trainer.run()
+    resume = f"psp-rl train {args.config} --run-dir {trainer.run_dir} --resume"
+    try:
+        metrics = trainer.run()
+    except RunInterrupted as exc:
+        raise RunInterrupted(f"{exc}; resume with: {resume}", exc.signal_name) from None
+    except KeyboardInterrupt:  # a second Ctrl-C
+        message = f"aborted; the last checkpoint is where it resumes: {resume}"
+        raise RunInterrupted(message, "SIGINT") from None
     print(f"final average return {metrics['final_average_return']:.1f}; per task:")
     for task, value in metrics["final_returns"].items():
         forgot = metrics["forgetting"][task]
@@ -95,6 +103,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from psp_rl.continual import ContinualTrainer, load_config
     from psp_rl.continual.build import AGENT_CLASSES
     from psp_rl.continual.io import atomic_write_text
+    from psp_rl.threads import set_threads
 
     if args.episodes <= 0:
         raise UserError(f"--episodes {args.episodes}: expected a positive int")
@@ -104,18 +113,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
     seq = trainer.sequence
-    model = AGENT_CLASSES[config.agent.algo].load(checkpoints[0] / "model.zip", device=config.device)
+    model, errors = None, []
+    for checkpoint in checkpoints:  # newest first; a truncated one falls back, as a resume does
+        try:
+            model = AGENT_CLASSES[config.agent.algo].load(checkpoint / "model.zip", device=config.device)
+            break
+        except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the previous one
+            errors.append(f"{checkpoint.name}: {type(exc).__name__}: {exc}")
+            print(f"psp-rl: checkpoint {checkpoint.name} is unreadable; trying the previous one", file=sys.stderr)
+    if model is None:
+        raise UserError(f"run dir {str(args.run_dir)!r}: no loadable checkpoint ({'; '.join(errors)})")
+    checkpoints = checkpoints[len(errors) :]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["eval_task", "mean", "std", "episodes"])
     print(f"{checkpoints[0].name}: deterministic return over {args.episodes} episodes")
+    set_threads(config.threads)
+    cap = config.eval.max_episode_steps
     for task, spec in enumerate(seq):
-        env = seq.make_vec_env(task, 1, seed=args.seed + task, training=False)
-        returns, _ = evaluate_policy(model, env, n_eval_episodes=args.episodes, return_episode_rewards=True)
+        env = seq.make_vec_env(task, 1, seed=args.seed + task, training=False, max_episode_steps=cap)
+        returns, lengths = evaluate_policy(model, env, n_eval_episodes=args.episodes, return_episode_rewards=True)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         writer.writerow([spec.name, mean, std, len(returns)])
-        print(f"  {spec.name:<16} {mean:8.1f} +- {std:.1f}")
+        capped = sum(length >= cap for length in lengths)
+        note = f"   ({capped} episodes cut at {cap} steps: eval.max_episode_steps)" if capped else ""
+        print(f"  {spec.name:<16} {mean:8.1f} +- {std:.1f}{note}")
     atomic_write_text(args.run_dir / "evaluate.csv", buf.getvalue())
+    print(f"written: {args.run_dir / 'evaluate.csv'}")
     return 0
 
 
@@ -134,11 +158,17 @@ def _cmd_list(_: argparse.Namespace) -> int:
     from psp_rl.contexts import CONTEXT_KINDS
     from psp_rl.continual.build import AGENT_CLASSES
     from psp_rl.continual.config import AgentConfig
-    from psp_rl.envs import list_sequences
+    from psp_rl.envs import get_sequence, list_sequences
 
-    print("sequences (sequence.name):")
+    print("sequences (sequence.name), their tasks (sequence.tasks) and action spaces:")
     for name, description in list_sequences().items():
         print(f"  {name:<20} {description}")
+        try:
+            sequence = get_sequence(name)
+            detail = f"tasks: {', '.join(sequence.names)}; actions {sequence.spaces[1]}"
+        except ImportError as exc:  # an optional dependency (MinAtar) that is not installed
+            detail = str(exc)
+        print(f"  {'':<20} {detail}")
     print("agents (agent.algo):  " + ", ".join(f"{k} ({v.__name__})" for k, v in AGENT_CLASSES.items()))
     methods = AgentConfig.model_fields["method"].annotation.__args__
     print("methods (agent.method):  " + ", ".join(methods))
@@ -156,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.WARNING, format="psp-rl: %(message)s")
+    logging.getLogger("psp_rl").setLevel(logging.INFO)  # the run's own news: start, resume, evaluations
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from psp_rl.continual import CheckpointError, ConfigError, NumericalError, RunInterrupted
     from psp_rl.continual.io import RunDirBusy
@@ -167,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunInterrupted as exc:
         print(f"psp-rl: {exc}", file=sys.stderr)
+        return 143 if exc.signal_name == "SIGTERM" else 130
+    except KeyboardInterrupt:  # a command without its own stop handling (evaluate, report, list)
+        print("psp-rl: interrupted", file=sys.stderr)
         return 130
     except NumericalError as exc:
         print(f"psp-rl: error: {exc}", file=sys.stderr)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.preprocessing import is_image_space, maybe_transpose, preprocess_obs
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
@@ -221,7 +223,26 @@ class PSPQNetwork(BasePolicy):
         return data
 
 
-class PSPDQNPolicy(DQNPolicy):
+class _TaskObsToTensor:
+    """SB3's ``obs_to_tensor`` for ``{"obs", "task"}`` observations, without its deep copy of the
+    dict (a fresh dict of copied arrays serves the same purpose), a part of every env step."""
+
+    observation_space: spaces.Dict
+    device: torch.device
+
+    def obs_to_tensor(self, observation: Any) -> tuple[PyTorchObs, bool]:
+        if not isinstance(observation, dict):
+            return super().obs_to_tensor(observation)  # type: ignore[misc]
+        tensors, vectorized = {}, False
+        for key, value in observation.items():
+            space = self.observation_space.spaces[key]
+            array = np.array(maybe_transpose(value, space) if is_image_space(space) else value)  # a copy
+            vectorized = vectorized or is_vectorized_observation(array, space)
+            tensors[key] = torch.as_tensor(array.reshape((-1, *space.shape)), device=self.device)
+        return tensors, vectorized
+
+
+class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
     """DQN policy with superposed Q-networks (online and target share their contexts).
 
     Use as ``DQN(PSPDQNPolicy, env, policy_kwargs=dict(context="binary"))``.
@@ -292,7 +313,7 @@ class PSPDQNPolicy(DQNPolicy):
         return data
 
 
-class PSPActorCriticPolicy(ActorCriticPolicy):
+class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
     """Actor-critic policy (PPO, A2C) with superposed torsos and heads.
 
     Discrete actions get a categorical actor, ``Box`` actions a diagonal Gaussian with one

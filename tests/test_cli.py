@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -78,3 +79,129 @@ def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_the_lock(tm
         lock.release()
     assert result.returncode == 2
     assert f"in use by another psp-rl process (pid {os.getpid()})" in result.stderr
+
+
+def _write(tmp_path, config: dict):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_resume_of_a_missing_run_dir_is_refused_and_resume_or_start_starts(tmp_path, tiny_config):
+    tiny_config["sequence"]["steps"] = 300
+    tiny_config["eval"]["every"] = 300
+    config = _write(tmp_path, tiny_config)
+    result = _cli("train", str(config), "--run-dir", str(tmp_path / "typo"), "--resume")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no run to resume (missing or empty)" in lines[0] and "--resume-or-start" in lines[0]
+    assert not (tmp_path / "typo").exists() and "training" not in result.stdout + result.stderr
+    started = _cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress")
+    assert started.returncode == 0, started.stderr
+    assert "training 'tiny'" in started.stderr and "resuming" not in started.stderr
+    # Not a terminal: one line per evaluation shows the run is alive.
+    assert "step 320 (" in started.stderr and "env-steps/s) default: default" in started.stderr
+    again = _cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume")
+    assert again.returncode == 0 and "had finished" in again.stderr
+
+
+def test_resume_says_where_it_resumed_from(tmp_path, tiny_config):
+    config = _write(tmp_path, tiny_config)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PSP_RL_KILL_AT": "task_end:1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "psp_rl.cli", "train", str(config), "--run-dir", str(run_dir)],
+        env=env,
+        capture_output=True,
+    )
+    assert killed.returncode != 0
+    resumed = _cli("train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    pattern = r"resuming from checkpoint \S+ckpt-0+(\d+)-0000: step \1, task 1/2 \(default\)"
+    assert re.search(pattern, resumed.stderr), resumed.stderr
+
+
+def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, tiny_config):
+    tiny_config["sequence"] = {"name": "pendulum-shift", "steps": 300}
+    config = _write(tmp_path, tiny_config)
+    result = _cli("train", str(config), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "agent.algo: 'dqn' needs a discrete action space" in result.stderr and "Box" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_run_dir(tmp_path, tiny_config, monkeypatch):
+    from psp_rl.continual import ContinualTrainer, parse_config
+    from psp_rl.continual import trainer as trainer_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("agent construction failed")
+
+    monkeypatch.setattr(trainer_module, "build_agent", broken)
+    with pytest.raises(RuntimeError, match="agent construction failed"):
+        ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
+    assert not (tmp_path / "run").exists()
+    monkeypatch.undo()
+    ContinualTrainer(parse_config({**tiny_config, "sequence": {**tiny_config["sequence"], "steps": 300}}),
+                     tmp_path / "run").run()  # fmt: skip  # the next try is not refused
+
+
+def test_evaluate_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_config, capsys):
+    tiny_config["sequence"]["steps"] = 500
+    tiny_config["checkpoint"]["keep"] = 3
+    run_dir = tmp_path / "run"
+    assert main(["train", str(_write(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1] / "model.zip"
+    newest.write_bytes(newest.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--episodes", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "unreadable; trying the previous one" in captured.err
+    assert f"written: {run_dir / 'evaluate.csv'}" in captured.out
+    for ckpt in (run_dir / "checkpoints").glob("ckpt-*"):
+        (ckpt / "model.zip").write_bytes(b"junk")
+    result = _cli("evaluate", str(run_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "no loadable checkpoint" in result.stderr
+
+
+def test_list_shows_task_keys_and_action_spaces(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tasks: default, reversed, heavy-pole, long-pole" in out or "tasks: default, reversed" in out
+    assert "actions Discrete(2)" in out and "actions Box(" in out
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config):
+    tiny_config["agent"]["learning_rat"] = 0.1
+    result = _cli("train", str(_write(tmp_path, tiny_config)))
+    assert result.returncode == 2 and "agent.learning_rat: unknown key; did you mean 'learning_rate'?" in result.stderr
+
+
+def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tmp_path, tiny_config, monkeypatch):
+    from psp_rl.continual import ContinualTrainer, parse_config, plots
+    from psp_rl.continual.report import write_report
+
+    tiny_config["eval"]["every"] = 250
+    for parent, steps in (("a", 500), ("b", 750)):
+        tiny_config["sequence"]["steps"] = steps
+        ContinualTrainer(parse_config(tiny_config), tmp_path / parent / "run").run()
+    partial = tmp_path / "c" / "run"
+    tiny_config["sequence"]["steps"] = 500
+    ContinualTrainer(parse_config(tiny_config), partial).run()
+    (partial / "metrics.json").unlink()  # as a run still going looks
+
+    drawn = {}
+    original = plots.returns_figure
+
+    def spy(runs, tasks, boundaries):
+        drawn.update(boundaries)
+        return original(runs, tasks, boundaries)
+
+    monkeypatch.setattr("psp_rl.continual.report.returns_figure", spy)
+    report = write_report([tmp_path / "a" / "run", tmp_path / "b" / "run", partial], tmp_path / "out").read_text()
+    labels = list(drawn)
+    assert labels == ["a/run", "b/run", "c/run (partial, step 1000)"]
+    assert drawn["a/run"] == [500, 1000] and drawn["b/run"] == [750, 1500]  # each run's own
+    assert drawn["c/run (partial, step 1000)"] == [500]
+    assert "| c/run (partial, step 1000) | - |" in report
+    assert (tmp_path / "out" / "matrix-a-run.png").exists() and (tmp_path / "out" / "matrix-b-run.png").exists()

@@ -210,3 +210,17 @@ def test_baselines_are_configs_of_the_same_agent(tiny_config, method, context, h
         assert n_params == 2 * plain_params  # K = 2 independent networks
     if method == "finetune":
         assert n_params == plain_params
+
+
+def test_fingerprint_leaves_out_settings_at_their_defaults(tiny_config):
+    """An option added with a default must not change the fingerprint of runs saved without it."""
+    base = parse_config(tiny_config)
+    tiny_config["agent"].update(torso="auto", heads="shared", n_envs=1)  # spelled out at their defaults
+    tiny_config["sequence"]["cycles"] = 1
+    assert parse_config(tiny_config).fingerprint() == base.fingerprint()
+    # Earlier releases saved every setting; those at today's defaults drop out of the comparison.
+    saved_by_older = {**base.shaping(), "agent": {**base.shaping()["agent"], "torso": "auto", "replay_buffer": None}}
+    assert base.matches(saved_by_older)
+    assert not base.matches({**saved_by_older, "agent": {**saved_by_older["agent"], "torso": "mlp"}})
+    tiny_config["agent"]["context"] = "complex"
+    assert not parse_config(tiny_config).matches(base.shaping())

@@ -202,3 +202,18 @@ def test_a_finished_tasks_own_parameters_do_not_move(cartpoles, algo):
     model.learn(300, reset_num_timesteps=False)
     after = {n: p.detach()[0] for n, p in model.policy.named_parameters() if p.shape[0] == 3}
     assert before and all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_obs_to_tensor_matches_sb3_without_touching_the_callers_arrays(cartpoles, algo):
+    from stable_baselines3.common.policies import BasePolicy
+
+    policy = _make(algo, cartpoles).policy
+    for obs in (_task_obs(cartpoles, 1, n=3), {"obs": np.zeros(4, np.float32), "task": np.int64(2)}):
+        ours, vectorized = policy.obs_to_tensor(obs)
+        theirs, sb3_vectorized = BasePolicy.obs_to_tensor(policy, obs)
+        assert vectorized == sb3_vectorized
+        for key in ("obs", "task"):
+            assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key])
+        ours["obs"] += 1  # the tensors are copies
+        assert not np.shares_memory(ours["obs"].numpy(), obs["obs"])

@@ -56,22 +56,67 @@ def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(tmp_path, re
         torch.testing.assert_close(a, b, atol=0, rtol=0)  # same final weights, bit for bit
 
 
-def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, reference):
+def _same_weights(run_dir: Path, whole: Path) -> None:
+    newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1]
+    model = ContinualDQN.load(newest / "model.zip")
+    reference_model = ContinualDQN.load(sorted((whole / "checkpoints").glob("ckpt-*"))[-1] / "model.zip")
+    for a, b in zip(model.policy.parameters(), reference_model.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "exit_code"),
+    [("learn:700:SIGINT", 130), ("learn:2100:SIGTERM", 143), ("eval:3:SIGINT", 130)],
+)
+def test_graceful_stop_then_resume_matches_the_uninterrupted_run(tmp_path, reference, stop_at, exit_code):
+    """Mid-chunk (the chunk is finished first, then saved), by SIGTERM (exit 128 + 15), during an evaluation."""
+    config_path, whole = reference
+    run_dir = tmp_path / "run"
+    stopped = _train(config_path, run_dir, env={"PSP_RL_KILL_AT": stop_at})
+    assert stopped.returncode == exit_code, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "checkpoint written" in stopped.stderr
+    assert f"resume with: psp-rl train {config_path} --run-dir {run_dir} --resume" in stopped.stderr
+    assert not (run_dir / "metrics.json").exists()
+    resumed = _train(config_path, run_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
+    _same_weights(run_dir, whole)
+
+
+def test_a_stop_far_from_the_chunk_end_abandons_the_chunk_and_resumes_exactly(tmp_path, reference, monkeypatch):
+    from psp_rl.continual import RunInterrupted
+    from psp_rl.continual import trainer as trainer_module
+
+    config_path, whole = reference
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("PSP_RL_KILL_AT", "learn:1300:SIGINT")  # chunk 1000..1500 of task 0
+    monkeypatch.setattr(trainer_module, "_FAULT_COUNTS", {})
+    trainer = ContinualTrainer(parse_config(TINY_CONFIG), run_dir, stop_within_s=0.0)
+    with pytest.raises(
+        RunInterrupted, match=r"mid-way through a chunk; the run resumes from checkpoint ckpt-0+1000-0000"
+    ):
+        trainer.run()
+    monkeypatch.delenv("PSP_RL_KILL_AT")
+    ContinualTrainer(parse_config(TINY_CONFIG), run_dir, resume=True).run()
+    assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
+    _same_weights(run_dir, whole)
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_the_last_checkpoint_resumes(tmp_path, reference):
     config_path, whole = reference
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (run_dir / "eval.csv").exists() or len((run_dir / "eval.csv").read_text().splitlines()) < 2:
+    while not list((run_dir / "checkpoints").glob("ckpt-*")):
         assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
-    assert list((run_dir / "checkpoints").glob("ckpt-*"))
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert _train(config_path, run_dir, "--resume").returncode == 0
-    assert (run_dir / "metrics.json").exists()
+    assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
 
 
 def _finished_run(tmp_path: Path, steps: int = 1000) -> tuple[dict, Path]:

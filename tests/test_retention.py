@@ -317,14 +317,18 @@ def test_probe_samples_must_be_positive():
 
 
 # ------------------------------------------------------------- runs saved before the options
-def test_run_saved_before_the_retention_options_resumes_exactly(tmp_path):
-    """A run killed mid-task by the release before these options resumes to the eval.csv that
-    release wrote uninterrupted: old configs hash as before and old models keep their build."""
+@pytest.mark.parametrize("release", ["run-v0.1", "run-v0.2"])
+def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
+    """A run killed mid-task by an earlier release resumes to the eval.csv that release wrote
+    uninterrupted. run-v0.1: before the retention options (old configs hash as before, old models
+    keep their build); run-v0.2: PSP-DQN's defaults (centring, distilled acting) before the
+    fingerprint left default-valued settings out, and before vec_env, replay_buffer and threads."""
+    fixture = FIXTURE.parent / release
     run_dir = tmp_path / "run"
-    shutil.copytree(FIXTURE / "killed", run_dir)
-    config = parse_config(yaml.safe_load((FIXTURE / "config.yaml").read_text()))
+    shutil.copytree(fixture / "killed", run_dir)
+    config = parse_config(yaml.safe_load((fixture / "config.yaml").read_text()))
     ContinualTrainer(config, run_dir, resume=True).run()
-    assert (run_dir / "eval.csv").read_bytes() == (FIXTURE / "uninterrupted-eval.csv").read_bytes()
+    assert (run_dir / "eval.csv").read_bytes() == (fixture / "uninterrupted-eval.csv").read_bytes()
 
 
 # ------------------------------------------------------------------ acting from a distilled policy

@@ -47,7 +47,7 @@ def test_subproc_workers_match_dummy_and_ignore_sigint(tmp_path, tiny_config):
     process group (what a terminal sends) stops the parent alone, which checkpoints, exits 130
     without a traceback, and resumes to the end."""
     tiny_config["agent"].update(n_envs=8, vec_env="subproc")
-    tiny_config["sequence"]["steps"] = 2048
+    tiny_config["sequence"]["steps"] = 1024
     tiny_config["eval"]["every"] = 512
     tiny_config["checkpoint"]["every"] = 512
     subproc_path, dummy_path = tmp_path / "subproc.yaml", tmp_path / "dummy.yaml"
@@ -75,7 +75,7 @@ def test_subproc_workers_match_dummy_and_ignore_sigint(tmp_path, tiny_config):
     assert "Traceback" not in err and "BrokenPipeError" not in err
     result = subprocess.run(_cmd(subproc_path, run_dir, "--resume", "--no-progress"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["env_steps"] >= 2 * 2048
+    assert json.loads((run_dir / "metrics.json").read_text())["env_steps"] >= 2 * 1024
 
 
 def test_train_envs_are_built_once_per_task(tmp_path, tiny_config, monkeypatch):

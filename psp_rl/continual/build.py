@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -33,6 +34,16 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
         return sequence_from_spec(spec)
     except ValueError as exc:
         raise ConfigError(f"sequence: {exc}") from None
+
+
+def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
+    """Refuse, before any run dir is touched, an algorithm that cannot act in the sequence's actions."""
+    _, action_space = sequence.spaces
+    if config.algo == "dqn" and not isinstance(action_space, spaces.Discrete):
+        raise ConfigError(
+            f"agent.algo: 'dqn' needs a discrete action space; sequence {sequence.name!r} has {action_space} "
+            "(use algo: ppo)"
+        )
 
 
 def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:

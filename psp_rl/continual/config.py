@@ -6,6 +6,7 @@ key path, e.g. ``agent.learning_rate: expected float, got 'fast'``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -249,16 +250,12 @@ class RunConfig(_Strict):
         return value
 
     def shaping(self) -> dict[str, Any]:
-        """The settings that shape the model and the task stream (not eval/checkpoint cadence)."""
+        """The settings that shape the model and the task stream (not eval/checkpoint cadence),
+        without those left at their defaults (:func:`canonical_shaping`)."""
         shaping = self.model_dump(mode="json", include={"seed", "sequence", "agent"})
-        for key in _HASHED_WHEN_SET:
-            if shaping["agent"][key] is None:
-                del shaping["agent"][key]
-        for key in _NOT_HASHED:
-            del shaping["agent"][key]
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
-        return shaping
+        return canonical_shaping(shaping)
 
     def resolved(self) -> RunConfig:
         """This config with every agent option left out set to its default (what runs)."""
@@ -271,13 +268,49 @@ class RunConfig(_Strict):
         missing = {name: None for name in _HASHED_WHEN_SET if name not in saved_agent}
         return self.model_copy(update={"agent": self.agent.model_copy(update=missing)}) if missing else self
 
+    def matches(self, saved_shaping: dict[str, Any]) -> bool:
+        """Whether a run saved with ``saved_shaping`` (any release's) resumes under this config."""
+        return canonical_shaping(saved_shaping) == self.as_saved_by(saved_shaping).shaping()
+
     def fingerprint(self) -> str:
         """A hash of :meth:`shaping`: a checkpoint resumes only under the same one."""
         return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
+    """``shaping`` without the agent and sequence settings at their defaults (and without those
+    that do not change what a run computes), so that adding an option with a default leaves
+    every saved run's fingerprint, and its resume, as it was."""
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
+    for section, model in (("agent", AgentConfig), ("sequence", SequenceConfig)):
+        values = out.get(section, {})
+        for name in _NOT_HASHED if section == "agent" else ():
+            values.pop(name, None)
+        for name, field in model.model_fields.items():
+            if name in values and values[name] == _json_default(field.get_default(call_default_factory=True)):
+                del values[name]
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
 def _describe(value: Any) -> str:
     return repr(value) if not isinstance(value, dict | list) else type(value).__name__
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """``"; did you mean 'learning_rate'?"`` for a misspelled key of a known section."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
@@ -288,7 +321,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         path = f"{prefix}{path}" if path else prefix.rstrip(".") or "config"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key")
+            lines.append(f"{path}: unknown key{_did_you_mean(err['loc'])}")
             continue
         if err["type"] == "missing":
             lines.append(f"{path}: missing (required)")

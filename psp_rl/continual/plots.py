@@ -31,24 +31,32 @@ def matrix_figure(matrix: np.ndarray, stage_names: Sequence[str], task_names: Se
 def returns_figure(
     runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
     task_names: Sequence[str],
-    boundaries: Sequence[int],
+    boundaries: Mapping[str, Sequence[int]],
 ) -> Figure:
-    """One panel per evaluated task: eval return over steps, one line per run, task boundaries dashed.
+    """One panel per evaluated task: eval return over steps, one line per run, task boundaries dashed
+    (grey when all runs share them, else each run's own in its line's colour).
 
     :param runs: run label -> task name -> (steps, mean returns).
-    :param boundaries: global steps at which a training stage ended.
+    :param boundaries: run label -> global steps at which its training stages ended.
     """
+    shared = len({tuple(b[:-1]) for b in boundaries.values()}) <= 1
     cols = min(3, len(task_names))
     rows = int(np.ceil(len(task_names) / cols))
     fig = Figure(figsize=(4.2 * cols, 3.0 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, task in zip(axes, task_names, strict=False):
         for label, curves in runs.items():
+            color = None
             if task in curves:
                 steps, means = curves[task]
-                ax.plot(steps, means, label=label, marker=".", markersize=3)
-        for step in boundaries[:-1]:
-            ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+                (line,) = ax.plot(steps, means, label=label, marker=".", markersize=3)
+                color = line.get_color()
+            if not shared:
+                for step in boundaries.get(label, [])[:-1]:
+                    ax.axvline(step, color=color or "grey", linestyle=":", linewidth=0.9)
+        if shared and boundaries:
+            for step in next(iter(boundaries.values()))[:-1]:
+                ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
         ax.xaxis.set_major_formatter(EngFormatter())  # 20k, 1M: step counts stay readable
         ax.set_title(f"eval on {task}")
         ax.set_xlabel("env steps")
@@ -70,7 +78,7 @@ def forgetting_figure(runs: Mapping[str, Mapping[str, float | None]], task_names
         ax.bar(np.arange(len(task_names)) + k * width, heights, width, label=label)
     ax.set_xticks(np.arange(len(task_names)) + width * (len(runs) - 1) / 2, task_names, rotation=30, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("forgetting (max earlier - final return)")
+    ax.set_ylabel("forgetting (best end-of-task return before - final)")
     ax.legend(fontsize="small")
     return fig
 

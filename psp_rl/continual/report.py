@@ -14,23 +14,43 @@ from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figu
 
 
 class RunData:
-    """What a finished run left: eval rows, metrics and its name."""
+    """What a run left: eval rows, metrics (``None`` while it is unfinished) and its label."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         eval_csv, metrics_json = self.run_dir / "eval.csv", self.run_dir / "metrics.json"
-        for path in (eval_csv, metrics_json):
-            if not path.is_file():
-                raise FileNotFoundError(f"{str(path)!r}: missing; is {str(self.run_dir)!r} a finished psp-rl run?")
+        if not eval_csv.is_file():
+            raise FileNotFoundError(f"{str(eval_csv)!r}: missing; is {str(self.run_dir)!r} a psp-rl run?")
         with eval_csv.open() as f:
             self.rows = list(csv.DictReader(f))
-        self.metrics: dict[str, Any] = json.loads(metrics_json.read_text())
+        self.metrics: dict[str, Any] | None = json.loads(metrics_json.read_text()) if metrics_json.is_file() else None
         self.label = self.run_dir.name
+        if self.metrics is None:  # plotted up to its last evaluation, and marked so
+            last = max((int(row["step"]) for row in self.rows), default=0)
+            self.label += f" (partial, step {last})"
         probes_csv = self.run_dir / "probes.csv"
         self.probes: list[dict[str, str]] = []
         if probes_csv.is_file():
             with probes_csv.open() as f:
                 self.probes = list(csv.DictReader(f))
+
+    @property
+    def tasks(self) -> list[str]:
+        if self.metrics is not None:
+            return list(self.metrics["tasks"])
+        return list(dict.fromkeys(row["eval_task"] for row in self.rows))
+
+    def boundaries(self) -> list[int]:
+        """Global steps at which this run's training stages ended (its own, not another run's)."""
+        if self.metrics is not None and "stage_end_steps" in self.metrics:
+            return list(self.metrics["stage_end_steps"])
+        ends: list[int] = []
+        previous = None
+        for row in self.rows:  # a stage's rows share trained_task; its last evaluation is at its end
+            if previous is not None and row["trained_task"] != previous["trained_task"]:
+                ends.append(int(previous["step"]))
+            previous = row
+        return ends
 
     def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out: dict[str, tuple[list[int], list[float]]] = {}
@@ -39,6 +59,26 @@ class RunData:
             steps.append(int(row["step"]))
             means.append(float(row["mean"]))
         return {task: (np.array(s), np.array(m)) for task, (s, m) in out.items()}
+
+
+def _unique_labels(runs: list[RunData]) -> None:
+    """Runs whose folders share a name are told apart by their parent folders, then by position."""
+    for depth in (1, 2, 3):
+        labels = [r.label for r in runs]
+        clashes = {label for label in labels if labels.count(label) > 1}
+        if not clashes:
+            return
+        for r in runs:
+            if r.label in clashes:
+                parts = r.run_dir.resolve().parts[-1 - depth : -1]
+                r.label = "/".join(parts) + "/" + r.label
+    for i, r in enumerate(runs):
+        if [x.label for x in runs].count(r.label) > 1:
+            r.label += f" #{i + 1}"
+
+
+def _file_label(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
 
 
 def _fmt(value: Any) -> str:
@@ -68,20 +108,23 @@ def _probe_lines(run: RunData) -> list[str]:
 def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: the first run dir)."""
     runs = [RunData(d) for d in run_dirs]
+    _unique_labels(runs)
     out = Path(out_dir) if out_dir is not None else runs[0].run_dir
     out.mkdir(parents=True, exist_ok=True)
-    tasks = runs[0].metrics["tasks"]
-    boundaries = runs[0].metrics.get("stage_end_steps", [])
+    tasks = list(dict.fromkeys(task for r in runs for task in r.tasks))
+    finished = [r for r in runs if r.metrics is not None]
 
     figures = {
-        "returns.png": returns_figure({r.label: r.curves() for r in runs}, tasks, boundaries),
-        "forgetting.png": forgetting_figure({r.label: r.metrics["forgetting"] for r in runs}, tasks),
+        "returns.png": returns_figure(
+            {r.label: r.curves() for r in runs}, tasks, {r.label: r.boundaries() for r in runs}
+        ),
+        "forgetting.png": forgetting_figure({r.label: r.metrics["forgetting"] for r in finished}, tasks),
     }
-    for r in runs:
+    for r in finished:
         matrix = np.array(r.metrics["eval_matrix"], dtype=float)
-        figures[f"matrix-{r.label}.png"] = matrix_figure(matrix, r.metrics["stages"], tasks)
+        figures[f"matrix-{_file_label(r.label)}.png"] = matrix_figure(matrix, r.metrics["stages"], r.tasks)
         if r.probes:
-            figures[f"probes-{r.label}.png"] = probes_figure(r.probes)
+            figures[f"probes-{_file_label(r.label)}.png"] = probes_figure(r.probes)
     for name, fig in figures.items():
         tmp = out / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=110)
@@ -99,15 +142,15 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     ]
     lines += ["| run | " + " | ".join(title for _, title in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for r in runs:
-        lines.append(f"| {r.label} | " + " | ".join(_fmt(r.metrics.get(k)) for k, _ in keys) + " |")
+        lines.append(f"| {r.label} | " + " | ".join(_fmt((r.metrics or {}).get(k)) for k, _ in keys) + " |")
     lines += ["", "## Final return and forgetting per task", ""]
     lines += ["| run | task | final return | forgetting |", "|---|---|---|---|"]
-    for r in runs:
-        for task in tasks:
+    for r in finished:
+        for task in r.tasks:
             final, forgot = r.metrics["final_returns"][task], r.metrics["forgetting"][task]
             lines.append(f"| {r.label} | {task} | {_fmt(final)} | {_fmt(forgot)} |")
     lines += ["", "## Plots", "", "![eval returns per task](returns.png)", "", "![forgetting](forgetting.png)", ""]
-    lines += [f"![evaluation matrix {r.label}](matrix-{r.label}.png)" for r in runs]
+    lines += [f"![evaluation matrix {r.label}](matrix-{_file_label(r.label)}.png)" for r in finished]
     probed = [r for r in runs if r.probes]
     if probed:
         lines += ["", "## Retention probes (earlier tasks at the end of each later task)", ""]
@@ -115,6 +158,6 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         lines += ["|---|---|---|---|---|---|---|---|"]
         for r in probed:
             lines += _probe_lines(r)
-        lines += [""] + [f"![retention probes {r.label}](probes-{r.label}.png)" for r in probed]
+        lines += [""] + [f"![retention probes {r.label}](probes-{_file_label(r.label)}.png)" for r in probed]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"

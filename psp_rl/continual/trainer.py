@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,9 +33,9 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from psp_rl.continual import metrics as M
-from psp_rl.continual.build import AGENT_CLASSES, build_agent, build_callbacks, build_sequence
+from psp_rl.continual.build import AGENT_CLASSES, build_agent, build_callbacks, build_sequence, check_agent_fits
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import ConfigError, RunConfig, dump_config, parse_config
+from psp_rl.continual.config import ConfigError, RunConfig, canonical_shaping, dump_config, parse_config
 from psp_rl.continual.io import RunLock, atomic_write_csv, atomic_write_text
 from psp_rl.continual.plots import matrix_figure
 from psp_rl.threads import set_threads
@@ -46,7 +46,14 @@ EVAL_HEADER = ("step", "trained_task", "eval_task", "mean", "std", "episodes")
 
 
 class RunInterrupted(RuntimeError):
-    """The run was stopped by a signal after writing a checkpoint."""
+    """The run was stopped by a signal after writing a checkpoint.
+
+    :param signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+    """
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 class NumericalError(RuntimeError):
@@ -82,14 +89,16 @@ def fault_point(point: str) -> None:
     With ``PSP_RL_KILL_AT=<point>:<n>`` in the environment, the process SIGKILLs itself the
     ``n``-th time it reaches ``point`` (``learn``: an env step, ``eval``: a task evaluated,
     ``checkpoint``: inside a checkpoint write, ``task_end``: a stage finished, ``metrics``:
-    before metrics.json). Unset, this is one dictionary lookup.
+    before metrics.json); ``<point>:<n>:SIGINT`` sends that signal instead (the graceful-stop
+    tests). Unset, this is one dictionary lookup.
     """
     target = os.environ.get("PSP_RL_KILL_AT")
     if not target or not target.startswith(point + ":"):
         return
     _FAULT_COUNTS[point] = _FAULT_COUNTS.get(point, 0) + 1
-    if _FAULT_COUNTS[point] == int(target.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
+    _, count, *name = target.split(":")
+    if _FAULT_COUNTS[point] == int(count):
+        os.kill(os.getpid(), getattr(signal, name[0]) if name else signal.SIGKILL)
 
 
 def _derive_seed(*parts: int) -> int:
@@ -122,7 +131,7 @@ class _LearnHook(BaseCallback):
                 )
         self.trainer.advance_progress(self.training_env.num_envs)
         fault_point("learn")
-        return not self.trainer.stop_requested
+        return self.trainer.keep_training()
 
     def _on_rollout_end(self) -> None:
         self.trainer.check_finite(self.task_name)
@@ -133,11 +142,16 @@ class ContinualTrainer:
 
     :param config: the validated run config.
     :param run_dir: the run directory (default ``runs/<config.name>``).
-    :param resume: continue from the newest loadable checkpoint.
+    :param resume: ``True``: continue the run in ``run_dir`` from its newest loadable checkpoint
+        (a missing or empty run dir is an error: a mistyped path would silently start over);
+        ``"or_start"``: continue it if there is one, else start one.
     :param overwrite: delete an existing run directory first.
     :param callbacks: :class:`ContinualCallback` hooks, run after those the config's method
         brings (``method: ewc`` brings :class:`~psp_rl.continual.ewc.OnlineEWC`).
     :param progress: show a progress bar over the whole sequence.
+    :param stop_within_s: on SIGINT/SIGTERM, finish the current chunk (and save there) if its end
+        is this close, else abandon it (see :meth:`keep_training`); either way ``resume`` gives the
+        uninterrupted run's ``eval.csv`` and weights. A second signal stops at once.
     """
 
     def __init__(
@@ -145,11 +159,14 @@ class ContinualTrainer:
         config: RunConfig,
         run_dir: str | Path | None = None,
         *,
-        resume: bool = False,
+        resume: bool | Literal["or_start"] = False,
         overwrite: bool = False,
         callbacks: Sequence[ContinualCallback] = (),
         progress: bool = False,
+        stop_within_s: float = 5.0,
     ) -> None:
+        if resume not in (False, True, "or_start"):
+            raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite: choose one")
         # Options left out take their defaults now, so config.yaml and the checkpoints record
@@ -159,15 +176,21 @@ class ContinualTrainer:
         self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
         self.callbacks = [*build_callbacks(config), *callbacks]
         self.sequence = build_sequence(config.sequence)
+        check_agent_fits(config.agent, self.sequence)
         unknown = sorted(set(config.eval.reference_returns or {}) - set(self.sequence.names))
         if unknown:  # checked now, not after hours of training
             raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {self.sequence.names}")
         self.stop_requested: str | None = None
+        self.stop_within_s = stop_within_s
+        # (steps at its start, steps at its end, clock at its start) of the chunk being trained, and
+        # whether a stop abandons it (None: no stop seen yet).
+        self._chunk: tuple[int, int, float] = (0, 0, 0.0)
+        self._abandon_chunk: bool | None = None
         # (task, env) of the chunks being trained: one vec env per task, so subprocess workers
         # start once per task, not once per chunk.
         self._train_env: tuple[int, VecEnv] | None = None
         self._progress: Progress | None = None
-        self._pending_steps, self._last_draw = 0, 0.0
+        self._last_draw = 0.0
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -178,9 +201,17 @@ class ContinualTrainer:
         previous_handlers = self._install_signal_handlers()
         previous_threads = set_threads(self.config.threads)
         try:
-            self.agent = self._resume_or_start()
-            for cb in self.callbacks:
-                cb.before_training(self)
+            log.info("training %r on %r; results in %s/", self.config.name, self.sequence, self.run_dir)
+            log.info("watch it: tensorboard --logdir %s", self.run_dir / "tb")
+            try:
+                self.agent = self._resume_or_start()
+                for cb in self.callbacks:
+                    cb.before_training(self)
+            except BaseException:
+                if self._created_dir:  # failed before its first step: leave no half-made run dir
+                    lock.release()
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
             # Written once the checkpoint (if any) proved to match: a refused resume changes nothing.
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.agent.num_timesteps or None)
@@ -188,6 +219,7 @@ class ContinualTrainer:
             self.writer.add_text("config", f"```yaml\n{dump_config(self.config)}\n```", 0)
             with self._progress_bar():
                 self._train_all_stages()
+                self.advance_progress(0, force=True)
             return self._finish()
         finally:
             set_threads(previous_threads)
@@ -209,6 +241,10 @@ class ContinualTrainer:
                     cb.before_task(self, stage, task)
                 # The moment the context switches: the agent learns the new task id and restarts
                 # its per-task schedules (exploration, replay).
+                if stage > 0:  # the previous task up to this step, so the plot steps instead of ramping
+                    self.writer.add_scalar(
+                        "train/current_task", self.sequence.schedule[stage - 1], self.agent.num_timesteps
+                    )
                 self.agent.on_task_switch(task, spec.steps)
                 self.writer.add_scalar("train/current_task", task, self.agent.num_timesteps)
             while self.state.stage_steps < spec.steps:
@@ -220,9 +256,6 @@ class ContinualTrainer:
                 )
                 self._train_chunk(stage, task, target - done_before)
                 finished = self.state.stage_steps >= spec.steps
-                if self.stop_requested and not finished:
-                    self._checkpoint()
-                    raise RunInterrupted(self._interrupt_message())
                 if finished or self.state.stage_steps // cfg.eval.every > done_before // cfg.eval.every:
                     self._evaluate(task)
                 if finished:
@@ -232,10 +265,12 @@ class ContinualTrainer:
                     fault_point("task_end")
                     for cb in self.callbacks:
                         cb.after_task(self, stage, task)
-                if finished or self.state.stage_steps // cfg.checkpoint.every > done_before // cfg.checkpoint.every:
+                due = self.state.stage_steps // cfg.checkpoint.every > done_before // cfg.checkpoint.every
+                # A stop saves at this chunk boundary (after its evaluation): where every resume starts.
+                if finished or due or self.stop_requested:
                     self._checkpoint()
-                if self.stop_requested:  # stopped in a stage's last chunk: the stage end is saved above
-                    raise RunInterrupted(self._interrupt_message())
+                if self.stop_requested:
+                    raise RunInterrupted(self._interrupt_message(), self.stop_requested)
                 if finished:
                     break
 
@@ -247,12 +282,16 @@ class ContinualTrainer:
         if env.has_attr("set_drift_step"):  # a drifting parameter goes on from the task's steps so far
             env.env_method("set_drift_step", self.state.stage_steps // env.num_envs)
         start_steps, start = self.agent.num_timesteps, time.perf_counter()
+        self._chunk = (start_steps, start_steps + steps, start)
         self.agent.learn(
             steps,
             reset_num_timesteps=False,
             callback=_LearnHook(self, self.sequence[task].name),
             progress_bar=False,
         )
+        if self._abandon_chunk:  # nothing of this chunk is kept: the resume redoes it from the last checkpoint
+            raise RunInterrupted(self._abandon_message(), self.stop_requested or "SIGINT")
+        self._chunk = (0, 0, 0.0)  # between chunks
         self.state.train_steps_time += time.perf_counter() - start
         self.state.stage_steps += self.agent.num_timesteps - start_steps
         self.check_finite(self.sequence[task].name)
@@ -306,9 +345,12 @@ class ContinualTrainer:
             fault_point("eval")
         self.state.eval_rows.extend(rows)
         self._write_eval_csv()
+        last = ", ".join(f"{r['eval_task']} {r['mean']:.0f}" for r in rows)
         if self._progress is not None:
-            last = ", ".join(f"{r['eval_task']} {r['mean']:.0f}" for r in rows)
             self._progress.update(self._task_id, last_eval=last)
+        else:  # logs of long runs (a redirect, nohup, a batch job) show life
+            rate = self.agent.num_timesteps / max(self.state.train_steps_time, 1e-9)
+            log.info("step %d (%.0f env-steps/s) %s: %s", step, rate, self._current_task_name(), last)
         for cb in self.callbacks:
             cb.after_eval(self, rows)
         return rows
@@ -441,6 +483,8 @@ class ContinualTrainer:
         checkpoints = self.checkpoints() if self.resume else []
         env = self._env_for(0)
         if not checkpoints:
+            if self.resume and not self._created_dir:
+                log.info("no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
             self.state = TrainerState(fingerprint=self.config.fingerprint(), shaping_config=self.config.shaping())
             self.state.random_returns = self._random_returns()
             self._write_eval_csv()
@@ -457,7 +501,14 @@ class ContinualTrainer:
                 continue
             self.state = state
             self._write_eval_csv()  # drop rows a killed run wrote after this checkpoint
-            log.info("resumed from %s at step %d", path, agent.num_timesteps)
+            stages = len(self.sequence.schedule)
+            if state.stage >= stages:
+                log.info("the run in %s had finished (%d steps): nothing to train", self.run_dir, agent.num_timesteps)
+            else:
+                log.info(
+                    "resuming from checkpoint %s: step %d, task %d/%d (%s)",
+                    path, agent.num_timesteps, state.stage + 1, stages, self._current_task_name(),
+                )  # fmt: skip
             return agent
         raise CheckpointError(f"no loadable checkpoint in {str(self.checkpoint_dir)!r}: " + "; ".join(errors))
 
@@ -468,9 +519,9 @@ class ContinualTrainer:
             state = TrainerState(**raw)
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
-        config = self.config.as_saved_by(state.shaping_config)
-        if state.fingerprint != config.fingerprint():
-            difference = _first_difference(state.shaping_config, config.shaping())
+        if not self.config.matches(state.shaping_config):
+            saved = canonical_shaping(state.shaping_config)
+            difference = _first_difference(saved, self.config.as_saved_by(state.shaping_config).shaping())
             raise CheckpointError(f"checkpoint {str(path)!r} {difference}")
         agent = AGENT_CLASSES[self.config.agent.algo].load(path / "model.zip", env=env, device=self.config.device)
         buffer = path / "replay_buffer.pkl"
@@ -488,6 +539,14 @@ class ContinualTrainer:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"run dir {str(path)!r}: exists and is not a directory")
         has_run = path.is_dir() and any(p.name != ".lock" for p in path.iterdir())
+        if self.resume is True and not has_run:
+            raise ConfigError(
+                f"run dir {str(path)!r}: no run to resume (missing or empty); check the path, or pass "
+                "--resume-or-start to start a run there"
+            )
+        # No run here before this one (missing, empty, or overwritten): one that fails before its
+        # first step removes the directory again.
+        self._created_dir = not has_run or self.overwrite
         if has_run and not (self.resume or self.overwrite):
             raise ConfigError(f"run dir {str(path)!r} already holds a run; pass --resume to continue it or --overwrite")
         if has_run and self.overwrite:
@@ -503,14 +562,34 @@ class ContinualTrainer:
         saved = path / "config.yaml"
         if self.resume and saved.exists():
             before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
+            if not self.config.matches(before.shaping()):
+                difference = _first_difference(before.shaping(), self.config.as_saved_by(before.shaping()).shaping())
+                raise CheckpointError(f"run dir {str(path)!r} {difference}")
             # A run saved before an option existed resumes as it ran: the option stays unset.
             self.config = self.config.as_saved_by(before.shaping())
-            if before.fingerprint() != self.config.fingerprint():
-                difference = _first_difference(before.shaping(), self.config.shaping())
-                raise CheckpointError(f"run dir {str(path)!r} {difference}")
+
+    def keep_training(self) -> bool:
+        """Asked at every env step: False once a stop is requested and the chunk's end is further
+        than ``stop_within_s`` away. A nearer end is reached first, so the stop saves at a chunk
+        boundary, where a resume continues exactly; a further one abandons the chunk, and the
+        resume redoes it from the last checkpoint (also exact, as after a kill)."""
+        if not self.stop_requested:
+            return True
+        if self._abandon_chunk is None:  # decided once, when the request is first seen
+            start_steps, end_steps, start = self._chunk
+            done, elapsed = self.agent.num_timesteps - start_steps, time.perf_counter() - start
+            if done >= 100:
+                rate = done / max(elapsed, 1e-9)
+            else:  # too early in the chunk to tell: the run's rate so far
+                rate = self.agent.num_timesteps / self.state.train_steps_time if self.state.train_steps_time else 0.0
+            remaining_s = (end_steps - self.agent.num_timesteps) / rate if rate > 0 else float("inf")
+            self._abandon_chunk = remaining_s > self.stop_within_s
+        return not self._abandon_chunk
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, _frame: Any) -> None:
+            if self.stop_requested:  # a second Ctrl-C: stop now; the last checkpoint stays the resume point
+                raise KeyboardInterrupt
             self.stop_requested = signal.Signals(signum).name
 
         previous = {}
@@ -527,8 +606,21 @@ class ContinualTrainer:
     def _interrupt_message(self) -> str:
         return (
             f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}; checkpoint written to "
-            f"{str(self.checkpoint_dir)!r}. Resume with: psp-rl train CONFIG --run-dir {self.run_dir} --resume"
+            f"{str(self.checkpoint_dir)!r}{self._approximate_note()}"
         )
+
+    def _abandon_message(self) -> str:
+        kept = self.checkpoints()
+        where = f"checkpoint {kept[0].name}" if kept else "the start (no checkpoint yet)"
+        return (
+            f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}, mid-way through a chunk; the "
+            f"run resumes from {where}{self._approximate_note()}"
+        )
+
+    def _approximate_note(self) -> str:
+        if self.config.checkpoint.replay_buffer or not hasattr(self.agent, "replay_buffer"):
+            return ""
+        return " (checkpoint.replay_buffer is false: the resume refills replay, so it is approximate)"
 
     def _current_task_name(self) -> str:
         """The task of the stage being trained (the last one once the sequence is done)."""
@@ -550,8 +642,8 @@ class ContinualTrainer:
     def _progress_bar(self):
         if not self.show_progress:
             return nullcontext()
-        total = sum(self.sequence[t].steps for t in self.sequence.schedule)
-        done = sum(self.sequence[t].steps for t in self.sequence.schedule[: self.state.stage]) + self.state.stage_steps
+        rows = self.state.eval_rows[-len(self.sequence) :]  # a resumed run shows its last evaluation
+        last = ", ".join(f"{r['eval_task']} {r['mean']:.0f}" for r in rows) or "-"
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -560,23 +652,35 @@ class ContinualTrainer:
             TextColumn("last eval: {task.fields[last_eval]}"),
             auto_refresh=False,  # redrawn from advance_progress: a refresh thread would contend for the GIL
         )
-        self._task_id = self._progress.add_task(self.config.name, total=total, completed=done, last_eval="-")
+        total = sum(self.sequence[t].steps for t in self.sequence.schedule)
+        self._task_id = self._progress.add_task(self.config.name, total=total, completed=0, last_eval=last)
+        self.advance_progress(0, force=True)
         return self._progress
 
-    def advance_progress(self, steps: int) -> None:
-        """Count env steps for the progress bar; redraw at most a few times a second (it is called every step)."""
+    def advance_progress(self, steps: int, force: bool = False) -> None:
+        """Redraw the progress bar at most a few times a second (it is called every env step).
+
+        The position is read from the run's state, so it ends at the total, after a resume too.
+        """
+        del steps  # the position comes from the state, not from summing steps
         if self._progress is None:
             return
-        self._pending_steps += steps
         now = time.perf_counter()
-        if now - self._last_draw < 0.25:
+        if now - self._last_draw < 0.25 and not force:
             return
-        stage, stages = min(self.state.stage + 1, len(self.sequence.schedule)), len(self.sequence.schedule)
+        schedule = self.sequence.schedule
+        done = sum(self.sequence[t].steps for t in schedule[: self.state.stage]) + self.state.stage_steps
+        if hasattr(self, "agent") and self.state.stage < len(schedule):  # inside a chunk: its steps so far
+            done += max(0, self.agent.num_timesteps - self._chunk[0]) if self._chunk[1] else 0
+        stage, stages = min(self.state.stage + 1, len(schedule)), len(schedule)
+        task = self._progress.tasks[0]
         self._progress.update(
-            self._task_id, advance=self._pending_steps, description=f"task {stage}/{stages} {self._current_task_name()}"
+            self._task_id,
+            completed=min(done, task.total or done),
+            description=f"task {stage}/{stages} {self._current_task_name()}",
         )
         self._progress.refresh()
-        self._pending_steps, self._last_draw = 0, now
+        self._last_draw = now
 
 
 def compute_metrics(
