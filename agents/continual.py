@@ -47,7 +47,8 @@ def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, see
         out["task"] = out["task"].astype(agent.observation_space["task"].dtype)
     else:
         stored = buffer.observations if buffer is not None else agent.rollout_buffer.observations
-        out = {key: value.reshape(-1, *value.shape[2:])[rows] for key, value in stored.items()}
+        # (steps, n_envs, ...) or, once PPO flattened its rollout for training, (steps * n_envs, ...)
+        out = {key: value.reshape(-1, *agent.observation_space[key].shape)[rows] for key, value in stored.items()}
     return {key: value.reshape(len(rows), *agent.observation_space[key].shape) for key, value in out.items()}
 
 

@@ -19,6 +19,7 @@ TINY_CONFIG = {
         "train_freq": 64,
         "gradient_steps": 32,
         "buffer_size": 5000,
+        "distil_steps": 300,  # PSP-DQN's distillation at each switch: the default 3000 is most of a tiny run
     },
     "eval": {"every": 500, "episodes": 2},
     "checkpoint": {"every": 1000},

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -167,8 +168,10 @@ def test_evaluate_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_config, 
 def test_list_shows_task_keys_and_action_spaces(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "tasks: default, reversed, heavy-pole, long-pole" in out or "tasks: default, reversed" in out
-    assert "actions Discrete(2)" in out and "actions Box(" in out
+    from psp_rl.envs import get_sequence
+
+    assert f"tasks: {', '.join(get_sequence('cartpole-shift').names)}; actions Discrete(2)" in out
+    assert "actions Box(" in out  # pendulum-shift
 
 
 def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config):
@@ -189,6 +192,7 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
     tiny_config["sequence"]["steps"] = 500
     ContinualTrainer(parse_config(tiny_config), partial).run()
     (partial / "metrics.json").unlink()  # as a run still going looks
+    partial_rows = (partial / "eval.csv").read_text().splitlines()
 
     drawn = {}
     original = plots.returns_figure
@@ -199,9 +203,14 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
 
     monkeypatch.setattr("psp_rl.continual.report.returns_figure", spy)
     report = write_report([tmp_path / "a" / "run", tmp_path / "b" / "run", partial], tmp_path / "out").read_text()
-    labels = list(drawn)
-    assert labels == ["a/run", "b/run", "c/run (partial, step 1000)"]
-    assert drawn["a/run"] == [500, 1000] and drawn["b/run"] == [750, 1500]  # each run's own
-    assert drawn["c/run (partial, step 1000)"] == [500]
-    assert "| c/run (partial, step 1000) | - |" in report
+    last = partial_rows[-1].split(",")[0]
+    assert list(drawn) == ["a/run", "b/run", f"run (partial, step {last})"]
+    for parent in ("a", "b"):  # each run's own boundaries
+        assert (
+            drawn[f"{parent}/run"]
+            == json.loads((tmp_path / parent / "run" / "metrics.json").read_text())["stage_end_steps"]
+        )
+    assert drawn["a/run"] != drawn["b/run"]
+    assert drawn[f"run (partial, step {last})"] == drawn["a/run"][:1]  # same config: its stage 0 ended alike
+    assert f"| run (partial, step {last}) | - |" in report
     assert (tmp_path / "out" / "matrix-a-run.png").exists() and (tmp_path / "out" / "matrix-b-run.png").exists()

@@ -283,7 +283,7 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     assert probes[("reversed", "torso.layers.2", "weight_movement")] > 0
     assert ("reversed", "output", "crosstalk") not in probes  # the last task has no later task
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]
-    expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"]}
+    expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"], "distil_steps": 300}  # the tiny config's
     assert {name: saved[name] for name in expected} == expected  # config.yaml: what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
     assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()

@@ -1,6 +1,5 @@
 """Runs with several envs, in-process or in worker processes; threads; the evaluation cap."""
 
-import json
 import os
 import signal
 import subprocess
@@ -42,11 +41,11 @@ def _cmd(config_path, run_dir, *extra):
     return [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir), *extra]
 
 
-def test_subproc_workers_match_dummy_and_ignore_sigint(tmp_path, tiny_config):
-    """Eight worker processes give the same run as eight in-process envs; a Ctrl-C to the whole
-    process group (what a terminal sends) stops the parent alone, which checkpoints, exits 130
-    without a traceback, and resumes to the end."""
-    tiny_config["agent"].update(n_envs=8, vec_env="subproc")
+def test_subproc_workers_ignore_sigint_and_the_resumed_run_matches_dummy(tmp_path, tiny_config):
+    """A Ctrl-C to the whole process group (what a terminal sends) stops the training process
+    alone: it saves, exits 130 without a traceback, and its resume ends with the same eval.csv
+    as an uninterrupted run of in-process envs (worker processes change nothing)."""
+    tiny_config["agent"].update(n_envs=4, vec_env="subproc")
     tiny_config["sequence"]["steps"] = 1024
     tiny_config["eval"]["every"] = 512
     tiny_config["checkpoint"]["every"] = 512
@@ -54,9 +53,7 @@ def test_subproc_workers_match_dummy_and_ignore_sigint(tmp_path, tiny_config):
     subproc_path.write_text(yaml.safe_dump(tiny_config))
     dummy = {**tiny_config, "agent": {**tiny_config["agent"], "vec_env": "dummy"}}
     dummy_path.write_text(yaml.safe_dump(dummy))
-    for path, run_dir in ((dummy_path, tmp_path / "dummy"), (subproc_path, tmp_path / "subproc")):
-        subprocess.run(_cmd(path, run_dir, "--no-progress"), check=True, capture_output=True)
-    assert (tmp_path / "dummy" / "eval.csv").read_bytes() == (tmp_path / "subproc" / "eval.csv").read_bytes()
+    subprocess.run(_cmd(dummy_path, tmp_path / "dummy", "--no-progress"), check=True, capture_output=True)
 
     run_dir = tmp_path / "stopped"
     proc = subprocess.Popen(
@@ -75,7 +72,7 @@ def test_subproc_workers_match_dummy_and_ignore_sigint(tmp_path, tiny_config):
     assert "Traceback" not in err and "BrokenPipeError" not in err
     result = subprocess.run(_cmd(subproc_path, run_dir, "--resume", "--no-progress"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["env_steps"] >= 2 * 1024
+    assert (run_dir / "eval.csv").read_bytes() == (tmp_path / "dummy" / "eval.csv").read_bytes()
 
 
 def test_train_envs_are_built_once_per_task(tmp_path, tiny_config, monkeypatch):

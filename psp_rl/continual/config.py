@@ -292,6 +292,18 @@ def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_defaults(shaping: dict[str, Any]) -> dict[str, Any]:
+    """A canonical shaping with the left-out defaults written back (for messages naming values)."""
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
+    for section, model in (("agent", AgentConfig), ("sequence", SequenceConfig)):
+        for name, field in model.model_fields.items():
+            if name not in _NOT_HASHED or section != "agent":
+                out.setdefault(section, {}).setdefault(
+                    name, _json_default(field.get_default(call_default_factory=True))
+                )
+    return out
+
+
 def _json_default(value: Any) -> Any:
     return json.loads(json.dumps(value))
 

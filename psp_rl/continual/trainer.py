@@ -35,7 +35,14 @@ from torch.utils.tensorboard import SummaryWriter
 from psp_rl.continual import metrics as M
 from psp_rl.continual.build import AGENT_CLASSES, build_agent, build_callbacks, build_sequence, check_agent_fits
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import ConfigError, RunConfig, canonical_shaping, dump_config, parse_config
+from psp_rl.continual.config import (
+    ConfigError,
+    RunConfig,
+    canonical_shaping,
+    dump_config,
+    parse_config,
+    with_defaults,
+)
 from psp_rl.continual.io import RunLock, atomic_write_csv, atomic_write_text
 from psp_rl.continual.plots import matrix_figure
 from psp_rl.threads import set_threads
@@ -520,8 +527,10 @@ class ContinualTrainer:
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
         if not self.config.matches(state.shaping_config):
-            saved = canonical_shaping(state.shaping_config)
-            difference = _first_difference(saved, self.config.as_saved_by(state.shaping_config).shaping())
+            saved = with_defaults(canonical_shaping(state.shaping_config))
+            difference = _first_difference(
+                saved, with_defaults(self.config.as_saved_by(state.shaping_config).shaping())
+            )
             raise CheckpointError(f"checkpoint {str(path)!r} {difference}")
         agent = AGENT_CLASSES[self.config.agent.algo].load(path / "model.zip", env=env, device=self.config.device)
         buffer = path / "replay_buffer.pkl"
@@ -563,7 +572,8 @@ class ContinualTrainer:
         if self.resume and saved.exists():
             before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
             if not self.config.matches(before.shaping()):
-                difference = _first_difference(before.shaping(), self.config.as_saved_by(before.shaping()).shaping())
+                now = self.config.as_saved_by(before.shaping()).shaping()
+                difference = _first_difference(with_defaults(before.shaping()), with_defaults(now))
                 raise CheckpointError(f"run dir {str(path)!r} {difference}")
             # A run saved before an option existed resumes as it ran: the option stays unset.
             self.config = self.config.as_saved_by(before.shaping())
