@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -214,3 +215,44 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
     assert drawn[f"run (partial, step {last})"] == drawn["a/run"][:1]  # same config: its stage 0 ended alike
     assert f"| run (partial, step {last}) | - |" in report
     assert (tmp_path / "out" / "matrix-a-run.png").exists() and (tmp_path / "out" / "matrix-b-run.png").exists()
+
+
+def test_progress_bar_ends_at_the_total_and_a_resume_shows_the_last_evaluation(tmp_path, tiny_config):
+    from psp_rl.continual import ContinualTrainer, parse_config
+
+    tiny_config["sequence"]["steps"] = 300
+    trainer = ContinualTrainer(parse_config(tiny_config), tmp_path / "run", progress=True)
+    trainer.run()
+    bar = trainer._progress.tasks[0]
+    assert bar.completed == bar.total == 600
+    again = ContinualTrainer(parse_config(tiny_config), tmp_path / "run", resume=True, progress=True)
+    again.run()
+    assert again._progress.tasks[0].fields["last_eval"].startswith("default ")
+
+
+def test_current_task_steps_at_each_switch(tmp_path, tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from psp_rl.continual import ContinualTrainer, parse_config
+
+    tiny_config["sequence"]["steps"] = 300
+    metrics = ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    points = [(e.step, e.value) for e in acc.Scalars("train/current_task")]
+    switch = metrics["stage_end_steps"][0]
+    assert points == [(0, 0.0), (switch, 0.0), (switch, 1.0)]  # a step, not a ramp from 0 to 1
+
+
+def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config):
+    tiny_config["sequence"]["steps"] = 300
+    run_dir = tmp_path / "run"
+    assert main(["train", str(_write(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    cmd = [sys.executable, "-m", "psp_rl.cli", "evaluate", str(run_dir), "--episodes", "100000"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert "deterministic return" in proc.stdout.readline()  # evaluating now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
