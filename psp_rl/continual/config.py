@@ -137,7 +137,7 @@ class AgentConfig(_Strict):
     replay_buffer: Literal["auto", "dict", "compact"] | None = Field(
         default=None,
         description="dict: SB3's DictReplayBuffer; compact: each frame stored once as uint8 or bits, no "
-        "next_obs copy (psp_rl.replay); auto (default): compact for image observations",
+        "next_obs copy (psp_rl.agents.replay); auto (default): compact for image observations",
     )
     dueling: bool | None = Field(default=None, description="dueling Q-head, V + A - mean(A)")
     center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
