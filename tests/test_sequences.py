@@ -220,3 +220,17 @@ def test_minatar_episodes_end_at_the_time_limit():
 def test_task_observation_rejects_bad_capacity():
     with pytest.raises(ValueError, match="max_tasks=0"):
         TaskObservation(gym.make("CartPole-v1"), 0, 0)
+
+
+def test_envs_import_and_build_without_torch():
+    """psp_rl.envs depends on gymnasium only: env-only tools and worker processes start without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from psp_rl.envs import get_sequence; "
+        "get_sequence('cartpole-shift').make_env(1).reset(seed=0); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
