@@ -250,7 +250,13 @@ def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config)
     assert main(["train", str(_write(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
     cmd = [sys.executable, "-m", "psp_rl.cli", "evaluate", str(run_dir), "--episodes", "100000"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a test worker (pytest-xdist) may ignore SIGINT, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert "deterministic return" in proc.stdout.readline()  # evaluating now
     proc.send_signal(signal.SIGINT)
