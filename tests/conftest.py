@@ -32,8 +32,3 @@ def tiny_config() -> dict:
     import copy
 
     return copy.deepcopy(TINY_CONFIG)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests (marked ``long``) first: with ``-n auto`` no worker then ends alone on one."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -60,7 +60,6 @@ def task0_returns(tmp_path, algo: str, method: str, seed: int = 0) -> tuple[floa
     return float(matrix[0, 0]), float(matrix[1, 0])
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
 def test_default_psp_agent_keeps_task_0_where_finetuning_loses_it(tmp_path, algo):
     before, after = task0_returns(tmp_path, algo, "psp")

@@ -41,7 +41,6 @@ def _cmd(config_path, run_dir, *extra):
     return [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir), *extra]
 
 
-@pytest.mark.long
 def test_subproc_workers_ignore_sigint_and_the_resumed_run_matches_dummy(tmp_path, tiny_config):
     """A Ctrl-C to the whole process group (what a terminal sends) stops the training process
     alone: it saves, exits 130 without a traceback, and its resume ends with the same eval.csv
