@@ -136,7 +136,7 @@ class _LearnHook(BaseCallback):
                 self.trainer.writer.add_scalar(
                     f"train/{self.task_name}/return", info["episode"]["r"], self.num_timesteps
                 )
-        self.trainer.advance_progress(self.training_env.num_envs)
+        self.trainer.advance_progress()
         fault_point("learn")
         return self.trainer.keep_training()
 
@@ -226,7 +226,7 @@ class ContinualTrainer:
             self.writer.add_text("config", f"```yaml\n{dump_config(self.config)}\n```", 0)
             with self._progress_bar():
                 self._train_all_stages()
-                self.advance_progress(0, force=True)
+                self.advance_progress(force=True)
             return self._finish()
         finally:
             set_threads(previous_threads)
@@ -664,15 +664,14 @@ class ContinualTrainer:
         )
         total = sum(self.sequence[t].steps for t in self.sequence.schedule)
         self._task_id = self._progress.add_task(self.config.name, total=total, completed=0, last_eval=last)
-        self.advance_progress(0, force=True)
+        self.advance_progress(force=True)
         return self._progress
 
-    def advance_progress(self, steps: int, force: bool = False) -> None:
+    def advance_progress(self, force: bool = False) -> None:
         """Redraw the progress bar at most a few times a second (it is called every env step).
 
         The position is read from the run's state, so it ends at the total, after a resume too.
         """
-        del steps  # the position comes from the state, not from summing steps
         if self._progress is None:
             return
         now = time.perf_counter()
