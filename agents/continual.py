@@ -1,7 +1,9 @@
 """SB3 agents that know about task switches: ``ContinualDQN`` and ``ContinualPPO``.
 
-Both are thin subclasses. The continual trainer calls ``on_task_switch(task, steps)`` at each
-environment change; the rest is SB3's own ``learn`` with ``reset_num_timesteps=False``.
+Both are thin subclasses. The continual loop calls ``on_task_start(task, steps)`` when a task's
+training starts; the rest is SB3's own ``learn`` with ``reset_num_timesteps=False``. The context
+is not switched here: every observation carries its task id, and each layer picks its context
+from that.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ class TaskSwitchMixin:
             raise ValueError(f"task_lr_schedule={task_lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
         self.task_lr_schedule = task_lr_schedule
 
-    def on_task_switch(self, task: int, steps: int | None = None) -> None:
-        """Called once at each environment change, before training on ``task``.
+    def on_task_start(self, task: int, steps: int | None = None) -> None:
+        """Called once when training on ``task`` starts: restarts the per-task schedules
+        (exploration, learning rate) and clears the optimizer's moments.
 
-        :param task: the new task's id.
+        :param task: the new task's id (recorded as :attr:`current_task`).
         :param steps: how many env steps the task will be trained for (task-local schedules).
         """
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
@@ -84,6 +87,10 @@ class TaskSwitchMixin:
         # would keep moving them for dozens of steps (measured: ~0.02 per weight on DQN
         # cartpole-shift, enough to drop a frozen separate network from 444 to 42).
         self.policy.optimizer.state.clear()
+
+    def on_task_switch(self, task: int, steps: int | None = None) -> None:
+        """The former name of :meth:`on_task_start`."""
+        self.on_task_start(task, steps)
 
     def task_progress_remaining(self) -> float:
         """1 at the start of the current task, 0 at its end (SB3's progress, per task)."""
@@ -191,7 +198,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self._update_credit -= owed
         return owed
 
-    def on_task_switch(self, task: int, steps: int | None = None) -> None:
+    def on_task_start(self, task: int, steps: int | None = None) -> None:
         q_net = self.policy.q_net
         if q_net.policy_torso is not None:
             # The task that just ended is distilled before its transitions are cleared; the new
@@ -199,7 +206,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             if self.num_timesteps > self.task_start and self.replay_buffer is not None and self.replay_buffer.size():
                 self.distil(self.current_task)
             q_net.distilled[task] = False
-        super().on_task_switch(task, steps)
+        super().on_task_start(task, steps)
         if self.replay_on_switch == "clear" and self.replay_buffer is not None:
             self.replay_buffer.reset()
             # An emptied buffer fills again before updates resume, as at the very start.

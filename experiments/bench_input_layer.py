@@ -45,13 +45,13 @@ def switch(context: str, input_layer: str, width: int, steps: int, seed: int) ->
     model = ContinualDQN(
         "PSPPolicy", seq.make_vec_env(0, 1, seed=seed), seed=seed, policy_kwargs=kwargs, **DQN_CARTPOLE
     )
-    model.on_task_switch(0, steps)
+    model.on_task_start(0, steps)
     model.learn(steps)
     states = visited_states(model, seq, 500, seed)
     before_actions, q_before = model.predict(states, deterministic=True)[0], _q_values(model, states)
     before, _ = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100 + seed), n_eval_episodes=10)
     model.set_env(seq.make_vec_env(1, 1, seed=seed + 1))
-    model.on_task_switch(1, steps)
+    model.on_task_start(1, steps)
     model.learn(steps, reset_num_timesteps=False)
     after_actions, q_after = model.predict(states, deterministic=True)[0], _q_values(model, states)
     after, _ = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100 + seed), n_eval_episodes=10)

@@ -27,7 +27,7 @@ def train(algo: str, context: str, seed: int) -> tuple[float, float]:
     else:
         steps, env = 100_000, seq.make_vec_env(0, PPO_CARTPOLE_ENVS, seed=seed)
         model = ContinualPPO("PSPPolicy", env, seed=seed, policy_kwargs=dict(context=context), **PPO_CARTPOLE)
-    model.on_task_switch(0, steps)
+    model.on_task_start(0, steps)
     start = time.perf_counter()
     model.learn(steps)
     mean, _ = evaluate_policy(model, seq.make_vec_env(0, 4, seed=10_000 + seed), n_eval_episodes=20)

@@ -7,14 +7,10 @@ exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import sys
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 EPILOG = """examples:
   psp-rl list                                           sequences, agents and context kinds
@@ -98,48 +94,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    from psp_rl.continual import ContinualTrainer, load_config
-    from psp_rl.continual.build import AGENT_CLASSES
-    from psp_rl.continual.io import atomic_write_text
+    from psp_rl.continual import ContinualTrainer, RunDir, evaluate_tasks, load_config
+    from psp_rl.continual.io import atomic_write_csv
     from psp_rl.threads import set_threads
 
     if args.episodes <= 0:
         raise UserError(f"--episodes {args.episodes}: expected a positive int")
-    config = load_config(args.run_dir / "config.yaml")
+    paths = RunDir(args.run_dir)
+    config = load_config(paths.config)
     trainer = ContinualTrainer(config, args.run_dir, resume=True)
     checkpoints = trainer.checkpoints()
     if not checkpoints:
         raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
-    seq = trainer.sequence
     model, errors = None, []
     for checkpoint in checkpoints:  # newest first; a truncated one falls back, as a resume does
         try:
-            model = AGENT_CLASSES[config.agent.algo].load(checkpoint / "model.zip", device=config.device)
+            model = trainer.agent_factory.load(checkpoint / "model.zip", None)
             break
         except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the previous one
             errors.append(f"{checkpoint.name}: {type(exc).__name__}: {exc}")
             print(f"psp-rl: checkpoint {checkpoint.name} is unreadable; trying the previous one", file=sys.stderr)
     if model is None:
         raise UserError(f"run dir {str(args.run_dir)!r}: no loadable checkpoint ({'; '.join(errors)})")
-    checkpoints = checkpoints[len(errors) :]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["eval_task", "mean", "std", "episodes"])
-    print(f"{checkpoints[0].name}: deterministic return over {args.episodes} episodes")
+    print(f"{checkpoints[len(errors)].name}: deterministic return over {args.episodes} episodes")
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
-    for task, spec in enumerate(seq):
-        env = seq.make_vec_env(task, 1, seed=args.seed + task, training=False, max_episode_steps=cap)
-        returns, lengths = evaluate_policy(model, env, n_eval_episodes=args.episodes, return_episode_rewards=True)
-        mean, std = float(np.mean(returns)), float(np.std(returns))
-        writer.writerow([spec.name, mean, std, len(returns)])
-        capped = sum(length >= cap for length in lengths)
-        note = f"   ({capped} episodes cut at {cap} steps: eval.max_episode_steps)" if capped else ""
-        print(f"  {spec.name:<16} {mean:8.1f} +- {std:.1f}{note}")
-    atomic_write_text(args.run_dir / "evaluate.csv", buf.getvalue())
-    print(f"written: {args.run_dir / 'evaluate.csv'}")
+    results = evaluate_tasks(
+        model, trainer.sequence, episodes=args.episodes, seed=lambda task: args.seed + task, max_episode_steps=cap
+    )
+    for result in results:
+        note = f"   ({result.capped} episodes cut at {cap} steps: eval.max_episode_steps)" if result.capped else ""
+        print(f"  {result.task:<16} {result.mean:8.1f} +- {result.std:.1f}{note}")
+    rows = [[r.task, r.mean, r.std, len(r.returns)] for r in results]
+    atomic_write_csv(paths.evaluate_csv, ["eval_task", "mean", "std", "episodes"], rows)
+    print(f"written: {paths.evaluate_csv}")
     return 0
 
 

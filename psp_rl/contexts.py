@@ -15,15 +15,21 @@ Kinds:
 Drift (a continuous task parameter ``theta``, e.g. gravity): :func:`drift_context` returns
 "powers of one context": phases ``theta * omega`` for ``complex`` and ``expm(theta * A)`` with a
 fixed skew-symmetric ``A`` for ``rotation``, so nearby ``theta`` give nearby contexts.
+
+Inside a layer each kind is a :class:`Context` module (:data:`CONTEXTS` maps names to classes):
+it holds the contexts of all tasks of that layer and applies them (to a one-task batch, to a
+mixed batch, or as the effective weight ``W C_k``); the layers hold no per-kind code.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 ContextKind = Literal["binary", "complex", "rotation", "none"]
 CONTEXT_KINDS: tuple[str, ...] = get_args(ContextKind)
@@ -117,3 +123,157 @@ def drift_context(kind: str, size: int, theta: float, *, seed: int = 0, layer: i
     gaussian = torch.randn(size, size, generator=gen, dtype=torch.float64) / math.sqrt(size)
     skew = (gaussian - gaussian.T) * (math.pi / 2)
     return torch.linalg.matrix_exp(skew * theta).to(torch.float32)
+
+
+class Context(nn.Module):
+    """The contexts of one layer for tasks ``0 .. num_tasks - 1`` and how they act.
+
+    A layer with weight ``W`` (``(out, n)``, or a kernel ``(out, in, kh, kw)`` with ``n`` its
+    fan-in) and, for complex contexts, ``W_imag`` computes ``Re(W C_k x)``. The tensors are
+    regenerated from ``(seed, layer, task)``, so they stay out of the ``state_dict``.
+
+    :cvar name: the kind's name (``agent.context`` in configs).
+    :cvar code: the kind's number in a saved ``context_key``; fixed forever, so adding a kind
+        changes no saved model.
+    :cvar complex_weights: the layer needs an imaginary weight too.
+    """
+
+    name: ClassVar[str]
+    code: ClassVar[int]
+    complex_weights: ClassVar[bool] = False
+
+    def __init__(self, size: int, num_tasks: int, *, seed: int = 0, layer: int = 0) -> None:
+        super().__init__()
+        self.size, self.num_tasks = size, num_tasks
+        self.assign(make_contexts(self.name, size, num_tasks, seed=seed, layer=layer))
+
+    def assign(self, table: torch.Tensor) -> None:
+        """Use ``table`` (``(num_tasks, ...)``, as :func:`make_contexts` returns) as the contexts,
+        e.g. drifting contexts (:func:`drift_context`) or a mixture of the generated ones."""
+        self.register_buffer("table", table.to(torch.float32).contiguous(), persistent=False)
+
+    def weight(self, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int) -> torch.Tensor:
+        """The effective real weight ``Re(W C_task)``, shaped as ``weight``."""
+        return weight * self.table[task].view(weight.shape[1:])
+
+    def linear(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        weight_imag: torch.Tensor | None,
+        task: int,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``Re(W C_task x) + b`` for a batch of one task."""
+        return F.linear(x, self.weight(weight, weight_imag, task), bias)
+
+    def linear_mixed(
+        self, x: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: torch.Tensor
+    ) -> torch.Tensor:
+        """``Re(W C_task[i] x_i)`` row by row (no bias)."""
+        return F.linear(x * self.table[task], weight)
+
+
+class BinaryContext(Context):
+    """A diagonal of random +-1 per task."""
+
+    name, code = "binary", 0
+
+    def linear(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        weight_imag: torch.Tensor | None,
+        task: int,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        # Multiplying the (batch, n) input is cheaper than the (m, n) weight for RL batch sizes.
+        return F.linear(x * self.table[task], weight, bias)
+
+
+class ComplexContext(Context):
+    """A diagonal of unit phasors per task; the layer's weights are complex (two real tensors)."""
+
+    name, code, complex_weights = "complex", 1, True
+
+    def assign(self, table: torch.Tensor) -> None:
+        self.register_buffer("cos", table.real.contiguous(), persistent=False)
+        self.register_buffer("sin", table.imag.contiguous(), persistent=False)
+
+    def weight(self, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int) -> torch.Tensor:
+        shape = weight.shape[1:]
+        return weight * self.cos[task].view(shape) - weight_imag * self.sin[task].view(shape)
+
+    def linear_mixed(
+        self, x: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: torch.Tensor
+    ) -> torch.Tensor:
+        # Re(W (c * x)) = W_re (cos * x) - W_im (sin * x): one matmul over the stacked halves.
+        stacked_x = torch.cat([x * self.cos[task], x * self.sin[task]], dim=-1)
+        return F.linear(stacked_x, torch.cat([weight, -weight_imag], dim=-1))
+
+
+class RotationContext(Context):
+    """A Haar-random orthogonal ``n x n`` matrix per task (O(n^2) memory per task)."""
+
+    name, code = "rotation", 2
+
+    def weight(self, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int) -> torch.Tensor:
+        return (weight.reshape(weight.shape[0], -1) @ self.table[task]).view_as(weight)
+
+    def linear(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        weight_imag: torch.Tensor | None,
+        task: int,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return F.linear(F.linear(x, self.table[task]), weight, bias)
+
+    def linear_mixed(
+        self, x: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: torch.Tensor
+    ) -> torch.Tensor:
+        return F.linear(torch.bmm(self.table[task], x.unsqueeze(-1)).squeeze(-1), weight)
+
+
+class NoContext(Context):
+    """The identity: the plain layer (the fine-tune baseline). No tensors are kept."""
+
+    name, code = "none", 3
+
+    def assign(self, table: torch.Tensor) -> None:
+        pass
+
+    def weight(self, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int) -> torch.Tensor:
+        return weight
+
+    def linear(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        weight_imag: torch.Tensor | None,
+        task: int,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    def linear_mixed(
+        self, x: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: torch.Tensor
+    ) -> torch.Tensor:
+        return F.linear(x, weight)
+
+
+CONTEXTS: dict[str, type[Context]] = {
+    cls.name: cls for cls in (BinaryContext, ComplexContext, RotationContext, NoContext)
+}
+"""Context kinds by name; ``CONTEXT_KINDS`` lists the same names."""
+
+
+def context_class(kind: str) -> type[Context]:
+    """The :class:`Context` class of ``kind`` (``ValueError`` naming it if unknown)."""
+    return CONTEXTS[check_kind(kind)]
+
+
+def kind_of_code(code: int) -> str:
+    """The kind saved as ``code`` in a ``context_key``."""
+    return next((cls.name for cls in CONTEXTS.values() if cls.code == code), f"<unknown kind {code}>")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psp_rl.contexts import CONTEXT_KINDS, check_kind, make_contexts
+from psp_rl.contexts import Context, context_class, kind_of_code
 
 TaskArg = int | torch.Tensor
 
@@ -81,34 +81,30 @@ def per_task_groups(
 
 
 class _Superposed(TaskModule):
-    """Context buffers, per-task biases and the context-key check shared by the superposed layers."""
+    """The context object, per-task biases and the context-key check shared by the superposed layers."""
 
     context: str
+    contexts: Context
 
     def _setup_contexts(self, num_tasks: int, context: str, seed: int, layer_id: int, size: int) -> None:
-        check_kind(context)
+        kind = context_class(context)
         for name, value in (("num_tasks", num_tasks), ("seed", seed), ("layer_id", layer_id)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_tasks" else 0):
                 raise ValueError(f"{name}={value!r}: expected an int >= {1 if name == 'num_tasks' else 0}")
         self.num_tasks, self.context, self.seed, self.layer_id = num_tasks, context, seed, layer_id
-        contexts = make_contexts(context, size, num_tasks, seed=seed, layer=layer_id)
+        self.contexts = kind(size, num_tasks, seed=seed, layer=layer_id)
         # Contexts are regenerated from the seed, so they stay out of the state_dict;
         # context_key is saved instead so a load into a layer with other contexts fails loudly.
-        if context == "complex":
-            self.register_buffer("context_cos", contexts.real.contiguous(), persistent=False)
-            self.register_buffer("context_sin", contexts.imag.contiguous(), persistent=False)
-        elif context in ("binary", "rotation"):
-            self.register_buffer("contexts", contexts, persistent=False)
-        key = [seed, layer_id, CONTEXT_KINDS.index(context), num_tasks]
+        key = [seed, layer_id, kind.code, num_tasks]
         self.register_buffer("context_key", torch.tensor(key, dtype=torch.int64))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         saved = state_dict.get(prefix + "context_key")
         if saved is not None and not torch.equal(saved.cpu(), self.context_key.cpu()):
-            seed, layer_id, kind, num_tasks = saved.tolist()
+            seed, layer_id, code, num_tasks = saved.tolist()
             raise ValueError(
                 f"state_dict entry {prefix}context_key was saved by a layer with seed={seed}, "
-                f"layer_id={layer_id}, context={CONTEXT_KINDS[kind]!r}, num_tasks={num_tasks}; "
+                f"layer_id={layer_id}, context={kind_of_code(code)!r}, num_tasks={num_tasks}; "
                 f"this {self._name()} has seed={self.seed}, layer_id={self.layer_id}, "
                 f"context={self.context!r}, num_tasks={self.num_tasks}"
             )
@@ -178,7 +174,8 @@ class SuperposedLinear(_Superposed):
         self.center, self.center_momentum = center, center_momentum
         self._setup_contexts(num_tasks, context, seed, layer_id, in_features)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_imag = nn.Parameter(torch.empty(out_features, in_features)) if context == "complex" else None
+        imag = self.contexts.complex_weights
+        self.weight_imag = nn.Parameter(torch.empty(out_features, in_features)) if imag else None
         bias_rows = 1 if context == "none" else num_tasks
         self.bias = nn.Parameter(torch.empty(bias_rows, out_features)) if bias else None
         if center:  # saved with the weights: the mean is part of each task's function
@@ -201,14 +198,7 @@ class SuperposedLinear(_Superposed):
 
     def task_weight(self, task: int) -> torch.Tensor:
         """The effective real weight ``Re(W C_task)``, shape ``(out_features, in_features)``."""
-        task = self._check_task(task, None)
-        if self.context == "binary":
-            return self.weight * self.contexts[task]
-        if self.context == "complex":
-            return self.weight * self.context_cos[task] - self.weight_imag * self.context_sin[task]
-        if self.context == "rotation":
-            return self.weight @ self.contexts[task]
-        return self.weight
+        return self.contexts.weight(self.weight, self.weight_imag, self._check_task(task, None))
 
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -241,28 +231,11 @@ class SuperposedLinear(_Superposed):
             bias.add_(self._forward_one_task(step.unsqueeze(0), t).squeeze(0) - bias)
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        bias = self._bias(task)
-        if self.context == "binary":
-            # Multiplying the (batch, n) input is cheaper than the (m, n) weight for RL batch sizes.
-            return F.linear(x * self.contexts[task], self.weight, bias)
-        if self.context == "rotation":
-            return F.linear(F.linear(x, self.contexts[task]), self.weight, bias)
-        if self.context == "complex":
-            return F.linear(x, self.task_weight(task), bias)
-        return F.linear(x, self.weight, bias)
+        return self.contexts.linear(x, self.weight, self.weight_imag, task, self._bias(task))
 
     def _forward_mixed(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        out = self.contexts.linear_mixed(x, self.weight, self.weight_imag, task)
         bias = self._bias(task)
-        if self.context == "binary":
-            out = F.linear(x * self.contexts[task], self.weight)
-        elif self.context == "rotation":
-            out = F.linear(torch.bmm(self.contexts[task], x.unsqueeze(-1)).squeeze(-1), self.weight)
-        elif self.context == "complex":
-            # Re(W (c * x)) = W_re (cos * x) - W_im (sin * x): one matmul over the stacked halves.
-            stacked_x = torch.cat([x * self.context_cos[task], x * self.context_sin[task]], dim=-1)
-            out = F.linear(stacked_x, torch.cat([self.weight, -self.weight_imag], dim=-1))
-        else:
-            out = F.linear(x, self.weight)
         return out if bias is None else out + bias
 
     def extra_repr(self) -> str:
@@ -317,13 +290,9 @@ class SuperposedConv2d(_Superposed):
         self.stride, self.padding = stride, padding
         fan_in = in_channels * kh * kw
         self._setup_contexts(num_tasks, context, seed, layer_id, fan_in)
-        if context != "rotation":  # diagonal contexts act per (channel, kernel position)
-            for name in ("contexts", "context_cos", "context_sin"):
-                if hasattr(self, name):
-                    setattr(self, name, getattr(self, name).view(num_tasks, in_channels, kh, kw))
         shape = (out_channels, in_channels, kh, kw)
         self.weight = nn.Parameter(torch.empty(shape))
-        self.weight_imag = nn.Parameter(torch.empty(shape)) if context == "complex" else None
+        self.weight_imag = nn.Parameter(torch.empty(shape)) if self.contexts.complex_weights else None
         bias_rows = 1 if context == "none" else num_tasks
         self.bias = nn.Parameter(torch.empty(bias_rows, out_channels)) if bias else None
         self.reset_parameters()
@@ -341,16 +310,9 @@ class SuperposedConv2d(_Superposed):
         return f"SuperposedConv2d({self.in_channels}->{self.out_channels}, k={self.kernel_size})"
 
     def task_weight(self, task: int) -> torch.Tensor:
-        """The effective real kernel ``Re(W C_task)``, shape ``(out, in, kh, kw)``."""
-        task = self._check_task(task, None)
-        if self.context == "binary":
-            return self.weight * self.contexts[task]
-        if self.context == "complex":
-            return self.weight * self.context_cos[task] - self.weight_imag * self.context_sin[task]
-        if self.context == "rotation":
-            flat = self.weight.reshape(self.out_channels, -1) @ self.contexts[task]
-            return flat.view_as(self.weight)
-        return self.weight
+        """The effective real kernel ``Re(W C_task)``, shape ``(out, in, kh, kw)``: diagonal contexts
+        act per (input channel, kernel position), ``rotation`` on the flattened fan-in."""
+        return self.contexts.weight(self.weight, self.weight_imag, self._check_task(task, None))
 
     def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return F.conv2d(x, self.task_weight(task), self._bias(task), self.stride, self.padding)

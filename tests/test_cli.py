@@ -133,13 +133,12 @@ def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, ti
 
 
 def test_a_run_that_fails_before_its_first_step_leaves_no_run_dir(tmp_path, tiny_config, monkeypatch):
-    from psp_rl.continual import ContinualTrainer, parse_config
-    from psp_rl.continual import trainer as trainer_module
+    from psp_rl.continual import ContinualTrainer, build, parse_config
 
     def broken(*args, **kwargs):
         raise RuntimeError("agent construction failed")
 
-    monkeypatch.setattr(trainer_module, "build_agent", broken)
+    monkeypatch.setattr(build, "build_agent", broken)
     with pytest.raises(RuntimeError, match="agent construction failed"):
         ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
     assert not (tmp_path / "run").exists()

@@ -84,7 +84,7 @@ def test_killed_ewc_run_resumes_with_its_fisher(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
     saved = torch.load(sorted((tmp_path / "whole" / "checkpoints").glob("ckpt-*"))[-1] / "callbacks.pt")
-    assert set(saved[0]) == {"fisher", "anchor"}
+    assert set(saved["OnlineEWC"]) == {"fisher", "anchor"}  # keyed by callback name
 
 
 @pytest.mark.parametrize(

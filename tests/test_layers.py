@@ -15,14 +15,14 @@ def _store_rank_one_models(layer: SuperposedLinear, u: torch.Tensor, v: torch.Te
     """W = sum_k u_k v_k^T C_k^{-1}, written into the layer's weights."""
     n_tasks = u.shape[0]
     if layer.context == "complex":
-        c = torch.complex(layer.context_cos, layer.context_sin)
+        c = torch.complex(layer.contexts.cos, layer.contexts.sin)
         w = sum(torch.outer(u[k], v[k]).to(torch.complex64) * c[k].conj() for k in range(n_tasks))
         layer.weight.data.copy_(w.real)
         layer.weight_imag.data.copy_(w.imag)
     elif layer.context == "rotation":
-        layer.weight.data.copy_(sum(torch.outer(u[k], v[k]) @ layer.contexts[k].T for k in range(n_tasks)))
+        layer.weight.data.copy_(sum(torch.outer(u[k], v[k]) @ layer.contexts.table[k].T for k in range(n_tasks)))
     else:  # binary: C^{-1} = C
-        layer.weight.data.copy_(sum(torch.outer(u[k], v[k]) * layer.contexts[k] for k in range(n_tasks)))
+        layer.weight.data.copy_(sum(torch.outer(u[k], v[k]) * layer.contexts.table[k] for k in range(n_tasks)))
 
 
 # 16 dense 1024x1024 rotations take seconds and add nothing the smaller sizes don't show.

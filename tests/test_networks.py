@@ -53,7 +53,7 @@ def test_superposed_network_costs_only_per_task_biases_and_first_layer():
 def test_layers_of_one_network_draw_different_contexts():
     torso = mlp_torso(64, [64, 64], 2, "binary")
     a, b = [m for m in torso.layers if isinstance(m, SuperposedLinear)]
-    assert not torch.equal(a.contexts, b.contexts)
+    assert not torch.equal(a.contexts.table, b.contexts.table)
 
 
 @pytest.mark.parametrize(

@@ -113,13 +113,13 @@ def _switch(context: str, seed: int, steps: int = 30_000) -> tuple[float, float,
     seq = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     model = ContinualPPO("PSPPolicy", seq.make_vec_env(0, 8, seed=seed), seed=seed,
                          policy_kwargs=dict(context=context), **PPO_CARTPOLE)  # fmt: skip
-    model.on_task_switch(0, steps)
+    model.on_task_start(0, steps)
     model.learn(steps)
     states = visited_states(model, seq, 500, seed)
     actions_before = model.predict(states, deterministic=True)[0]
     before = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100), n_eval_episodes=10)[0]
     model.set_env(seq.make_vec_env(1, 8, seed=seed + 1))
-    model.on_task_switch(1, steps)
+    model.on_task_start(1, steps)
     model.learn(steps, reset_num_timesteps=False)
     kept = float((model.predict(states, deterministic=True)[0] == actions_before).mean())
     after = evaluate_policy(model, seq.make_vec_env(0, 5, seed=100), n_eval_episodes=10)[0]
@@ -173,12 +173,12 @@ def test_bad_agent_settings():
 @pytest.mark.parametrize("replay", ["clear", "keep"])
 def test_task_switch_restarts_exploration_and_applies_the_replay_policy(cartpoles, replay):
     model = _make("dqn", cartpoles, replay_on_switch=replay, exploration_fraction=0.5)
-    model.on_task_switch(0, 400)
+    model.on_task_start(0, 400)
     model.learn(400)
     assert model.exploration_rate < 0.2  # the schedule ran down over task 0's 400 steps
     filled = model.replay_buffer.size()
     model.set_env(cartpoles.make_vec_env(1, 2, seed=1))
-    model.on_task_switch(1, 400)
+    model.on_task_start(1, 400)
     assert model.exploration_rate == pytest.approx(1.0)  # exploration restarts for the new task
     assert model.replay_buffer.size() == (0 if replay == "clear" else filled)
     model.learn(200, reset_num_timesteps=False)
@@ -194,11 +194,11 @@ def test_a_finished_tasks_own_parameters_do_not_move(cartpoles, algo):
     model = (ContinualDQN if algo == "dqn" else ContinualPPO)(
         "PSPPolicy", env, seed=0, policy_kwargs=dict(context="none", net_arch=[32, 32], separate=True), **kwargs
     )
-    model.on_task_switch(0, 300)
+    model.on_task_start(0, 300)
     model.learn(300)
     before = {n: p.detach()[0].clone() for n, p in model.policy.named_parameters() if p.shape[0] == 3}
     model.set_env(cartpoles.make_vec_env(1, 2, seed=1))
-    model.on_task_switch(1, 300)
+    model.on_task_start(1, 300)
     model.learn(300, reset_num_timesteps=False)
     after = {n: p.detach()[0] for n, p in model.policy.named_parameters() if p.shape[0] == 3}
     assert before and all(torch.equal(before[n], after[n]) for n in before)

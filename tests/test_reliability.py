@@ -89,13 +89,12 @@ def test_graceful_stop_then_resume_matches_the_uninterrupted_run(tmp_path, refer
 
 
 def test_a_stop_far_from_the_chunk_end_abandons_the_chunk_and_resumes_exactly(tmp_path, reference, monkeypatch):
-    from psp_rl.continual import RunInterrupted
-    from psp_rl.continual import trainer as trainer_module
+    from psp_rl.continual import RunInterrupted, faults
 
     config_path, whole = reference
     run_dir = tmp_path / "run"
     monkeypatch.setenv("PSP_RL_KILL_AT", "learn:1300:SIGINT")  # chunk 1000..1500 of task 0
-    monkeypatch.setattr(trainer_module, "_FAULT_COUNTS", {})
+    monkeypatch.setattr(faults, "_COUNTS", {})
     trainer = ContinualTrainer(parse_config(TINY_CONFIG), run_dir, stop_within_s=0.0)
     with pytest.raises(
         RunInterrupted, match=r"mid-way through a chunk; the run resumes from checkpoint ckpt-0+10\d\d-0000"

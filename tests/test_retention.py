@@ -167,7 +167,7 @@ def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
     env = get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0)
     agent = agent_class("PSPPolicy", env, learning_rate=1e-3, task_lr_schedule="task_linear", seed=0)
     agent.set_logger(configure(None, []))
-    agent.on_task_switch(0, 1000)
+    agent.on_task_start(0, 1000)
     rates = []
     for done in (0, 500, 1000):
         agent.num_timesteps = done
@@ -317,12 +317,14 @@ def test_probe_samples_must_be_positive():
 
 
 # ------------------------------------------------------------- runs saved before the options
-@pytest.mark.parametrize("release", ["run-v0.1", "run-v0.2"])
+@pytest.mark.parametrize("release", ["run-v0.1", "run-v0.2", "run-v0.3-ewc", "run-v0.3-complex"])
 def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
     """A run killed mid-task by an earlier release resumes to the eval.csv that release wrote
     uninterrupted. run-v0.1: before the retention options (old configs hash as before, old models
     keep their build); run-v0.2: PSP-DQN's defaults (centring, distilled acting) before the
-    fingerprint left default-valued settings out, and before vec_env, replay_buffer and threads."""
+    fingerprint left default-valued settings out, and before vec_env, replay_buffer and threads;
+    run-v0.3-*: before context objects and callback states keyed by name (EWC's Fisher saved as a
+    list), with PPO on complex contexts."""
     fixture = FIXTURE.parent / release
     run_dir = tmp_path / "run"
     shutil.copytree(fixture / "killed", run_dir)
@@ -346,7 +348,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
         policy_kwargs=dict(net_arch=[64, 64], acting="distilled"),
     )
     agent.set_logger(configure(None, []))
-    agent.on_task_switch(0, 1500)
+    agent.on_task_start(0, 1500)
     agent.learn(1500, reset_num_timesteps=False)
     q_net = agent.policy.q_net
     obs = task_states_tensor(agent, 0)
@@ -354,7 +356,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
         q_actions = q_net(obs).argmax(1)
     assert not bool(q_net.distilled.any())
     agent.set_env(sequence.make_vec_env(1, 1, seed=1))
-    agent.on_task_switch(1, 1500)  # distils task 0 before its transitions are cleared
+    agent.on_task_start(1, 1500)  # distils task 0 before its transitions are cleared
     assert q_net.distilled.tolist() == [True, False]
     with torch.no_grad():
         acted = q_net._predict(obs)

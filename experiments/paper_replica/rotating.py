@@ -42,9 +42,7 @@ def build_model(schedule: str, period: int, hidden: int, seed: int) -> Superpose
                 drift_context("complex", layer.in_features, k / period, seed=seed, layer=layer.layer_id)
                 for k in range(period)
             ]
-            stacked = torch.stack(phases)
-            layer.context_cos.copy_(stacked.real)
-            layer.context_sin.copy_(stacked.imag)
+            layer.contexts.assign(torch.stack(phases))
         return model
     return SuperposedMLP(_num_contexts(schedule, period), "binary", hidden, seed=seed)
 

@@ -1,9 +1,16 @@
-"""Build the sequence and the agent a :class:`~psp_rl.continual.config.RunConfig` describes."""
+"""Build the parts of a continual run from a :class:`~psp_rl.continual.config.RunConfig`.
+
+The only place that reads ``agent.method``: a baseline is a choice of network (``multihead``,
+``separate``), of context (``finetune``: ``none``) or a callback (``ewc``); the loop itself
+knows none of them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -11,10 +18,16 @@ from torch import nn
 
 from psp_rl.agents import CompactDictReplayBuffer, ContinualDQN, ContinualPPO, compact_encoding
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig
+from psp_rl.continual.checkpoints import CheckpointError
+from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig, parse_config
 from psp_rl.continual.ewc import OnlineEWC
+from psp_rl.continual.loop import AgentFactory
 from psp_rl.continual.probes import RetentionProbes
+from psp_rl.continual.run_dir import RunDir
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
+
+if TYPE_CHECKING:
+    from psp_rl.continual.trainer import ContinualTrainer
 
 AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -109,3 +122,64 @@ def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
     if config.probes.enabled:
         callbacks.append(RetentionProbes(samples=config.probes.samples))
     return callbacks
+
+
+class ConfigAgentFactory(AgentFactory):
+    """The agent an :class:`AgentConfig` describes (its replay buffer chosen from the env)."""
+
+    def __init__(self, config: AgentConfig, device: str = "auto") -> None:
+        super().__init__(AGENT_CLASSES[config.algo], device=device)
+        self.config = config
+
+    def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
+        return build_agent(self.config, env, seed, self.device)
+
+
+def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:
+    """``config`` as the run in ``run_dir`` saved it, when resuming one.
+
+    A run saved before an option existed resumes as it ran (the option stays unset); a config
+    that differs in a setting that shapes the run raises :class:`CheckpointError` naming it.
+    """
+    saved = RunDir(run_dir).config
+    if not resume or not saved.exists():
+        return config
+    before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
+    if not config.matches(before.shaping()):
+        raise CheckpointError(f"run dir {str(run_dir)!r} {config.difference(before.shaping())}")
+    return config.as_saved_by(before.shaping())
+
+
+def loop_arguments(config: RunConfig) -> dict[str, Any]:
+    """The :class:`~psp_rl.continual.loop.ContinualLoop` arguments ``config`` describes."""
+    sequence = build_sequence(config.sequence)
+    check_agent_fits(config.agent, sequence)
+    return dict(
+        agent=ConfigAgentFactory(config.agent, config.device),
+        sequence=sequence,
+        identity=config,
+        callbacks=build_callbacks(config),
+        eval=config.eval,
+        checkpoint=config.checkpoint,
+        seed=config.seed,
+        n_envs=config.agent.n_envs,
+        vec_env=config.agent.vec_env,
+        threads=config.threads,
+    )
+
+
+def trainer_from_config(
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool | Literal["or_start"] = False,
+    **options: Any,
+) -> ContinualTrainer:
+    """The trainer ``psp-rl train`` runs: ``ContinualTrainer(config, run_dir, ...)``.
+
+    :param options: ``overwrite``, ``callbacks``, ``progress``, ``stop_within_s`` (see
+        :class:`~psp_rl.continual.loop.ContinualLoop`).
+    """
+    from psp_rl.continual.trainer import ContinualTrainer  # the trainer builds itself with this module
+
+    return ContinualTrainer(config, run_dir, resume=resume, **options)

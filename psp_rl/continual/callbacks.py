@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from psp_rl.continual.trainer import ContinualTrainer
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from torch.utils.tensorboard import SummaryWriter
+
+    from psp_rl.continual.run_dir import RunDir
+    from psp_rl.envs import TaskSequence
+
+
+class LoopView(Protocol):
+    """What a callback may read from the loop that calls it."""
+
+    agent: BaseAlgorithm
+    sequence: TaskSequence
+    seed: int
+    """The run's seed (callbacks derive their own streams from it)."""
+    writer: SummaryWriter
+    """The run's TensorBoard writer."""
+    run_dir: Path
+    paths: RunDir
 
 
 class ContinualCallback:
@@ -13,20 +31,29 @@ class ContinualCallback:
 
     Baselines that act between tasks (EWC's Fisher estimate, say) are callbacks, not forks of
     the loop. A callback that carries state across tasks returns it from :meth:`state_dict`
-    (tensors, numbers, strings, lists and dicts of them): it is saved in every checkpoint and
-    handed back to :meth:`load_state_dict` when a run resumes.
+    (tensors, numbers, strings, lists and dicts of them): it is saved in every checkpoint under
+    :attr:`name` and handed back to :meth:`load_state_dict` when a run resumes.
     """
 
-    def before_training(self, trainer: ContinualTrainer) -> None:
+    @property
+    def name(self) -> str:
+        """The key of this callback's state in a checkpoint (the class name unless overridden)."""
+        return type(self).__name__
+
+    def before_training(self, loop: LoopView) -> None:
         """Once the agent is built or restored from a checkpoint, before any training."""
 
-    def before_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
+    def before_task(self, loop: LoopView, stage: int, task: int) -> None:
         """Before training stage ``stage`` (task ``task``) starts."""
 
-    def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
+    def on_step(self, loop: LoopView, step: dict[str, Any]) -> None:
+        """After every training env step, with SB3's rollout locals (``new_obs``, ``rewards``,
+        ``dones``, ``infos``). Called only on callbacks that override it: it runs every step."""
+
+    def after_task(self, loop: LoopView, stage: int, task: int) -> None:
         """After stage ``stage`` ends and its evaluation is written, before its checkpoint."""
 
-    def after_eval(self, trainer: ContinualTrainer, rows: list[dict[str, Any]]) -> None:
+    def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
         """After each evaluation of every task, with its new ``eval.csv`` rows."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -35,3 +62,7 @@ class ContinualCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def overrides_on_step(callback: ContinualCallback) -> bool:
+    return type(callback).on_step is not ContinualCallback.on_step

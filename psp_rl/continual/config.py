@@ -276,6 +276,19 @@ class RunConfig(_Strict):
         """A hash of :meth:`shaping`: a checkpoint resumes only under the same one."""
         return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def difference(self, saved_shaping: dict[str, Any]) -> str:
+        """Which setting differs from a run saved with ``saved_shaping``, as a sentence."""
+        saved = with_defaults(canonical_shaping(saved_shaping))
+        return first_difference(saved, with_defaults(self.as_saved_by(saved_shaping).shaping()))
+
+    def to_yaml(self) -> str:
+        """The config as YAML (what ``config.yaml`` holds)."""
+        return dump_config(self)
+
+    def hparams(self) -> dict[str, Any]:
+        """The settings TensorBoard's hparams tab compares runs by."""
+        return {"context": self.agent.context, "method": self.agent.method, "seed": self.seed}
+
 
 def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
     """``shaping`` without the agent and sequence settings at their defaults (and without those
@@ -384,3 +397,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML (what actually ran)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def first_difference(saved: Any, current: Any, path: str = "") -> str:
+    """Which setting differs between a saved config and the current one, as a sentence."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            if saved.get(key) != current.get(key):
+                return first_difference(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
+    return f"was written by a different config: {path or 'config'} was {saved!r}, now {current!r}"

@@ -27,7 +27,7 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import EWC_LAMBDA
 
 if TYPE_CHECKING:
-    from psp_rl.continual.trainer import ContinualTrainer
+    from psp_rl.continual.callbacks import LoopView
 
 
 def fisher_diagonal(agent: BaseAlgorithm, obs: dict[str, np.ndarray], seed: int) -> dict[str, torch.Tensor]:
@@ -74,23 +74,23 @@ class OnlineEWC(ContinualCallback):
         self.anchor: dict[str, torch.Tensor] = {}
         self._hooked: Any = None
 
-    def before_training(self, trainer: ContinualTrainer) -> None:
-        optimizer = trainer.agent.policy.optimizer
+    def before_training(self, loop: LoopView) -> None:
+        optimizer = loop.agent.policy.optimizer
         if self._hooked is not optimizer:  # a resumed run has a new agent, hence a new optimizer
             optimizer.register_step_pre_hook(self._add_penalty_gradient)
-            self._hooked, self._policy = optimizer, trainer.agent.policy
+            self._hooked, self._policy = optimizer, loop.agent.policy
 
-    def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        agent = trainer.agent
-        seed = trainer.config.seed * 1_000_003 + stage
+    def after_task(self, loop: LoopView, stage: int, task: int) -> None:
+        agent = loop.agent
+        seed = loop.seed * 1_000_003 + stage
         task_fisher = fisher_diagonal(agent, task_states(agent, task, self.samples, seed), seed)
         for name, f in task_fisher.items():
             self.fisher[name] = self.decay * self.fisher[name] + f if name in self.fisher else f
         self.anchor = {name: p.detach().clone() for name, p in agent.policy.named_parameters() if name in self.fisher}
 
-    def after_eval(self, trainer: ContinualTrainer, rows: list[dict[str, Any]]) -> None:
+    def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
         if self.fisher:  # how far training has pulled the weights from the earlier tasks' anchor
-            trainer.writer.add_scalar("ewc/penalty", self.penalty(), trainer.agent.num_timesteps)
+            loop.writer.add_scalar("ewc/penalty", self.penalty(), loop.agent.num_timesteps)
 
     def penalty(self) -> float:
         """``lambda/2 * sum F (theta - theta*)^2`` at the current weights."""

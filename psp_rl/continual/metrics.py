@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,35 @@ def continual_eval_curve(rows: Sequence[Mapping[str, float]]) -> list[tuple[int,
     for row in rows:
         by_step.setdefault(int(row["step"]), []).append(float(row["mean"]))
     return [(step, float(np.mean(values))) for step, values in sorted(by_step.items())]
+
+
+def compute_metrics(
+    matrix: np.ndarray,
+    schedule: Sequence[int],
+    names: Sequence[str],
+    random_returns: Sequence[float],
+    reference_returns: Sequence[float | None],
+    scratch_returns: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """metrics.json's continual-learning part, from the evaluation matrix."""
+    stages = matrix.shape[0]
+    schedule = list(schedule)[:stages]
+    random = np.asarray(random_returns, dtype=float)
+    reference = np.asarray([np.nan if r is None else r for r in reference_returns], dtype=float)
+    final = matrix[-1]
+    norm = normalized(final, random, reference)
+    forgot = forgetting(matrix, schedule)
+    return dict(
+        tasks=list(names),
+        stages=[names[t] for t in schedule],
+        eval_matrix=matrix.tolist(),
+        final_returns=dict(zip(names, final.tolist(), strict=True)),
+        final_average_return=final_average_return(matrix),
+        normalized_final_returns=dict(zip(names, [None if np.isnan(v) else float(v) for v in norm], strict=True)),
+        normalized_final_average_return=None if np.isnan(norm).any() else float(np.mean(norm)),
+        random_returns=dict(zip(names, random.tolist(), strict=True)),
+        reference_returns=dict(zip(names, list(reference_returns), strict=True)),
+        forgetting=dict(zip(names, forgot, strict=True)),
+        backward_transfer=backward_transfer(matrix, schedule),
+        forward_transfer=forward_transfer(matrix, schedule, scratch_returns),
+    )

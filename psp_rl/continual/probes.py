@@ -44,7 +44,7 @@ from psp_rl.continual.io import atomic_write_csv
 from psp_rl.layers import TaskModule
 
 if TYPE_CHECKING:
-    from psp_rl.continual.trainer import ContinualTrainer
+    from psp_rl.continual.callbacks import LoopView
 
 PROBES_HEADER = ("step", "trained_task", "probe_task", "layer", "quantity", "value")
 OUTPUT = "output"  # the layer name of the acting output (Q-values or logits)
@@ -148,11 +148,11 @@ class RetentionProbes(ContinualCallback):
         self.task_start_weights: dict[str, torch.Tensor] = {}
         self.rows: list[dict[str, Any]] = []
 
-    def before_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        self.task_start_weights = layer_weights(acting_network(trainer.agent), trainer.agent)
+    def before_task(self, loop: LoopView, stage: int, task: int) -> None:
+        self.task_start_weights = layer_weights(acting_network(loop.agent), loop.agent)
 
-    def after_task(self, trainer: ContinualTrainer, stage: int, task: int) -> None:
-        agent, names = trainer.agent, trainer.sequence.names
+    def after_task(self, loop: LoopView, stage: int, task: int) -> None:
+        agent, names = loop.agent, loop.sequence.names
         step, trained = int(agent.num_timesteps), names[task]
         new_rows = [
             row for j, ref in sorted(self.references.items()) if j != task for row in self._probe(agent, j, ref)
@@ -161,7 +161,7 @@ class RetentionProbes(ContinualCallback):
             start = self.task_start_weights.get(name)
             if start is not None:
                 new_rows.append(_row(name, "weight_movement", (end - start).norm() / (start.norm() or 1.0), task))
-        obs = task_states(agent, task, self.samples, seed=trainer.config.seed * 1_000_003 + stage)
+        obs = task_states(agent, task, self.samples, seed=loop.seed * 1_000_003 + stage)
         output, layers = acting_outputs(agent, obs)
         if output.shape[1] >= 2:
             new_rows.append(_row(OUTPUT, "gap_median", margins(output, output.argmax(1)).median(), task))
@@ -176,8 +176,8 @@ class RetentionProbes(ContinualCallback):
             row.update(step=step, trained_task=trained, probe_task=names[row["probe_task"]])
             self.rows.append(row)
             tag = f"probe/{row['probe_task']}/{row['layer']}/{row['quantity']}"
-            trainer.writer.add_scalar(tag, row["value"], step)
-        self.write(trainer)
+            loop.writer.add_scalar(tag, row["value"], step)
+        self.write(loop)
 
     def _probe(self, agent: Any, j: int, ref: dict[str, Any]) -> list[dict[str, Any]]:
         obs = {key: value.numpy() for key, value in ref["obs"].items()}
@@ -212,9 +212,9 @@ class RetentionProbes(ContinualCallback):
             add(OUTPUT, "greedy_agreement", (output.argmax(1) == ref["actions"]).float().mean())
         return rows
 
-    def write(self, trainer: ContinualTrainer) -> None:
+    def write(self, loop: LoopView) -> None:
         rows = [[row[key] for key in PROBES_HEADER] for row in self.rows]
-        atomic_write_csv(trainer.run_dir / "probes.csv", PROBES_HEADER, rows)
+        atomic_write_csv(loop.paths.probes_csv, PROBES_HEADER, rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {

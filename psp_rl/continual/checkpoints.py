@@ -1,0 +1,131 @@
+"""Checkpoints of a continual run: the agent, its replay buffer, the loop's state and the callbacks'.
+
+Each checkpoint is a directory ``ckpt-<step>-<stage>/`` written into a temporary directory and
+renamed into place, ``state.json`` last: a directory without it was never completed, and a kill
+at any moment leaves the previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of the run directory could be loaded, or one belongs to another config."""
+
+
+@dataclass
+class TrainerState:
+    """Everything besides the agent that a checkpoint must hold to resume exactly."""
+
+    fingerprint: str
+    shaping_config: dict[str, Any]
+    stage: int = 0
+    stage_steps: int = 0
+    eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    stage_end_steps: list[int] = field(default_factory=list)
+    random_returns: list[float] = field(default_factory=list)
+    wall_time: float = 0.0
+    train_steps_time: float = 0.0
+    eval_capped: dict[str, int] = field(default_factory=dict)
+
+
+def callback_names(callbacks: Sequence[ContinualCallback]) -> list[str]:
+    """The names callback states are saved under; two callbacks with one name are refused."""
+    names = [cb.name for cb in callbacks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"callbacks: two callbacks named {twice}; give each a distinct `name`")
+    return names
+
+
+class CheckpointStore:
+    """The ``checkpoints/`` directory of a run.
+
+    :param directory: where checkpoints live.
+    :param keep: how many of the newest to keep.
+    :param replay_buffer: save the agent's replay buffer too (exact resume for off-policy agents).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2, replay_buffer: bool = True) -> None:
+        self.directory, self.keep, self.replay_buffer = Path(directory), keep, replay_buffer
+
+    def list(self) -> list[Path]:
+        """Completed checkpoints, newest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted((p for p in self.directory.glob("ckpt-*") if p.is_dir()), reverse=True)
+
+    def remove_unfinished(self) -> None:
+        """Delete checkpoint writes that a kill interrupted."""
+        for stale in self.directory.glob(".tmp-*") if self.directory.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def save(
+        self, agent: BaseAlgorithm, state: TrainerState, callbacks: Sequence[ContinualCallback], fault: Any = None
+    ) -> Path:
+        """Write one checkpoint; drop those beyond ``keep``. ``fault()`` runs mid-write (the kill tests)."""
+        name = f"ckpt-{agent.num_timesteps:012d}-{state.stage:04d}"
+        final = self.directory / name
+        tmp = self.directory / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        agent.save(tmp / "model.zip")
+        if self.replay_buffer and getattr(agent, "replay_buffer", None) is not None:
+            agent.save_replay_buffer(tmp / "replay_buffer.pkl")
+        states = {name: cb.state_dict() for name, cb in zip(callback_names(callbacks), callbacks, strict=True)}
+        states = {name: value for name, value in states.items() if value}
+        if states:
+            torch.save(states, tmp / "callbacks.pt")
+        if fault is not None:
+            fault()
+        atomic_write_text(tmp / "state.json", json.dumps(asdict(state)))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.list()[self.keep :]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def read_state(path: Path) -> TrainerState:
+        """The loop state of checkpoint ``path``; ``ValueError`` if it is not one."""
+        state_file = path / "state.json"
+        try:
+            return TrainerState(**json.loads(state_file.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
+
+    @staticmethod
+    def load_agent_extras(path: Path, agent: BaseAlgorithm, callbacks: Sequence[ContinualCallback]) -> None:
+        """Restore the replay buffer and the callbacks' state saved in checkpoint ``path``."""
+        buffer = path / "replay_buffer.pkl"
+        if buffer.exists():
+            agent.load_replay_buffer(buffer)
+        callback_file = path / "callbacks.pt"
+        if not callback_file.exists():
+            return
+        saved = torch.load(callback_file, weights_only=True)
+        names = callback_names(callbacks)
+        if isinstance(saved, list):  # written before states were keyed by name: matched by position
+            saved = {name: value for name, value in zip(names, saved, strict=True) if value}
+        for name, cb in zip(names, callbacks, strict=True):
+            if name in saved:
+                cb.load_state_dict(saved[name])
+        for name in sorted(set(saved) - set(names)):
+            log.warning("checkpoint %s holds the state of callback %r, which this run does not have", path, name)

@@ -1,0 +1,84 @@
+"""Evaluation: deterministic returns on every task of a sequence, through SB3's ``evaluate_policy``.
+
+One function serves the trainer (every ``eval.every`` steps and at each task's end), ``psp-rl
+evaluate`` and the random-policy baseline of normalized returns; only the seeds differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from psp_rl.envs import TaskSequence
+
+
+@dataclass(frozen=True)
+class TaskReturns:
+    """The returns of one task's evaluation episodes.
+
+    :param task: the task's name.
+    :param returns: one undiscounted return per episode.
+    :param capped: episodes cut at ``max_episode_steps`` (their returns are floors).
+    """
+
+    task: str
+    returns: list[float]
+    capped: int
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def evaluate_tasks(
+    policy: Any,
+    sequence: TaskSequence,
+    *,
+    episodes: int,
+    seed: Callable[[int], int],
+    n_envs: int = 1,
+    max_episode_steps: int | None = None,
+    deterministic: bool = True,
+    tasks: Sequence[int] | None = None,
+) -> list[TaskReturns]:
+    """Evaluate ``policy`` on every task of ``sequence``, in task order.
+
+    :param policy: anything with SB3's ``predict(obs, state, episode_start, deterministic)``.
+    :param episodes: episodes per task.
+    :param seed: the seed of task ``t``'s eval envs is ``seed(t)`` (env ``i`` gets ``seed(t) + i``).
+    :param n_envs: envs stepped together per task (SB3 splits the episodes among them).
+    :param max_episode_steps: cut episodes this long (an agent that never ends one must not hang).
+    :param tasks: evaluate only these task ids (default: all).
+    """
+    out = []
+    for task in range(len(sequence)) if tasks is None else tasks:
+        spec = sequence[task]
+        env = sequence.make_vec_env(task, n_envs, seed=seed(task), training=False, max_episode_steps=max_episode_steps)
+        try:
+            returns, lengths = evaluate_policy(
+                policy, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+            )
+        finally:
+            env.close()
+        capped = 0 if max_episode_steps is None else sum(length >= max_episode_steps for length in lengths)
+        out.append(TaskReturns(spec.name, [float(r) for r in returns], int(capped)))
+    return out
+
+
+class RandomPolicy:
+    """Uniform random actions from ``action_space``, seeded: the 0 of normalized returns."""
+
+    def __init__(self, action_space: Any, seed: int) -> None:
+        self.action_space = action_space
+        self.action_space.seed(seed)
+
+    def predict(self, obs: dict, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+        return np.stack([self.action_space.sample() for _ in range(len(obs["task"]))]), None

@@ -1,0 +1,685 @@
+"""The continual loop: train each task of a sequence in turn, evaluate every task as it goes.
+
+Read top to bottom in :meth:`ContinualLoop.run`. The loop is handed its parts (an agent factory,
+the task sequence, the run directory, callbacks, evaluation and checkpoint settings) and trains in
+*chunks* that end at evaluation, checkpoint and task boundaries. Every chunk starts from freshly
+seeded envs and re-seeded RNGs derived from ``(seed, stage, steps done)``, so a run resumed from a
+checkpoint replays exactly what the uninterrupted run would have done: same ``eval.csv`` on the
+same CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.tensorboard import SummaryWriter
+
+from psp_rl.continual import metrics as M
+from psp_rl.continual.callbacks import ContinualCallback, overrides_on_step
+from psp_rl.continual.checkpoints import CheckpointError, CheckpointStore, TrainerState, callback_names
+from psp_rl.continual.config import CheckpointConfig, ConfigError, EvalConfig, first_difference
+from psp_rl.continual.evaluation import RandomPolicy, evaluate_tasks
+from psp_rl.continual.faults import fault_point
+from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+from psp_rl.continual.plots import matrix_figure
+from psp_rl.continual.progress import SequenceProgress
+from psp_rl.continual.run_dir import RunDir
+from psp_rl.envs import TaskSequence
+from psp_rl.threads import set_threads
+
+log = logging.getLogger(__name__)
+
+EVAL_HEADER = ("step", "trained_task", "eval_task", "mean", "std", "episodes")
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped by a signal after writing a checkpoint.
+
+    :param signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+    """
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+class NumericalError(RuntimeError):
+    """Training produced non-finite weights; the last good checkpoint is kept."""
+
+
+class AgentFactory:
+    """Builds the agent of a fresh run and loads it from a checkpoint on resume.
+
+    :param algo: the SB3 algorithm class (``ContinualDQN``, ``ContinualPPO`` or your own).
+    :param policy: the policy (``"PSPPolicy"``: the superposed one).
+    :param device: torch device.
+    :param kwargs: the algorithm's keyword arguments (``policy_kwargs``, ``learning_rate``, ...).
+    """
+
+    def __init__(self, algo: type[BaseAlgorithm], policy: Any = "PSPPolicy", device: str = "auto", **kwargs: Any):
+        self.algo, self.policy, self.device, self.kwargs = algo, policy, device, kwargs
+
+    def settings(self) -> dict[str, Any]:
+        """The algorithm and its arguments, JSON-able (a hand-made loop's default identity)."""
+        described = {"algo": self.algo.__name__, "policy": self.policy, **self.kwargs}
+        return json.loads(json.dumps(described, default=_describe, sort_keys=True))
+
+    def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
+        """A fresh agent on ``env``."""
+        return self.algo(self.policy, env, seed=seed, device=self.device, **self.kwargs)
+
+    def load(self, path: Path, env: VecEnv) -> BaseAlgorithm:
+        """The agent saved at ``path`` (a checkpoint's ``model.zip``), on ``env``."""
+        return self.algo.load(path, env=env, device=self.device)
+
+
+def _describe(value: Any) -> str:
+    """A JSON stand-in for a class or function (its import path: the same in every process)."""
+    if hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
+class RunIdentity(Protocol):
+    """What makes two runs the same run: a checkpoint resumes only under a matching identity."""
+
+    def shaping(self) -> dict[str, Any]:
+        """The settings a checkpoint records (JSON-able)."""
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`shaping`."""
+
+    def matches(self, saved_shaping: dict[str, Any]) -> bool:
+        """Whether a run saved with ``saved_shaping`` resumes under this identity."""
+
+    def difference(self, saved_shaping: dict[str, Any]) -> str:
+        """Which setting differs, as a sentence (for the error a refused resume raises)."""
+
+    def to_yaml(self) -> str:
+        """What ``config.yaml`` holds."""
+
+    def hparams(self) -> dict[str, Any]:
+        """Scalars for TensorBoard's hparams tab."""
+
+
+class SettingsIdentity:
+    """The identity of a loop assembled by hand: a dict of the settings that shape the run.
+
+    :param settings: JSON-able values (the network, the algorithm's options, ...); a resume is
+        refused when they differ from those the checkpoint saved.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = json.loads(json.dumps(settings))  # JSON-able now, not at the first checkpoint
+
+    def shaping(self) -> dict[str, Any]:
+        return self.settings
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def matches(self, saved_shaping: dict[str, Any]) -> bool:
+        return saved_shaping == self.settings
+
+    def difference(self, saved_shaping: dict[str, Any]) -> str:
+        return first_difference(saved_shaping, self.settings)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.settings, sort_keys=False)
+
+    def hparams(self) -> dict[str, Any]:
+        return {k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)}
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed for one purpose (``parts`` name it), independent of every other purpose's."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class _LearnHook(BaseCallback):
+    """Inside SB3's learn: training returns to TensorBoard, step hooks, progress, stop requests, NaN watch."""
+
+    def __init__(self, loop: ContinualLoop, task_name: str) -> None:
+        super().__init__()
+        self.loop, self.task_name = loop, task_name
+        self.step_hooks = [cb for cb in loop.callbacks if overrides_on_step(cb)]
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "episode" in info:
+                self.loop.writer.add_scalar(f"train/{self.task_name}/return", info["episode"]["r"], self.num_timesteps)
+        for cb in self.step_hooks:
+            cb.on_step(self.loop, self.locals)
+        self.loop.advance_progress()
+        fault_point("learn")
+        return self.loop.keep_training()
+
+    def _on_rollout_end(self) -> None:
+        self.loop.check_finite(self.task_name)
+
+
+class ContinualLoop:
+    """Trains one agent on a task sequence; writes the run directory (see :mod:`~psp_rl.continual.run_dir`).
+
+    :param agent: builds the agent, or loads it from a checkpoint on resume.
+    :param sequence: the tasks, in the order they are trained.
+    :param run_dir: where results and checkpoints go.
+    :param identity: what a checkpoint must match to be resumed, written to ``config.yaml``
+        (default: the seed and the sequence).
+    :param callbacks: :class:`ContinualCallback` hooks, called in order; their state is saved in
+        every checkpoint under each one's ``name``.
+    :param eval: evaluation cadence, episodes, cap and reference returns.
+    :param checkpoint: checkpoint cadence, how many to keep, whether to save the replay buffer.
+    :param seed: the run's seed (envs, agent, evaluation and callbacks derive theirs from it).
+    :param n_envs: training envs stepped together.
+    :param vec_env: ``"dummy"`` (in this process) or ``"subproc"`` (a worker process per env).
+    :param threads: torch threads while running (``"auto"``: torch's default).
+    :param resume: ``True``: continue the run in ``run_dir`` from its newest loadable checkpoint
+        (a missing or empty run dir is an error: a mistyped path would silently start over);
+        ``"or_start"``: continue it if there is one, else start one.
+    :param overwrite: delete an existing run directory first.
+    :param progress: show a progress bar over the whole sequence.
+    :param stop_within_s: on SIGINT/SIGTERM, finish the current chunk (and save there) if its end
+        is this close, else abandon it (see :meth:`keep_training`); either way ``resume`` gives the
+        uninterrupted run's ``eval.csv`` and weights. A second signal stops at once.
+    """
+
+    def __init__(
+        self,
+        agent: AgentFactory,
+        sequence: TaskSequence,
+        run_dir: str | Path,
+        *,
+        identity: RunIdentity | None = None,
+        callbacks: Sequence[ContinualCallback] = (),
+        eval: EvalConfig | None = None,  # noqa: A002 - the config section's name
+        checkpoint: CheckpointConfig | None = None,
+        seed: int = 0,
+        n_envs: int = 1,
+        vec_env: str = "dummy",
+        threads: int | Literal["auto"] = 1,
+        resume: bool | Literal["or_start"] = False,
+        overwrite: bool = False,
+        progress: bool = False,
+        stop_within_s: float = 5.0,
+    ) -> None:
+        if resume not in (False, True, "or_start"):
+            raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite: choose one")
+        self.agent_factory, self.sequence, self.seed = agent, sequence, seed
+        self.run_dir, self.paths = Path(run_dir), RunDir(run_dir)
+        self.identity = identity or SettingsIdentity(
+            {
+                "seed": seed,
+                "sequence": {"name": sequence.name, "tasks": sequence.names, "schedule": list(sequence.schedule)},
+                "agent": agent.settings(),
+            }
+        )
+        self.callbacks = list(callbacks)
+        try:
+            callback_names(self.callbacks)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.eval = eval or EvalConfig()
+        checkpoint = checkpoint or CheckpointConfig()
+        self.checkpoint_every = checkpoint.every
+        self.store = CheckpointStore(
+            self.paths.checkpoints, keep=checkpoint.keep, replay_buffer=checkpoint.replay_buffer
+        )
+        self.n_envs, self.vec_env, self.threads = n_envs, vec_env, threads
+        unknown = sorted(set(self.eval.reference_returns or {}) - set(sequence.names))
+        if unknown:  # checked now, not after hours of training
+            raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {sequence.names}")
+        self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
+        self.stop_requested: str | None = None
+        self.stop_within_s = stop_within_s
+        # (steps at its start, steps at its end, clock at its start) of the chunk being trained, and
+        # whether a stop abandons it (None: no stop seen yet).
+        self._chunk: tuple[int, int, float] = (0, 0, 0.0)
+        self._abandon_chunk: bool | None = None
+        # (task, env) of the chunks being trained: one vec env per task, so subprocess workers
+        # start once per task, not once per chunk.
+        self._train_env: tuple[int, VecEnv] | None = None
+        self._progress: SequenceProgress | None = None
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        """Train the whole sequence; return the final metrics (also in ``metrics.json``)."""
+        self._prepare_run_dir()
+        lock = self.paths.lock()
+        lock.acquire()
+        previous_handlers = self._install_signal_handlers()
+        previous_threads = set_threads(self.threads)
+        try:
+            log.info("training %r on %r; results in %s/", self.name, self.sequence, self.run_dir)
+            log.info("watch it: tensorboard --logdir %s", self.paths.tensorboard)
+            try:
+                self.agent = self._resume_or_start()
+                for cb in self.callbacks:
+                    cb.before_training(self)
+            except BaseException:
+                if self._created_dir:  # failed before its first step: leave no half-made run dir
+                    lock.release()
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
+            # Written once the checkpoint (if any) proved to match: a refused resume changes nothing.
+            atomic_write_text(self.paths.config, self.identity.to_yaml())
+            self.writer = SummaryWriter(str(self.paths.tensorboard), purge_step=self.agent.num_timesteps or None)
+            self.agent.set_logger(configure(str(self.paths.tensorboard / "sb3"), ["tensorboard"]))
+            self.writer.add_text("config", f"```yaml\n{self.identity.to_yaml()}\n```", 0)
+            with self._progress_bar():
+                self._train_all_stages()
+                self.advance_progress(force=True)
+            return self._finish()
+        finally:
+            set_threads(previous_threads)
+            self._restore_signal_handlers(previous_handlers)
+            if self._train_env is not None:
+                self._train_env[1].close()
+                self._train_env = None
+            if hasattr(self, "writer"):
+                self.writer.close()
+            lock.release()
+
+    @property
+    def name(self) -> str:
+        """The run's name: its directory's."""
+        return self.run_dir.name
+
+    def _train_all_stages(self) -> None:
+        schedule, every_eval, every_ckpt = self.sequence.schedule, self.eval.every, self.checkpoint_every
+        while self.state.stage < len(schedule):
+            stage, task = self.state.stage, schedule[self.state.stage]
+            spec = self.sequence[task]
+            if self.state.stage_steps == 0:
+                self._start_task(stage, task, spec.steps)
+            while self.state.stage_steps < spec.steps:
+                done_before = self.state.stage_steps
+                target = min(
+                    (done_before // every_eval + 1) * every_eval,
+                    (done_before // every_ckpt + 1) * every_ckpt,
+                    spec.steps,
+                )
+                self._train_chunk(stage, task, target - done_before)
+                finished = self.state.stage_steps >= spec.steps
+                if finished or self.state.stage_steps // every_eval > done_before // every_eval:
+                    self._evaluate(task)
+                if finished:
+                    self.state.stage_end_steps.append(self.agent.num_timesteps)
+                    self.writer.add_figure("eval/matrix", self._matrix_figure(), self.agent.num_timesteps)
+                    self.state.stage, self.state.stage_steps = stage + 1, 0
+                    fault_point("task_end")
+                    for cb in self.callbacks:
+                        cb.after_task(self, stage, task)
+                due = self.state.stage_steps // every_ckpt > done_before // every_ckpt
+                # A stop saves at this chunk boundary (after its evaluation): where every resume starts.
+                if finished or due or self.stop_requested:
+                    self._checkpoint()
+                if self.stop_requested:
+                    raise RunInterrupted(self._interrupt_message(), self.stop_requested)
+                if finished:
+                    break
+
+    def _start_task(self, stage: int, task: int, steps: int) -> None:
+        for cb in self.callbacks:
+            cb.before_task(self, stage, task)
+        if stage > 0:  # the previous task up to this step, so the plot steps instead of ramping
+            self.writer.add_scalar("train/current_task", self.sequence.schedule[stage - 1], self.agent.num_timesteps)
+        # A continual agent restarts its per-task schedules (exploration, replay); the context
+        # itself follows the task id that every observation carries, so a plain SB3 agent works too.
+        if hasattr(self.agent, "on_task_start"):
+            self.agent.on_task_start(task, steps)
+        self.writer.add_scalar("train/current_task", task, self.agent.num_timesteps)
+
+    def _train_chunk(self, stage: int, task: int, steps: int) -> None:
+        chunk_seed = derive_seed(self.seed, stage, self.state.stage_steps)
+        env = self._env_for(task)
+        self.agent.set_env(env)  # force_reset: every chunk starts from freshly seeded episodes ...
+        self.agent.set_random_seed(chunk_seed)  # ... seeded here (SB3 seeds the env's next reset)
+        if env.has_attr("set_drift_step"):  # a drifting parameter goes on from the task's steps so far
+            env.env_method("set_drift_step", self.state.stage_steps // env.num_envs)
+        start_steps, start = self.agent.num_timesteps, time.perf_counter()
+        self._chunk = (start_steps, start_steps + steps, start)
+        self.agent.learn(
+            steps, reset_num_timesteps=False, callback=_LearnHook(self, self.sequence[task].name), progress_bar=False
+        )
+        if self._abandon_chunk:  # nothing of this chunk is kept: the resume redoes it from the last checkpoint
+            raise RunInterrupted(self._abandon_message(), self.stop_requested or "SIGINT")
+        self._chunk = (0, 0, 0.0)  # between chunks
+        self.state.train_steps_time += time.perf_counter() - start
+        self.state.stage_steps += self.agent.num_timesteps - start_steps
+        self.check_finite(self.sequence[task].name)
+
+    def _env_for(self, task: int) -> VecEnv:
+        """The training env of ``task``, kept across its chunks (re-seeded by each chunk)."""
+        if self._train_env is not None and self._train_env[0] == task:
+            return self._train_env[1]
+        if self._train_env is not None:
+            self._train_env[1].close()
+        env = self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env)
+        self._train_env = (task, env)
+        return env
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, trained_task: int) -> list[dict[str, Any]]:
+        """Deterministic returns on every task, from separate unclipped eval envs."""
+        step, cap = self.agent.num_timesteps, self.eval.max_episode_steps
+        results = evaluate_tasks(
+            self.agent,
+            self.sequence,
+            episodes=self.eval.episodes,
+            n_envs=min(self.eval.episodes, 4),
+            seed=lambda task: derive_seed(self.seed, 1, step, task),
+            max_episode_steps=cap,
+        )
+        rows = []
+        for result in results:
+            if result.capped:  # cut short: the mean return is a floor, and the cap's time went into it
+                self.state.eval_capped[result.task] = self.state.eval_capped.get(result.task, 0) + result.capped
+                self.writer.add_scalar(f"eval/{result.task}/capped_episodes", result.capped, step)
+                log.warning(
+                    "evaluation of %r: %d of %d episodes cut at %d steps",
+                    result.task, result.capped, len(result.returns), cap,
+                )  # fmt: skip
+            rows.append(
+                dict(
+                    step=step,
+                    trained_task=self.sequence[trained_task].name,
+                    eval_task=result.task,
+                    mean=result.mean,
+                    std=result.std,
+                    episodes=len(result.returns),
+                )
+            )
+            self.writer.add_scalar(f"eval/{result.task}/return", result.mean, step)
+            fault_point("eval")
+        self.state.eval_rows.extend(rows)
+        self._write_eval_csv()
+        last = ", ".join(f"{r['eval_task']} {r['mean']:.0f}" for r in rows)
+        if self._progress is not None:
+            self._progress.show_eval(last)
+        else:  # logs of long runs (a redirect, nohup, a batch job) show life
+            rate = self.agent.num_timesteps / max(self.state.train_steps_time, 1e-9)
+            log.info("step %d (%.0f env-steps/s) %s: %s", step, rate, self._current_task_name(), last)
+        for cb in self.callbacks:
+            cb.after_eval(self, rows)
+        return rows
+
+    def _random_returns(self) -> list[float]:
+        out = []
+        for task in range(len(self.sequence)):
+            policy = RandomPolicy(self.sequence.spaces[1], derive_seed(self.seed, 3, task))
+            (result,) = evaluate_tasks(
+                policy,
+                self.sequence,
+                episodes=self.eval.episodes,
+                seed=lambda t: derive_seed(self.seed, 2, t),
+                max_episode_steps=self.eval.max_episode_steps,
+                tasks=[task],
+            )
+            out.append(result.mean)
+        return out
+
+    def _write_eval_csv(self) -> None:
+        rows = [[row[k] for k in EVAL_HEADER] for row in self.state.eval_rows]
+        atomic_write_csv(self.paths.eval_csv, EVAL_HEADER, rows)
+
+    def eval_matrix(self) -> np.ndarray:
+        """``R[stage, task]``: the evaluation at the end of each finished stage."""
+        names = self.sequence.names
+        matrix = np.full((len(self.state.stage_end_steps), len(names)), np.nan)
+        for i, step in enumerate(self.state.stage_end_steps):
+            for row in self.state.eval_rows:
+                if row["step"] == step:
+                    matrix[i, names.index(row["eval_task"])] = row["mean"]
+        return matrix
+
+    def _matrix_figure(self):
+        schedule = self.sequence.schedule[: len(self.state.stage_end_steps)]
+        stage_names = [self.sequence[t].name for t in schedule]
+        return matrix_figure(self.eval_matrix(), stage_names, self.sequence.names)
+
+    # ---------------------------------------------------------------- metrics
+    def _finish(self) -> dict[str, Any]:
+        self.state.wall_time += time.perf_counter() - self._clock
+        self._clock = time.perf_counter()
+        result = M.compute_metrics(
+            self.eval_matrix(),
+            self.sequence.schedule,
+            self.sequence.names,
+            self.state.random_returns,
+            self._reference_returns(),
+        )
+        n_params = sum(p.numel() for p in self.agent.policy.parameters())
+        if hasattr(self.agent, "q_net_target"):  # the target copy is not part of the model's capacity
+            n_params -= sum(p.numel() for p in self.agent.q_net_target.parameters())
+        result.update(
+            parameters=n_params,
+            wall_time_s=self.state.wall_time,
+            env_steps=int(self.agent.num_timesteps),
+            env_steps_per_s=self.agent.num_timesteps / max(self.state.train_steps_time, 1e-9),
+            stage_end_steps=self.state.stage_end_steps,
+            continual_eval_curve=M.continual_eval_curve(self.state.eval_rows),
+            eval_max_episode_steps=self.eval.max_episode_steps,
+            eval_capped_episodes=self.state.eval_capped,
+        )
+        fault_point("metrics")
+        atomic_write_text(self.paths.metrics, json.dumps(result, indent=2) + "\n")
+        self.writer.add_hparams(
+            self.identity.hparams(),
+            {"metrics/final_average_return": result["final_average_return"]},
+            run_name="hparams",
+        )
+        return result
+
+    def _reference_returns(self) -> list[float | None]:
+        given = self.eval.reference_returns or {}
+        out = []
+        for task, name in enumerate(self.sequence.names):
+            if name in given:
+                out.append(given[name])
+                continue
+            env = self.sequence.make_env(task)
+            threshold = env.spec.reward_threshold if env.spec is not None else None
+            env.close()
+            out.append(threshold)
+        return out
+
+    # ------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.paths.checkpoints
+
+    def checkpoints(self) -> list[Path]:
+        """Completed checkpoints, newest first."""
+        return self.store.list()
+
+    def _checkpoint(self) -> Path:
+        """Save agent, replay buffer, loop state and callback states (atomically)."""
+        self.check_finite(self._current_task_name())  # never save NaNs
+        self.state.wall_time += time.perf_counter() - self._clock
+        self._clock = time.perf_counter()
+        return self.store.save(self.agent, self.state, self.callbacks, fault=lambda: fault_point("checkpoint"))
+
+    def _resume_or_start(self) -> BaseAlgorithm:
+        """The agent to train, fresh or from the newest loadable checkpoint; sets ``self.state``."""
+        self._clock = time.perf_counter()
+        self.store.remove_unfinished()
+        checkpoints = self.checkpoints() if self.resume else []
+        env = self._env_for(0)
+        if not checkpoints:
+            if self.resume and not self._created_dir:
+                log.info("no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
+            self.state = TrainerState(fingerprint=self.identity.fingerprint(), shaping_config=self.identity.shaping())
+            self.state.random_returns = self._random_returns()
+            self._write_eval_csv()
+            return self.agent_factory.build(env, self.seed)
+        errors = []
+        for path in checkpoints:
+            try:
+                agent, state = self._load_checkpoint(path, env)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # a truncated or foreign file: fall back to the previous one
+                errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+                continue
+            self.state = state
+            self._write_eval_csv()  # drop rows a killed run wrote after this checkpoint
+            stages = len(self.sequence.schedule)
+            if state.stage >= stages:
+                log.info("the run in %s had finished (%d steps): nothing to train", self.run_dir, agent.num_timesteps)
+            else:
+                log.info(
+                    "resuming from checkpoint %s: step %d, task %d/%d (%s)",
+                    path, agent.num_timesteps, state.stage + 1, stages, self._current_task_name(),
+                )  # fmt: skip
+            return agent
+        raise CheckpointError(f"no loadable checkpoint in {str(self.checkpoint_dir)!r}: " + "; ".join(errors))
+
+    def _load_checkpoint(self, path: Path, env: VecEnv) -> tuple[BaseAlgorithm, TrainerState]:
+        state = self.store.read_state(path)
+        if not self.identity.matches(state.shaping_config):
+            raise CheckpointError(f"checkpoint {str(path)!r} {self.identity.difference(state.shaping_config)}")
+        agent = self.agent_factory.load(path / "model.zip", env)
+        self.store.load_agent_extras(path, agent, self.callbacks)
+        return agent, state
+
+    # ------------------------------------------------------ run dir, signals
+    def _prepare_run_dir(self) -> None:
+        path = self.run_dir
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"run dir {str(path)!r}: exists and is not a directory")
+        has_run = self.paths.holds_run()
+        if self.resume is True and not has_run:
+            raise ConfigError(
+                f"run dir {str(path)!r}: no run to resume (missing or empty); check the path, or pass "
+                "--resume-or-start to start a run there"
+            )
+        # No run here before this one (missing, empty, or overwritten): one that fails before its
+        # first step removes the directory again.
+        self._created_dir = not has_run or self.overwrite
+        if has_run and not (self.resume or self.overwrite):
+            raise ConfigError(f"run dir {str(path)!r} already holds a run; pass --resume to continue it or --overwrite")
+        if has_run and self.overwrite:
+            self.paths.lock().acquire()  # refuse to delete a run that is still going
+            shutil.rmtree(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"run dir {str(path)!r}: not writable ({exc.strerror})") from None
+
+    def keep_training(self) -> bool:
+        """Asked at every env step: False once a stop is requested and the chunk's end is further
+        than ``stop_within_s`` away. A nearer end is reached first, so the stop saves at a chunk
+        boundary, where a resume continues exactly; a further one abandons the chunk, and the
+        resume redoes it from the last checkpoint (also exact, as after a kill)."""
+        if not self.stop_requested:
+            return True
+        if self._abandon_chunk is None:  # decided once, when the request is first seen
+            start_steps, end_steps, start = self._chunk
+            done, elapsed = self.agent.num_timesteps - start_steps, time.perf_counter() - start
+            if done >= 100:
+                rate = done / max(elapsed, 1e-9)
+            else:  # too early in the chunk to tell: the run's rate so far
+                rate = self.agent.num_timesteps / self.state.train_steps_time if self.state.train_steps_time else 0.0
+            remaining_s = (end_steps - self.agent.num_timesteps) / rate if rate > 0 else float("inf")
+            self._abandon_chunk = remaining_s > self.stop_within_s
+        return not self._abandon_chunk
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self.stop_requested:  # a second Ctrl-C: stop now; the last checkpoint stays the resume point
+                raise KeyboardInterrupt
+            self.stop_requested = signal.Signals(signum).name
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _interrupt_message(self) -> str:
+        return (
+            f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}; checkpoint written to "
+            f"{str(self.checkpoint_dir)!r}{self._approximate_note()}"
+        )
+
+    def _abandon_message(self) -> str:
+        kept = self.checkpoints()
+        where = f"checkpoint {kept[0].name}" if kept else "the start (no checkpoint yet)"
+        return (
+            f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}, mid-way through a chunk; the "
+            f"run resumes from {where}{self._approximate_note()}"
+        )
+
+    def _approximate_note(self) -> str:
+        if self.store.replay_buffer or not hasattr(self.agent, "replay_buffer"):
+            return ""
+        return " (checkpoint.replay_buffer is false: the resume refills replay, so it is approximate)"
+
+    def _current_task_name(self) -> str:
+        """The task of the stage being trained (the last one once the sequence is done)."""
+        schedule = self.sequence.schedule
+        return self.sequence[schedule[min(self.state.stage, len(schedule) - 1)]].name
+
+    def check_finite(self, task_name: str) -> None:
+        """Stop on non-finite weights (a NaN/inf loss ends up there after one update)."""
+        for name, param in self.agent.policy.named_parameters():
+            if not torch.isfinite(param).all():
+                kept = self.checkpoints()
+                where = f"{str(kept[0])!r}" if kept else "none yet"
+                raise NumericalError(
+                    f"non-finite values in {name} while training task {task_name!r} at step "
+                    f"{self.agent.num_timesteps}; last good checkpoint kept: {where}"
+                )
+
+    # --------------------------------------------------------------- progress
+    def _progress_bar(self):
+        if not self.show_progress:
+            return nullcontext()
+        rows = self.state.eval_rows[-len(self.sequence) :]  # a resumed run shows its last evaluation
+        last = ", ".join(f"{r['eval_task']} {r['mean']:.0f}" for r in rows) or "-"
+        total = sum(self.sequence[t].steps for t in self.sequence.schedule)
+        self._progress = SequenceProgress(self.name, total, last)
+        self.advance_progress(force=True)
+        return self._progress
+
+    def advance_progress(self, force: bool = False) -> None:
+        """Redraw the progress bar, at most a few times a second unless ``force`` (it is called
+        every env step). The position is read from the run's state, so it ends at the total, after
+        a resume too."""
+        if self._progress is None or not (force or self._progress.due()):
+            return
+        schedule = self.sequence.schedule
+        done = sum(self.sequence[t].steps for t in schedule[: self.state.stage]) + self.state.stage_steps
+        if hasattr(self, "agent") and self.state.stage < len(schedule) and self._chunk[1]:  # inside a chunk
+            done += max(0, self.agent.num_timesteps - self._chunk[0])
+        stage = min(self.state.stage + 1, len(schedule))
+        self._progress.update(done, f"task {stage}/{len(schedule)} {self._current_task_name()}")
