@@ -1,6 +1,6 @@
 """Does PSP learn? PSP-DQN (60k steps) and PSP-PPO (100k steps) on CartPole-v1, 3 seeds each.
 
-    python experiments/learn_cartpole.py [--algo dqn|ppo|both] [--seeds 0 1 2] [--context binary]
+    python experiments/learn_cartpole.py [--algo dqn|ppo|both] [--seeds 0 1 2] [--context binary] [--steps N]
 
 Prints the deterministic mean return over 20 episodes per seed. Targets (issue 4): DQN >= 450
 on at least 2 of 3 seeds within 60k steps; PPO >= 475 within 100k steps.
@@ -18,14 +18,14 @@ from psp_rl.envs import get_sequence
 from psp_rl.hyperparams import DQN_CARTPOLE, DQN_CARTPOLE_NET, PPO_CARTPOLE, PPO_CARTPOLE_ENVS
 
 
-def train(algo: str, context: str, seed: int) -> tuple[float, float]:
+def train(algo: str, context: str, seed: int, steps: int | None = None) -> tuple[float, float]:
     seq = get_sequence("cartpole-shift", tasks=["default"])
     if algo == "dqn":
-        steps, env = 60_000, seq.make_vec_env(0, 1, seed=seed)
+        steps, env = steps or 60_000, seq.make_vec_env(0, 1, seed=seed)
         kwargs = dict(DQN_CARTPOLE, policy_kwargs=dict(context=context, net_arch=DQN_CARTPOLE_NET))
         model = ContinualDQN("PSPPolicy", env, seed=seed, **kwargs)
     else:
-        steps, env = 100_000, seq.make_vec_env(0, PPO_CARTPOLE_ENVS, seed=seed)
+        steps, env = steps or 100_000, seq.make_vec_env(0, PPO_CARTPOLE_ENVS, seed=seed)
         model = ContinualPPO("PSPPolicy", env, seed=seed, policy_kwargs=dict(context=context), **PPO_CARTPOLE)
     model.on_task_start(0, steps)
     start = time.perf_counter()
@@ -39,10 +39,11 @@ def main() -> None:
     parser.add_argument("--algo", choices=["dqn", "ppo", "both"], default="both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--context", default="binary")
+    parser.add_argument("--steps", type=int, help="env steps per run (default: 60k DQN, 100k PPO: the targets' budget)")
     args = parser.parse_args()
     for algo in ["dqn", "ppo"] if args.algo == "both" else [args.algo]:
         target = 450 if algo == "dqn" else 475
-        results = [train(algo, args.context, seed) for seed in args.seeds]
+        results = [train(algo, args.context, seed, args.steps) for seed in args.seeds]
         for seed, (mean, secs) in zip(args.seeds, results, strict=True):
             print(f"{algo} context={args.context} seed={seed}: mean return {mean:.1f} ({secs:.0f} s)", flush=True)
         hits = sum(mean >= target for mean, _ in results)

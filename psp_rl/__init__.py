@@ -12,7 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "CONTEXTS": "psp_rl.contexts",
     "CONTEXT_KINDS": "psp_rl.contexts",
+    "PSPSettings": "psp_rl.settings",
     "drift_context": "psp_rl.contexts",
     "make_context": "psp_rl.contexts",
     "make_contexts": "psp_rl.contexts",

@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from psp_rl.continual import ContinualTrainer, RunDir, evaluate_tasks, load_config
+    from psp_rl.continual import CheckpointError, ContinualTrainer, RunDir, evaluate_tasks, load_config
     from psp_rl.continual.io import atomic_write_csv
     from psp_rl.threads import set_threads
 
@@ -103,20 +103,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     paths = RunDir(args.run_dir)
     config = load_config(paths.config)
     trainer = ContinualTrainer(config, args.run_dir, resume=True)
-    checkpoints = trainer.checkpoints()
-    if not checkpoints:
+    if not trainer.checkpoints():
         raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
-    model, errors = None, []
-    for checkpoint in checkpoints:  # newest first; a truncated one falls back, as a resume does
-        try:
-            model = trainer.agent_factory.load(checkpoint / "model.zip", None)
-            break
-        except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the previous one
-            errors.append(f"{checkpoint.name}: {type(exc).__name__}: {exc}")
-            print(f"psp-rl: checkpoint {checkpoint.name} is unreadable; trying the previous one", file=sys.stderr)
-    if model is None:
-        raise UserError(f"run dir {str(args.run_dir)!r}: no loadable checkpoint ({'; '.join(errors)})")
-    print(f"{checkpoints[len(errors)].name}: deterministic return over {args.episodes} episodes")
+
+    def unreadable(path: Path, _: Exception) -> None:
+        print(f"psp-rl: checkpoint {path.name} is unreadable; trying the previous one", file=sys.stderr)
+
+    try:  # newest first; a truncated one falls back, as a resume does
+        path, model = trainer.store.load_newest(
+            lambda path: trainer.agent_factory.load(path / "model.zip", None), unreadable
+        )
+    except CheckpointError as exc:
+        raise UserError(f"run dir {str(args.run_dir)!r}: {exc}") from None
+    print(f"{path.name}: deterministic return over {args.episodes} episodes")
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
     results = evaluate_tasks(

@@ -20,18 +20,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from psp_rl.contexts import check_kind
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, per_task_groups
+from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings
+
+__all__ = ["HEADS", "INPUT_LAYERS", "NARROW_INPUT", "TORSOS", "LayerIds", "build_head", "build_torso", "mlp_torso"]
 
 NARROW_INPUT = 64
-INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
-HEADS = ("shared", "per_task")
-TORSOS = ("auto", "mlp", "nature_cnn", "minatar_cnn")
+
+
+class LayerIds:
+    """Every layer id of the PSP networks, in one place: a layer draws its contexts from
+    ``(context_seed, layer id)``, so two layers of one model must never share an id. These are the
+    ids every release so far used (changing one changes that layer's contexts and old checkpoints).
+    """
+
+    TORSO = 0  # the (actor's) torso: 0, 1, 2, ...
+    CRITIC_TORSO = 100  # PPO's own critic torso: 100, 101, ...
+    DISTILLED_TORSO = 200  # PSP-DQN's distilled policy torso: 200, 201, ...
+    DUELING_VALUE_HEAD = 97
+    ACTION_HEAD = 98  # PPO's actor output
+    Q_HEAD = 99  # DQN's Q (or dueling advantage) output
+    VALUE_HEAD = 199  # PPO's value output
+    DISTILLED_HEAD = 399  # the distilled policy's logits
 
 
 class PerTaskLinear(TaskModule):
@@ -109,84 +125,81 @@ class TaskSequential(nn.Module):
         return x
 
 
-def _linear(
-    in_f: int,
-    out_f: int,
-    num_tasks: int,
-    context: str,
-    seed: int,
-    layer_id: int,
-    separate: bool = False,
-    center: bool = False,
-) -> nn.Module:
-    if separate:  # the separate-networks baseline: one plain layer per task
+def _linear(in_f: int, out_f: int, num_tasks: int, psp: PSPSettings, layer_id: int) -> nn.Module:
+    if psp.separate:  # the separate-networks baseline: one plain layer per task
         return PerTaskLinear(in_f, out_f, num_tasks)
     # Centring needs per-task biases to fold its mean into; the plain layer (context none) has one.
-    center = center and context != "none"
-    return SuperposedLinear(in_f, out_f, num_tasks, context, seed=seed, layer_id=layer_id, center=center)
+    center = psp.center and psp.context != "none"
+    seed = psp.context_seed
+    return SuperposedLinear(in_f, out_f, num_tasks, psp.context, seed=seed, layer_id=layer_id, center=center)
 
 
 def mlp_torso(
     in_features: int,
     net_arch: Sequence[int],
     num_tasks: int,
-    context: str = "binary",
+    psp: PSPSettings | str | None = None,
     *,
-    seed: int = 0,
-    layer_offset: int = 0,
+    layer_offset: int = LayerIds.TORSO,
     activation_fn: type[nn.Module] = nn.ReLU,
-    input_layer: str = "auto",
-    separate: bool = False,
-    center: bool = False,
 ) -> TaskSequential:
     """An MLP torso ``in_features -> net_arch[0] -> ... -> net_arch[-1]`` with activations.
 
-    :param input_layer: how the first layer treats a narrow input (see the module docstring).
-    :param layer_offset: first ``layer_id`` used, so two torsos in one model draw other contexts.
-    :param separate: every layer one plain layer per task (the separate-networks baseline).
-    :param center: superposed layers centre their input per task (see :class:`SuperposedLinear`).
+    :param psp: the settings (or a context kind's name); ``input_layer`` decides how the first
+        layer treats a narrow input (see the module docstring).
+    :param layer_offset: first ``layer_id`` used (:class:`LayerIds`).
     """
-    check_kind(context)
+    psp = PSPSettings.of(psp)
     if not net_arch or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in net_arch):
         raise ValueError(f"net_arch={list(net_arch)!r}: expected a non-empty list of positive ints")
-    if input_layer not in INPUT_LAYERS:
-        raise ValueError(f"input_layer={input_layer!r}: expected one of {list(INPUT_LAYERS)}")
+    input_layer = psp.input_layer
     if input_layer == "auto":
-        input_layer = "per_task" if context != "none" and in_features < NARROW_INPUT else "superposed"
+        input_layer = "per_task" if psp.context != "none" and in_features < NARROW_INPUT else "superposed"
     modules: list[nn.Module] = []
     widths = [in_features, *net_arch]
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if i == 0 and input_layer == "per_task":
             modules.append(PerTaskLinear(w_in, w_out, num_tasks))
         elif i == 0 and input_layer == "expand":
-            modules += [RandomExpansion(w_in, w_out, seed=seed * 1000 + layer_offset)]
+            modules += [RandomExpansion(w_in, w_out, seed=psp.context_seed * 1000 + layer_offset)]
             continue  # the expansion is its own nonlinearity
         else:
-            modules.append(_linear(w_in, w_out, num_tasks, context, seed, layer_offset + i, separate, center))
+            modules.append(_linear(w_in, w_out, num_tasks, psp, layer_offset + i))
         modules.append(activation_fn())
     return TaskSequential(*modules, latent_dim=widths[-1])
 
 
-def _conv_torso(
-    obs_shape: Sequence[int],
-    convs: Sequence[tuple[int, int, int]],
-    hidden: int,
-    num_tasks: int,
-    context: str,
-    seed: int,
-    layer_offset: int,
-    separate: bool = False,
-    center: bool = False,
+# (out channels, kernel, stride) of each convolution, then the fully connected layer's width.
+CNN_ARCHS: dict[str, tuple[list[tuple[int, int, int]], int]] = {
+    "nature_cnn": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, (C, 84, 84) frames
+    "minatar_cnn": ([(16, 3, 1)], 128),  # Young & Tian 2019, (C, 10, 10) frames
+}
+
+
+def cnn_torso(
+    obs_shape: Sequence[int], num_tasks: int, psp: PSPSettings | str | None = None, *, layer_offset: int = 0
 ) -> TaskSequential:
-    check_kind(context)
+    """The CNN ``psp.torso`` names (:data:`CNN_ARCHS`): convolutions, then a fully connected layer.
+
+    ``center`` centres the input of the fully connected layer (the convolutions' is not).
+    """
+    psp = PSPSettings.of(psp)
+    convs, hidden = CNN_ARCHS[psp.torso]
     modules: list[nn.Module] = []
     channels = obs_shape[0]
     for i, (out_channels, kernel, stride) in enumerate(convs):
-        if separate:
+        if psp.separate:
             conv: nn.Module = PerTaskConv2d(channels, out_channels, kernel, num_tasks, stride=stride)
         else:
             conv = SuperposedConv2d(
-                channels, out_channels, kernel, num_tasks, context, stride=stride, seed=seed, layer_id=layer_offset + i
+                channels,
+                out_channels,
+                kernel,
+                num_tasks,
+                psp.context,
+                stride=stride,
+                seed=psp.context_seed,
+                layer_id=layer_offset + i,
             )
         modules += [conv, nn.ReLU()]
         channels = out_channels
@@ -194,64 +207,26 @@ def _conv_torso(
     convs_only = TaskSequential(*modules, latent_dim=0)
     with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
         flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
-    fc = _linear(flat, hidden, num_tasks, context, seed, layer_offset + len(convs), separate, center)
-    modules += [fc, nn.ReLU()]
+    modules += [_linear(flat, hidden, num_tasks, psp, layer_offset + len(convs)), nn.ReLU()]
     return TaskSequential(*modules, latent_dim=hidden)
-
-
-def nature_cnn_torso(
-    obs_shape: Sequence[int],
-    num_tasks: int,
-    context: str = "binary",
-    *,
-    seed: int = 0,
-    layer_offset: int = 0,
-    separate: bool = False,
-    center: bool = False,
-) -> TaskSequential:
-    """The DQN Nature CNN (Mnih et al. 2015) on ``(C, 84, 84)`` frames: 3 convs, then 512 units.
-
-    ``center`` centres the input of the fully connected layer (the convolutions' is not).
-    """
-    convs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
-    return _conv_torso(obs_shape, convs, 512, num_tasks, context, seed, layer_offset, separate, center)
-
-
-def minatar_cnn_torso(
-    obs_shape: Sequence[int],
-    num_tasks: int,
-    context: str = "binary",
-    *,
-    seed: int = 0,
-    layer_offset: int = 0,
-    separate: bool = False,
-    center: bool = False,
-) -> TaskSequential:
-    """The MinAtar network (Young & Tian 2019) on ``(C, 10, 10)``: one 3x3 conv of 16, then 128 units.
-
-    ``center`` centres the input of the fully connected layer (the convolution's is not).
-    """
-    return _conv_torso(obs_shape, [(16, 3, 1)], 128, num_tasks, context, seed, layer_offset, separate, center)
 
 
 def build_torso(
     obs_shape: Sequence[int],
     num_tasks: int,
-    context: str = "binary",
+    psp: PSPSettings | str | None = None,
     *,
-    torso: str = "auto",
     net_arch: Sequence[int] | None = None,
-    seed: int = 0,
-    layer_offset: int = 0,
+    layer_offset: int = LayerIds.TORSO,
     activation_fn: type[nn.Module] = nn.ReLU,
-    input_layer: str = "auto",
-    separate: bool = False,
-    center: bool = False,
 ) -> TaskSequential:
-    """The torso for an observation shape: ``auto`` picks MLP for vectors, the Nature CNN for
-    ``(C, 84, 84)`` frames and the MinAtar CNN for other ``(C, H, W)`` frames."""
-    if torso not in TORSOS:
-        raise ValueError(f"torso={torso!r}: expected one of {list(TORSOS)}")
+    """The torso for an observation shape: ``psp.torso="auto"`` picks the MLP for vectors, the
+    Nature CNN for ``(C, 84, 84)`` frames and the MinAtar CNN for other ``(C, H, W)`` frames.
+
+    :param net_arch: MLP hidden widths (default ``[256, 256]``); CNN torsos ignore it.
+    """
+    psp = PSPSettings.of(psp)
+    torso = psp.torso
     if torso == "auto":
         if len(obs_shape) == 1:
             torso = "mlp"
@@ -263,41 +238,21 @@ def build_torso(
         if len(obs_shape) != 1:
             raise ValueError(f"torso='mlp' needs a flat observation, got shape {tuple(obs_shape)}")
         arch = [256, 256] if net_arch is None else net_arch
-        return mlp_torso(
-            obs_shape[0],
-            arch,
-            num_tasks,
-            context,
-            seed=seed,
-            layer_offset=layer_offset,
-            activation_fn=activation_fn,
-            input_layer=input_layer,
-            separate=separate,
-            center=center,
-        )
+        return mlp_torso(obs_shape[0], arch, num_tasks, psp, layer_offset=layer_offset, activation_fn=activation_fn)
     if len(obs_shape) != 3:
         raise ValueError(f"torso={torso!r} needs (C, H, W) frames, got shape {tuple(obs_shape)}")
-    make = nature_cnn_torso if torso == "nature_cnn" else minatar_cnn_torso
-    return make(obs_shape, num_tasks, context, seed=seed, layer_offset=layer_offset, separate=separate, center=center)
+    return cnn_torso(obs_shape, num_tasks, replace(psp, torso=torso), layer_offset=layer_offset)
 
 
 def build_head(
-    in_features: int,
-    out_features: int,
-    num_tasks: int,
-    context: str,
-    *,
-    heads: str,
-    seed: int,
-    layer_id: int,
-    center: bool = False,
+    in_features: int, out_features: int, num_tasks: int, psp: PSPSettings | str | None = None, *, layer_id: int
 ) -> nn.Module:
-    """An output layer: superposed (``heads="shared"``) or one plain layer per task (``"per_task"``)."""
-    if heads not in HEADS:
-        raise ValueError(f"heads={heads!r}: expected one of {list(HEADS)}")
-    if heads == "per_task":
+    """An output layer: superposed (``heads="shared"``) or one plain layer per task (``"per_task"``,
+    and always for separate networks)."""
+    psp = PSPSettings.of(psp)
+    if psp.output_heads == "per_task":
         return PerTaskLinear(in_features, out_features, num_tasks)
-    return _linear(in_features, out_features, num_tasks, context, seed, layer_id, center=center)
+    return _linear(in_features, out_features, num_tasks, psp, layer_id)
 
 
 class DuelingHead(TaskModule):

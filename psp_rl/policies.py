@@ -11,6 +11,7 @@ contexts and an id outside it raises ``ValueError`` in the first superposed laye
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,9 @@ from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from psp_rl.contexts import check_kind
-from psp_rl.networks import DuelingHead, build_head, build_torso
+from psp_rl.networks import DuelingHead, LayerIds, build_head, build_torso
+from psp_rl.settings import PSPSettings
 
-# Actor and critic torsos draw independent contexts: their layer ids start this far apart.
-_CRITIC_LAYER_OFFSET = 100
-# A Q-network's distilled acting head (acting="distilled") draws its contexts from here on.
-_DISTILLED_LAYER_OFFSET = 200
 ACTINGS = ("q", "distilled", "auto")
 
 
@@ -71,18 +68,12 @@ class PSPQNetwork(BasePolicy):
 
     :param observation_space: ``{"obs": Box, "task": Discrete(max_tasks)}``.
     :param action_space: ``Discrete(n_actions)``.
-    :param context: context kind of every superposed layer (``none``: the plain network).
-    :param context_seed: seed of all contexts.
+    :param psp: how the network superposes its tasks (:class:`~psp_rl.settings.PSPSettings`:
+        context, context seed, torso, input layer, heads, separate networks, centring).
     :param net_arch: MLP hidden widths (default ``[256, 256]``); ignored by CNN torsos.
-    :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
-    :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
-    :param heads: ``shared`` (superposed) or ``per_task`` (the multi-head baseline).
-    :param separate: one plain network per task (the separate-networks baseline; ``K x`` parameters).
     :param activation_fn: MLP activation.
     :param normalize_images: divide uint8 frames by 255.
     :param dueling: a dueling head, ``Q = V + A - mean(A)``, both streams superposed.
-    :param center: superposed layers centre their input per task, the mean folded into the
-        per-task bias (see :class:`~psp_rl.layers.SuperposedLinear`).
     :param acting: ``"q"`` acts greedily on Q for every task; ``"distilled"`` adds a small
         superposed policy network (its own ``distilled_arch`` tanh torso and a logit head) into
         which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
@@ -97,17 +88,11 @@ class PSPQNetwork(BasePolicy):
         self,
         observation_space: spaces.Dict,
         action_space: spaces.Discrete,
-        context: str = "binary",
-        context_seed: int = 0,
+        psp: PSPSettings | None = None,
         net_arch: list[int] | None = None,
-        torso: str = "auto",
-        input_layer: str = "auto",
-        heads: str = "shared",
-        separate: bool = False,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         dueling: bool = False,
-        center: bool = False,
         acting: str = "q",
         distilled_arch: list[int] | None = None,
     ) -> None:
@@ -117,38 +102,17 @@ class PSPQNetwork(BasePolicy):
         obs_space, num_tasks = check_task_observation_space(observation_space)
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
-        self.context, self.context_seed, self.net_arch, self.torso_kind = context, context_seed, net_arch, torso
-        self.input_layer, self.heads, self.separate, self.activation_fn = input_layer, heads, separate, activation_fn
-        self.dueling, self.center, self.acting, self.distilled_arch = dueling, center, acting, distilled_arch
-        self.torso = build_torso(
-            obs_space.shape,
-            num_tasks,
-            check_kind(context),
-            torso=torso,
-            net_arch=net_arch,
-            seed=context_seed,
-            activation_fn=activation_fn,
-            input_layer=input_layer,
-            separate=separate,
-            center=center,
-        )
-
-        def head(out: int, layer_id: int, in_features: int = self.torso.latent_dim, center: bool = center) -> nn.Module:
-            return build_head(
-                in_features,
-                out,
-                num_tasks,
-                context,
-                heads="per_task" if separate else heads,
-                seed=context_seed,
-                layer_id=layer_id,
-                center=center,
-            )
-
-        n_actions = int(action_space.n)
+        self.psp = psp = PSPSettings.of(psp)
+        self.net_arch, self.activation_fn = net_arch, activation_fn
+        self.dueling, self.acting, self.distilled_arch = dueling, acting, distilled_arch
+        self.torso = build_torso(obs_space.shape, num_tasks, psp, net_arch=net_arch, activation_fn=activation_fn)
+        n_actions, latent = int(action_space.n), self.torso.latent_dim
         # The advantage stream keeps the plain head's layer id, so its contexts are the same.
-        q_head = head(n_actions, _CRITIC_LAYER_OFFSET - 1)
-        self.q_head = DuelingHead(head(1, _CRITIC_LAYER_OFFSET - 3), q_head) if dueling else q_head
+        q_head = build_head(latent, n_actions, num_tasks, psp, layer_id=LayerIds.Q_HEAD)
+        if dueling:
+            value = build_head(latent, 1, num_tasks, psp, layer_id=LayerIds.DUELING_VALUE_HEAD)
+            q_head = DuelingHead(value, q_head)
+        self.q_head = q_head
         self.policy_torso = self.policy_head = None
         if acting == "distilled" or (acting == "auto" and len(obs_space.shape) == 1):
             if len(obs_space.shape) != 1:
@@ -156,18 +120,19 @@ class PSPQNetwork(BasePolicy):
             self.policy_torso = build_torso(
                 obs_space.shape,
                 num_tasks,
-                context,
-                torso="mlp",
+                replace(psp, torso="mlp"),
                 net_arch=[64, 64] if distilled_arch is None else distilled_arch,
-                seed=context_seed,
-                layer_offset=_DISTILLED_LAYER_OFFSET,
+                layer_offset=LayerIds.DISTILLED_TORSO,
                 activation_fn=nn.Tanh,
-                input_layer=input_layer,
-                separate=separate,
-                center=center,
             )
             # The logit head reads tanh features (near zero-mean) and was measured uncentred.
-            self.policy_head = head(n_actions, 2 * _DISTILLED_LAYER_OFFSET - 1, self.policy_torso.latent_dim, False)
+            self.policy_head = build_head(
+                self.policy_torso.latent_dim,
+                n_actions,
+                num_tasks,
+                replace(psp, center=False),
+                layer_id=LayerIds.DISTILLED_HEAD,
+            )
             # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
             self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
 
@@ -207,16 +172,10 @@ class PSPQNetwork(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            context=self.context,
-            context_seed=self.context_seed,
+            psp=self.psp,
             net_arch=self.net_arch,
-            torso=self.torso_kind,
-            input_layer=self.input_layer,
-            heads=self.heads,
-            separate=self.separate,
             activation_fn=self.activation_fn,
             dueling=self.dueling,
-            center=self.center,
             acting=self.acting,
             distilled_arch=self.distilled_arch,
         )
@@ -245,8 +204,10 @@ class _TaskObsToTensor:
 class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
     """DQN policy with superposed Q-networks (online and target share their contexts).
 
-    Use as ``DQN(PSPDQNPolicy, env, policy_kwargs=dict(context="binary"))``.
-    The keyword arguments after ``lr_schedule`` are those of :class:`PSPQNetwork`.
+    Use as ``DQN(PSPDQNPolicy, env, policy_kwargs=dict(context="binary"))``: the PSP settings come
+    as one :class:`~psp_rl.settings.PSPSettings` (``psp=``) or as its fields by name (``context``,
+    ``context_seed``, ``torso``, ``input_layer``, ``heads``, ``separate``, ``center``). ``dueling``,
+    ``acting`` and ``distilled_arch`` are :class:`PSPQNetwork`'s.
     """
 
     def __init__(
@@ -256,34 +217,19 @@ class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
         lr_schedule: Schedule,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
-        context: str = "binary",
-        context_seed: int = 0,
-        torso: str = "auto",
-        input_layer: str = "auto",
-        heads: str = "shared",
-        separate: bool = False,
+        psp: PSPSettings | None = None,
         dueling: bool = False,
-        center: bool = False,
         acting: str = "q",
         distilled_arch: list[int] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
         check_task_observation_space(observation_space)
         # Set before super().__init__, which builds the networks through make_q_net.
-        self._psp_kwargs = dict(
-            context=check_kind(context),
-            context_seed=context_seed,
-            torso=torso,
-            input_layer=input_layer,
-            heads=heads,
-            separate=separate,
-            dueling=dueling,
-            center=center,
-            acting=acting,
-            distilled_arch=distilled_arch,
-        )
+        self.psp = PSPSettings.of(psp, **settings)
+        self._q_kwargs = dict(dueling=dueling, acting=acting, distilled_arch=distilled_arch)
         super().__init__(
             observation_space,
             action_space,
@@ -302,14 +248,15 @@ class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             normalize_images=self.normalize_images,
-            **self._psp_kwargs,
+            psp=self.psp,
+            **self._q_kwargs,
         ).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         for key in ("features_extractor_class", "features_extractor_kwargs"):
             data.pop(key, None)
-        data.update(self._psp_kwargs)
+        data.update(self._q_kwargs, psp=self.psp)
         return data
 
 
@@ -321,14 +268,11 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
     SB3's MlpPolicy), image observations one shared CNN torso (as SB3's CnnPolicy), unless
     ``share_torso`` says otherwise.
 
-    :param context: context kind (``none``: the plain network).
-    :param context_seed: seed of all contexts.
     :param net_arch: MLP hidden widths (default ``[64, 64]`` as SB3's PPO).
     :param activation_fn: MLP activation (default ``Tanh`` as SB3's PPO).
-    :param torso: ``auto``, ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
-    :param input_layer: first-layer treatment of a narrow input (see :mod:`psp_rl.networks`).
-    :param heads: ``shared`` (superposed) or ``per_task`` (multi-head baseline).
-    :param separate: one plain network per task (the separate-networks baseline).
+    :param psp: how the networks superpose their tasks (:class:`~psp_rl.settings.PSPSettings`), or
+        its fields by name (``context``, ``context_seed``, ``torso``, ``input_layer``, ``heads``,
+        ``separate``); ``center`` is PSP-DQN's and refused here.
     :param share_torso: one torso for actor and critic (default: only for image observations).
     :param log_std_init: initial log standard deviation of Gaussian actions.
     :param use_sde: must be False (gSDE is not supported).
@@ -341,33 +285,24 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         lr_schedule: Schedule,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.Tanh,
-        context: str = "binary",
-        context_seed: int = 0,
-        torso: str = "auto",
-        input_layer: str = "auto",
-        heads: str = "shared",
-        separate: bool = False,
+        psp: PSPSettings | None = None,
         share_torso: bool | None = None,
         log_std_init: float = 0.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         use_sde: bool = False,
+        **settings: Any,
     ) -> None:
         obs_space, _ = check_task_observation_space(observation_space)
         if use_sde:  # the on-policy algorithms pass it; state-dependent noise is not superposed here
             raise ValueError("use_sde=True: not supported by PSPActorCriticPolicy; use use_sde=False")
         if not isinstance(action_space, spaces.Discrete | spaces.Box):
             raise ValueError(f"action_space {action_space}: expected Discrete or Box")
-        self._psp_kwargs = dict(
-            context=check_kind(context),
-            context_seed=context_seed,
-            torso=torso,
-            input_layer=input_layer,
-            heads="per_task" if separate else heads,
-            separate=separate,
-            share_torso=len(obs_space.shape) == 3 if share_torso is None else share_torso,
-        )
+        self.psp = PSPSettings.of(psp, **settings)
+        if self.psp.center:
+            raise ValueError("center=True: input centring is PSP-DQN's (PSPActorCriticPolicy does not centre)")
+        self.share_torso = len(obs_space.shape) == 3 if share_torso is None else share_torso
         self._psp_net_arch = [64, 64] if net_arch is None else net_arch
         super().__init__(
             observation_space,
@@ -383,35 +318,19 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         obs_space, num_tasks = check_task_observation_space(self.observation_space)
-        kw = self._psp_kwargs
-        torso_kwargs = dict(
-            torso=kw["torso"],
-            net_arch=self._psp_net_arch,
-            seed=kw["context_seed"],
-            activation_fn=self.activation_fn,
-            input_layer=kw["input_layer"],
-            separate=kw["separate"],
-        )
-        self.pi_torso = build_torso(obs_space.shape, num_tasks, kw["context"], **torso_kwargs)
+        torso_kwargs = dict(net_arch=self._psp_net_arch, activation_fn=self.activation_fn)
+        self.pi_torso = build_torso(obs_space.shape, num_tasks, self.psp, **torso_kwargs)
         self.vf_torso = (
             self.pi_torso
-            if kw["share_torso"]
-            else build_torso(
-                obs_space.shape, num_tasks, kw["context"], layer_offset=_CRITIC_LAYER_OFFSET, **torso_kwargs
-            )
+            if self.share_torso
+            else build_torso(obs_space.shape, num_tasks, self.psp, layer_offset=LayerIds.CRITIC_TORSO, **torso_kwargs)
         )
         latent = self.pi_torso.latent_dim
         n_out = (
             int(self.action_space.n) if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape[0]
         )
-
-        def head(out: int, layer_id: int) -> nn.Module:
-            return build_head(
-                latent, out, num_tasks, kw["context"], heads=kw["heads"], seed=kw["context_seed"], layer_id=layer_id
-            )
-
-        self.action_head = head(n_out, _CRITIC_LAYER_OFFSET - 2)
-        self.value_head = head(1, 2 * _CRITIC_LAYER_OFFSET - 1)
+        self.action_head = build_head(latent, n_out, num_tasks, self.psp, layer_id=LayerIds.ACTION_HEAD)
+        self.value_head = build_head(latent, 1, num_tasks, self.psp, layer_id=LayerIds.VALUE_HEAD)
         with torch.no_grad():  # small initial actions, as SB3's 0.01-gain actor init
             for param in self.action_head.parameters():
                 param.mul_(0.01)
@@ -471,5 +390,5 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
             "share_features_extractor",
         ):
             data.pop(key, None)
-        data.update(self._psp_kwargs, net_arch=self._psp_net_arch)
+        data.update(psp=self.psp, share_torso=self.share_torso, net_arch=self._psp_net_arch)
         return data

@@ -1,7 +1,11 @@
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
+import yaml
 
 # Training tests use a handful of small networks; one thread each keeps them fast and deterministic on 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -32,3 +36,30 @@ def tiny_config() -> dict:
     import copy
 
     return copy.deepcopy(TINY_CONFIG)
+
+
+def train_command(config_path: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``psp-rl train CONFIG --run-dir RUN_DIR ...`` as a fresh Python process's argv."""
+    return [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir), *extra]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
+    """Run ``psp-rl ARGS`` in a fresh process (as a user's shell would); output captured as text.
+
+    :param env: variables added to this process's environment (``PSP_RL_KILL_AT``, ...).
+    """
+    command = [sys.executable, "-m", "psp_rl.cli", *args]
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=cwd, timeout=timeout)
+
+
+def run_train(config_path: Path, run_dir: Path, *extra: str, env: dict | None = None):
+    """``psp-rl train CONFIG --run-dir RUN_DIR ...`` in a fresh process (see :func:`run_cli`)."""
+    return run_cli("train", str(config_path), "--run-dir", str(run_dir), *extra, env=env)
+
+
+def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Path:
+    """``config`` as a YAML file in ``directory``; returns its path."""
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -9,14 +9,11 @@ import pytest
 import yaml
 
 from psp_rl.cli import main
-
-
-def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "psp_rl.cli", *args], capture_output=True, text=True, cwd=cwd)
+from tests.conftest import run_cli, train_command, write_config
 
 
 def test_help_explains_the_commands():
-    result = _cli("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     for word in ("train", "evaluate", "report", "list", "tensorboard --logdir", "--resume"):
         assert word in result.stdout
@@ -54,7 +51,7 @@ def test_train_evaluate_report_smoke(tmp_path, tiny_config, capsys):
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, match):
-    result = _cli(*args, cwd=tmp_path)
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -62,8 +59,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, match):
 
 
 def test_bad_arguments_exit_2():
-    assert _cli("train").returncode == 2  # missing CONFIG: argparse's usage error
-    assert _cli("frobnicate").returncode == 2
+    assert run_cli("train").returncode == 2  # missing CONFIG: argparse's usage error
+    assert run_cli("frobnicate").returncode == 2
 
 
 def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_the_lock(tmp_path, tiny_config):
@@ -76,48 +73,42 @@ def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_the_lock(tm
     lock = RunLock(run_dir)
     lock.acquire()  # stands in for a first run that is still going
     try:
-        result = _cli("train", str(config), "--run-dir", str(run_dir))
+        result = run_cli("train", str(config), "--run-dir", str(run_dir))
     finally:
         lock.release()
     assert result.returncode == 2
     assert f"in use by another psp-rl process (pid {os.getpid()})" in result.stderr
 
 
-def _write(tmp_path, config: dict):
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_resume_of_a_missing_run_dir_is_refused_and_resume_or_start_starts(tmp_path, tiny_config):
     tiny_config["sequence"]["steps"] = 300
     tiny_config["eval"]["every"] = 300
-    config = _write(tmp_path, tiny_config)
-    result = _cli("train", str(config), "--run-dir", str(tmp_path / "typo"), "--resume")
+    config = write_config(tmp_path, tiny_config)
+    result = run_cli("train", str(config), "--run-dir", str(tmp_path / "typo"), "--resume")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no run to resume (missing or empty)" in lines[0] and "--resume-or-start" in lines[0]
     assert not (tmp_path / "typo").exists() and "training" not in result.stdout + result.stderr
-    started = _cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress")
+    started = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress")
     assert started.returncode == 0, started.stderr
     assert "training 'tiny'" in started.stderr and "resuming" not in started.stderr
     # Not a terminal: one line per evaluation shows the run is alive.
     assert "step 320 (" in started.stderr and "env-steps/s) default: default" in started.stderr
-    again = _cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume")
+    again = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume")
     assert again.returncode == 0 and "had finished" in again.stderr
 
 
 def test_resume_says_where_it_resumed_from(tmp_path, tiny_config):
-    config = _write(tmp_path, tiny_config)
+    config = write_config(tmp_path, tiny_config)
     run_dir = tmp_path / "run"
     env = {**os.environ, "PSP_RL_KILL_AT": "task_end:1"}
     killed = subprocess.run(
-        [sys.executable, "-m", "psp_rl.cli", "train", str(config), "--run-dir", str(run_dir)],
+        train_command(config, run_dir),
         env=env,
         capture_output=True,
     )
     assert killed.returncode != 0
-    resumed = _cli("train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress")
+    resumed = run_cli("train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     pattern = r"resuming from checkpoint \S+ckpt-0+(\d+)-0000: step \1, task 1/2 \(default\)"
     assert re.search(pattern, resumed.stderr), resumed.stderr
@@ -125,8 +116,8 @@ def test_resume_says_where_it_resumed_from(tmp_path, tiny_config):
 
 def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, tiny_config):
     tiny_config["sequence"] = {"name": "pendulum-shift", "steps": 300}
-    config = _write(tmp_path, tiny_config)
-    result = _cli("train", str(config), "--run-dir", str(tmp_path / "run"))
+    config = write_config(tmp_path, tiny_config)
+    result = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "agent.algo: 'dqn' needs a discrete action space" in result.stderr and "Box" in result.stderr
     assert not (tmp_path / "run").exists()
@@ -151,7 +142,7 @@ def test_evaluate_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_config, 
     tiny_config["sequence"]["steps"] = 500
     tiny_config["checkpoint"]["keep"] = 3
     run_dir = tmp_path / "run"
-    assert main(["train", str(_write(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
     newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1] / "model.zip"
     newest.write_bytes(newest.read_bytes()[:100])
     capsys.readouterr()
@@ -161,7 +152,7 @@ def test_evaluate_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_config, 
     assert f"written: {run_dir / 'evaluate.csv'}" in captured.out
     for ckpt in (run_dir / "checkpoints").glob("ckpt-*"):
         (ckpt / "model.zip").write_bytes(b"junk")
-    result = _cli("evaluate", str(run_dir))
+    result = run_cli("evaluate", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "no loadable checkpoint" in result.stderr
 
 
@@ -176,7 +167,7 @@ def test_list_shows_task_keys_and_action_spaces(capsys):
 
 def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config):
     tiny_config["agent"]["learning_rat"] = 0.1
-    result = _cli("train", str(_write(tmp_path, tiny_config)))
+    result = run_cli("train", str(write_config(tmp_path, tiny_config)))
     assert result.returncode == 2 and "agent.learning_rat: unknown key; did you mean 'learning_rate'?" in result.stderr
 
 
@@ -246,7 +237,7 @@ def test_current_task_steps_at_each_switch(tmp_path, tiny_config):
 def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config):
     tiny_config["sequence"]["steps"] = 300
     run_dir = tmp_path / "run"
-    assert main(["train", str(_write(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
     cmd = [sys.executable, "-m", "psp_rl.cli", "evaluate", str(run_dir), "--episodes", "100000"]
     proc = subprocess.Popen(
         cmd,

@@ -13,7 +13,7 @@ from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, p
 from psp_rl.continual.build import build_agent, build_sequence
 from psp_rl.continual.ewc import OnlineEWC, fisher_diagonal
 from tests.conftest import TINY_CONFIG
-from tests.test_reliability import _train
+from tests.conftest import run_train as _train
 
 PPO_AGENT = {"algo": "ppo", "method": "ewc", "context": "none", "net_arch": [32, 32], "n_steps": 64, "batch_size": 64}
 

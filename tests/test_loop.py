@@ -90,3 +90,14 @@ def test_callback_states_are_matched_by_name(tmp_path, caplog):
 def test_two_callbacks_with_one_name_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"two callbacks named \['steps'\]"):
         _loop(tmp_path / "run", callbacks=[StepCounter(), StepCounter()])
+
+
+def test_on_task_switch_is_the_former_name_of_on_task_start():
+    from psp_rl.agents import ContinualDQN
+
+    env = get_sequence("cartpole-shift", tasks=["default", "reversed"]).make_vec_env(0, seed=0)
+    agent = ContinualDQN("PSPPolicy", env, replay_on_switch="clear", policy_kwargs=dict(net_arch=[8, 8]))
+    agent.learning_starts = 7
+    agent.on_task_switch(1, 100)  # ContinualDQN's own on_task_start runs: the replay restart included
+    assert (agent.current_task, agent.task_steps) == (1, 100)
+    assert agent.learning_starts == agent.base_learning_starts

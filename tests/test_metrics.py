@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from psp_rl.continual import metrics as M
-from psp_rl.continual.trainer import compute_metrics
+from psp_rl.continual.metrics import compute_metrics
 
 # Three tasks trained in order; rows = after stage i, columns = eval on task j.
 R = np.array(

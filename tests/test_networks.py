@@ -4,6 +4,7 @@ from torch import nn
 
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear
 from psp_rl.networks import PerTaskLinear, RandomExpansion, build_head, build_torso, mlp_torso
+from psp_rl.settings import PSPSettings
 
 
 def _param_count(module: nn.Module) -> int:
@@ -27,7 +28,7 @@ def test_nature_cnn_infers_its_flat_size():
 
 @pytest.mark.parametrize("input_layer", ["per_task", "expand", "superposed"])
 def test_mlp_input_layer_options(input_layer):
-    torso = mlp_torso(4, [32, 32], 3, "binary", input_layer=input_layer)
+    torso = mlp_torso(4, [32, 32], 3, PSPSettings("binary", input_layer=input_layer))
     kinds = {"per_task": PerTaskLinear, "expand": RandomExpansion, "superposed": SuperposedLinear}
     assert isinstance(torso.layers[0], kinds[input_layer])
     x = torch.randn(6, 4)
@@ -39,7 +40,7 @@ def test_mlp_input_layer_options(input_layer):
 def test_none_context_is_the_plain_network_in_parameter_count():
     plain = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
     torso = mlp_torso(4, [64, 64], 5, "none")
-    head = build_head(64, 2, 5, "none", heads="shared", seed=0, layer_id=9)
+    head = build_head(64, 2, 5, "none", layer_id=9)
     assert _param_count(torso) + _param_count(head) == _param_count(plain)
 
 
@@ -61,11 +62,11 @@ def test_layers_of_one_network_draw_different_contexts():
     [
         (lambda: mlp_torso(4, [], 2), r"net_arch=\[\]"),
         (lambda: mlp_torso(4, [64, -1], 2), r"net_arch=\[64, -1\]"),
-        (lambda: mlp_torso(4, [64], 2, input_layer="wide"), "input_layer='wide'"),
+        (lambda: PSPSettings(input_layer="wide"), "input_layer='wide'"),
         (lambda: build_torso((4, 4), 2), r"observation shape \(4, 4\)"),
-        (lambda: build_torso((4,), 2, torso="resnet"), "torso='resnet'"),
-        (lambda: build_torso((4, 84, 84), 2, torso="mlp"), "needs a flat observation"),
-        (lambda: build_head(4, 2, 2, "binary", heads="many", seed=0, layer_id=0), "heads='many'"),
+        (lambda: PSPSettings(torso="resnet"), "torso='resnet'"),
+        (lambda: build_torso((4, 84, 84), 2, PSPSettings(torso="mlp")), "needs a flat observation"),
+        (lambda: PSPSettings(heads="many"), "heads='many'"),
         (lambda: PerTaskLinear(4, 2, 2)(torch.zeros(1, 4), 2), r"task id 2 out of range \[0, 2\)"),
     ],
 )
@@ -77,7 +78,7 @@ def test_bad_network_arguments(call, match):
 def test_separate_torsos_are_independent_per_task():
     from psp_rl.networks import PerTaskConv2d
 
-    torso = build_torso((3, 10, 10), 2, "none", separate=True)
+    torso = build_torso((3, 10, 10), 2, PSPSettings("none", separate=True))
     assert isinstance(torso.layers[0], PerTaskConv2d)
     x = torch.rand(4, 3, 10, 10)
     mixed = torso(x, torch.tensor([0, 1, 1, 0]))
@@ -85,3 +86,32 @@ def test_separate_torsos_are_independent_per_task():
         torch.testing.assert_close(mixed[i], torso(x[i : i + 1], t)[0], atol=1e-6, rtol=0)
     torso(x, 1).sum().backward()  # training task 1 leaves task 0's weights without gradient
     assert torso.layers[0].convs[0].weight.grad is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"context": "fourier"}, ValueError, "context='fourier' is not a context kind"),
+        ({"context_seed": -1}, ValueError, "context_seed=-1: expected a non-negative int"),
+        ({"separate": "yes"}, ValueError, "separate='yes': expected True or False"),
+        ({"contxt": "binary"}, TypeError, r"unexpected keyword argument\(s\) \['contxt'\]"),
+    ],
+)
+def test_bad_psp_settings_name_the_field(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PSPSettings.of(None, **kwargs)
+
+
+def test_psp_settings_object_and_loose_keywords_build_the_same_policy():
+    """SB3's policy_kwargs name the settings one by one (as saved in every model.zip); ``psp=`` hands
+    them as one object. Same settings, same seed: the same weights and contexts."""
+    from psp_rl.agents import ContinualDQN
+    from psp_rl.envs import get_sequence
+
+    env = get_sequence("cartpole-shift", tasks=["default", "reversed"]).make_vec_env(0, seed=0)
+    settings = PSPSettings("complex", context_seed=3, center=True)
+    loose = ContinualDQN("PSPPolicy", env, seed=0, policy_kwargs=dict(context="complex", context_seed=3, center=True))
+    whole = ContinualDQN("PSPPolicy", env, seed=0, policy_kwargs=dict(psp=settings))
+    assert loose.policy.psp == whole.policy.psp == settings
+    for (name, a), (_, b) in zip(loose.policy.state_dict().items(), whole.policy.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -1,10 +1,9 @@
 """Faults, bad input and untrusted files: a run must survive, refuse clearly, and never lose finished work."""
 
 import copy
-import os
+import json
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,12 +15,7 @@ import yaml
 from psp_rl.agents import ContinualDQN
 from psp_rl.cli import main
 from psp_rl.continual import CheckpointError, ContinualCallback, ContinualTrainer, NumericalError, parse_config
-from tests.conftest import TINY_CONFIG
-
-
-def _train(config_path: Path, run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+from tests.conftest import TINY_CONFIG, run_train, train_command
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     config_path = root / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY_CONFIG))
-    result = _train(config_path, root / "whole")
+    result = run_train(config_path, root / "whole")
     assert result.returncode == 0, result.stderr
     return config_path, root / "whole"
 
@@ -47,12 +41,14 @@ def reference(tmp_path_factory):
 def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(tmp_path, reference, kill_at):
     config_path, whole = reference
     run_dir = tmp_path / "run"
-    killed = _train(config_path, run_dir, env={"PSP_RL_KILL_AT": kill_at})
+    killed = run_train(config_path, run_dir, env={"PSP_RL_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (run_dir / "metrics.json").exists()
-    resumed = _train(config_path, run_dir, "--resume")
+    resumed = run_train(config_path, run_dir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, run_dir))
+    assert a["eval_matrix"] == b["eval_matrix"] and a["forgetting"] == b["forgetting"]
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # no half-written checkpoint left
     newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1]
     model = ContinualDQN.load(newest / "model.zip")
@@ -77,12 +73,12 @@ def test_graceful_stop_then_resume_matches_the_uninterrupted_run(tmp_path, refer
     """Mid-chunk (the chunk is finished first, then saved), by SIGTERM (exit 128 + 15), during an evaluation."""
     config_path, whole = reference
     run_dir = tmp_path / "run"
-    stopped = _train(config_path, run_dir, env={"PSP_RL_KILL_AT": stop_at})
+    stopped = run_train(config_path, run_dir, env={"PSP_RL_KILL_AT": stop_at})
     assert stopped.returncode == exit_code, stopped.stderr
     assert "Traceback" not in stopped.stderr and "checkpoint written" in stopped.stderr
     assert f"resume with: psp-rl train {config_path} --run-dir {run_dir} --resume" in stopped.stderr
     assert not (run_dir / "metrics.json").exists()
-    resumed = _train(config_path, run_dir, "--resume")
+    resumed = run_train(config_path, run_dir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
     _same_weights(run_dir, whole)
@@ -109,7 +105,7 @@ def test_a_stop_far_from_the_chunk_end_abandons_the_chunk_and_resumes_exactly(tm
 def test_a_second_ctrl_c_aborts_at_once_and_the_last_checkpoint_resumes(tmp_path, reference):
     config_path, whole = reference
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir)]
+    cmd = train_command(config_path, run_dir)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list((run_dir / "checkpoints").glob("ckpt-*")):
@@ -119,7 +115,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_the_last_checkpoint_resumes(tmp_path
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert _train(config_path, run_dir, "--resume").returncode == 0
+    assert run_train(config_path, run_dir, "--resume").returncode == 0
     assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
 
 
@@ -245,6 +241,7 @@ BAD_CONFIGS = [
     ("agent.replay_on_switch", "forget", "agent.replay_on_switch: input should be 'clear' or 'keep'"),
     ("agent.learning_rat", 0.1, "agent.learning_rat: unknown key"),
     ("agent.method", "finetune", "agent.context: method='finetune' is a plain-network baseline"),
+    ("agent.context", "none", "agent.context: method='psp' needs a superposing context"),
     ("agent.torso", "resnet", "agent.torso: input should be"),
     ("agent.exploration_final_eps", 2.0, "agent.exploration_final_eps: input should be less than or equal to 1"),
     ("sequence.steps", -100, "sequence.steps: input should be greater than 0"),
@@ -261,8 +258,11 @@ BAD_CONFIGS = [
     ("eval.reference_returns", {"upside-down": 10.0}, "eval.reference_returns: unknown task(s) ['upside-down']"),
     ("checkpoint.every", -1, "checkpoint.every: input should be greater than 0"),
     ("checkpoint.keep", 0, "checkpoint.keep: input should be greater than 0"),
+    ("sequence.name", None, "give exactly one of sequence.name"),
     ("seed", -3, "seed: input should be greater than or equal to 0"),
+    ("seed", "zero", "seed: expected int, got 'zero'"),
     ("name", "", "name: string should have at least 1 character"),
+    ("name", None, "name: expected string, got None"),
     ("sequence.max_tasks", 1, "sequence: sequence 'cartpole-shift': max_tasks=1, expected an int >= 2"),
 ]
 BAD_SPECS = [

@@ -3,10 +3,7 @@ the retention probes, and runs saved before the options existed."""
 
 import copy
 import csv
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from psp_rl.continual.report import write_report
 from psp_rl.envs import get_sequence
 from psp_rl.layers import SuperposedLinear
 from psp_rl.networks import DuelingHead
+from tests.conftest import run_train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-v0.1"
 
@@ -295,13 +293,7 @@ def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
     path.write_text(yaml.safe_dump(tiny_config))
 
     def train(run_dir, *extra, env=None):
-        return subprocess.run(
-            [sys.executable, "-m", "psp_rl.cli", "train", str(path), "--run-dir", str(run_dir), *extra],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **(env or {})},
-            timeout=300,
-        )
+        return run_train(path, run_dir, *extra, env=env)
 
     assert train(tmp_path / "whole").returncode == 0
     assert train(tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"}).returncode == -9

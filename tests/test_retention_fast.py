@@ -1,6 +1,6 @@
 """One fast retention check per agent (default suite): after a second task, the default PSP
 agent keeps task 0's return where the plain network (fine-tuning) loses it. CI fails if
-retention regresses."""
+retention regresses. PSP and its control are separate tests, so that parallel workers share them."""
 
 import numpy as np
 import pytest
@@ -61,9 +61,15 @@ def task0_returns(tmp_path, algo: str, method: str, seed: int = 0) -> tuple[floa
 
 
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
-def test_default_psp_agent_keeps_task_0_where_finetuning_loses_it(tmp_path, algo):
+def test_default_psp_agent_keeps_task_0(tmp_path, algo):
     before, after = task0_returns(tmp_path, algo, "psp")
-    plain_before, plain_after = task0_returns(tmp_path, algo, "finetune")
-    assert before >= 100 and plain_before >= 100, (before, plain_before)  # task 0 was learned at all
+    assert before >= 100, before  # task 0 was learned at all
     assert after >= 0.8 * before, (before, after)
-    assert plain_after < 0.3 * plain_before, (plain_before, plain_after)
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_finetuning_loses_task_0_on_the_same_budget(tmp_path, algo):
+    """The control: the same agent with a plain network forgets, so the check above can fail."""
+    before, after = task0_returns(tmp_path, algo, "finetune")
+    assert before >= 100, before
+    assert after < 0.3 * before, (before, after)

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ from psp_rl.agents import ContinualDQN
 from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, parse_config
 from psp_rl.envs import get_sequence
 from psp_rl.threads import set_threads
+from tests.conftest import run_train, train_command
 
 
 @pytest.mark.parametrize(("n_envs", "train_freq", "gradient_steps"), [(8, 64, 32), (8, 4, 1), (3, 10, 3), (1, 64, 32)])
@@ -37,27 +37,23 @@ def test_dqn_keeps_the_one_env_replay_ratio(n_envs, train_freq, gradient_steps):
     assert agent.train_freq.frequency == -(-train_freq // n_envs)
 
 
-def _cmd(config_path, run_dir, *extra):
-    return [sys.executable, "-m", "psp_rl.cli", "train", str(config_path), "--run-dir", str(run_dir), *extra]
-
-
 def test_subproc_workers_ignore_sigint_and_the_resumed_run_matches_dummy(tmp_path, tiny_config):
     """A Ctrl-C to the whole process group (what a terminal sends) stops the training process
     alone: it saves, exits 130 without a traceback, and its resume ends with the same eval.csv
     as an uninterrupted run of in-process envs (worker processes change nothing)."""
     tiny_config["agent"].update(n_envs=4, vec_env="subproc")
-    tiny_config["sequence"]["steps"] = 1024
-    tiny_config["eval"]["every"] = 512
-    tiny_config["checkpoint"]["every"] = 512
+    tiny_config["sequence"]["steps"] = 512
+    tiny_config["eval"]["every"] = 256
+    tiny_config["checkpoint"]["every"] = 256
     subproc_path, dummy_path = tmp_path / "subproc.yaml", tmp_path / "dummy.yaml"
     subproc_path.write_text(yaml.safe_dump(tiny_config))
     dummy = {**tiny_config, "agent": {**tiny_config["agent"], "vec_env": "dummy"}}
     dummy_path.write_text(yaml.safe_dump(dummy))
-    subprocess.run(_cmd(dummy_path, tmp_path / "dummy", "--no-progress"), check=True, capture_output=True)
+    assert run_train(dummy_path, tmp_path / "dummy", "--no-progress").returncode == 0
 
     run_dir = tmp_path / "stopped"
     proc = subprocess.Popen(
-        _cmd(subproc_path, run_dir, "--no-progress"),
+        train_command(subproc_path, run_dir, "--no-progress"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +66,7 @@ def test_subproc_workers_ignore_sigint_and_the_resumed_run_matches_dummy(tmp_pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
-    result = subprocess.run(_cmd(subproc_path, run_dir, "--resume", "--no-progress"), capture_output=True, text=True)
+    result = run_train(subproc_path, run_dir, "--resume", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert (run_dir / "eval.csv").read_bytes() == (tmp_path / "dummy" / "eval.csv").read_bytes()
 

@@ -108,10 +108,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--quick", action="store_true", help="K=10 only, 3 widths, 3 turns (a couple of minutes)")
     parser.add_argument("--demo", action="store_true", help="K=10, none vs binary vs complex, one seed (~30 s)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per task in --demo (default 30)")
     args = parser.parse_args()
     if args.demo:
         for kind in ("none", "binary", "complex"):
-            matrix = train_permuted(kind, 10, seed=args.seeds[0])
+            matrix = train_permuted(kind, 10, seed=args.seeds[0], epochs=args.epochs)
             task0, mean = matrix[-1, 0], matrix[-1].mean()
             print(f"{kind:<8} task-0 accuracy after 10 tasks {task0:.2f}   mean over tasks {mean:.2f}")
         return

@@ -5,8 +5,9 @@ from psp_rl.continual.callbacks import ContinualCallback, LoopView
 from psp_rl.continual.checkpoints import CheckpointError
 from psp_rl.continual.config import ConfigError, RunConfig, load_config, parse_config
 from psp_rl.continual.evaluation import evaluate_tasks
-from psp_rl.continual.loop import AgentFactory, ContinualLoop, NumericalError, RunInterrupted, SettingsIdentity
+from psp_rl.continual.loop import ContinualLoop, NumericalError, RunInterrupted
 from psp_rl.continual.metrics import compute_metrics
+from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.trainer import ContinualTrainer
 
@@ -21,6 +22,7 @@ __all__ = [
     "NumericalError",
     "RunConfig",
     "RunDir",
+    "RunIdentity",
     "RunInterrupted",
     "SettingsIdentity",
     "compute_metrics",

@@ -21,10 +21,11 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.checkpoints import CheckpointError
 from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig, parse_config
 from psp_rl.continual.ewc import OnlineEWC
-from psp_rl.continual.loop import AgentFactory
+from psp_rl.continual.parts import AgentFactory
 from psp_rl.continual.probes import RetentionProbes
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
+from psp_rl.settings import PSPSettings
 
 if TYPE_CHECKING:
     from psp_rl.continual.trainer import ContinualTrainer
@@ -59,19 +60,31 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
         )
 
 
-def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
+def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
+    """How the agent's networks superpose: ``method`` picks the baseline's network."""
     config = config.resolved()
-    kwargs: dict[str, Any] = dict(
+    return PSPSettings(
         context=config.context,
         context_seed=seed if config.context_seed is None else config.context_seed,
         torso=config.torso,
         input_layer=config.input_layer,
         heads="per_task" if config.method == "multihead" else config.heads,
         separate=config.method == "separate",
-        activation_fn=ACTIVATIONS[config.activation],
+        center=bool(config.center) if config.algo == "dqn" else False,
+    )
+
+
+def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
+    """SB3's ``policy_kwargs``: the PSP settings by name (saved in ``model.zip`` as plain values,
+    so every later release loads them) and the network's other options."""
+    config = config.resolved()
+    kwargs: dict[str, Any] = dict(
+        **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.activation]
     )
     if config.algo == "dqn":
-        kwargs.update(dueling=config.dueling, center=config.center, acting=config.acting)
+        kwargs.update(dueling=config.dueling, acting=config.acting)
+    else:
+        del kwargs["center"]  # PSP-PPO does not centre; its saved policy_kwargs never named it
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
     return kwargs

@@ -11,10 +11,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -23,6 +23,8 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.io import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class CheckpointError(ValueError):
@@ -70,6 +72,27 @@ class CheckpointStore:
         if not self.directory.is_dir():
             return []
         return sorted((p for p in self.directory.glob("ckpt-*") if p.is_dir()), reverse=True)
+
+    def load_newest(self, load: Callable[[Path], T], on_unreadable: Callable[[Path, Exception], None] | None = None):
+        """``(path, load(path))`` for the newest checkpoint that loads.
+
+        A truncated or foreign checkpoint (any error but :class:`CheckpointError`) falls back to the
+        previous one, reported through ``on_unreadable`` (default: a logged warning); when none
+        loads, :class:`CheckpointError` lists why.
+        """
+        errors = []
+        for path in self.list():
+            try:
+                return path, load(path)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # any unreadable file means: try the previous one
+                errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+                if on_unreadable is None:
+                    log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+                else:
+                    on_unreadable(path, exc)
+        raise CheckpointError(f"no loadable checkpoint in {str(self.directory)!r}: " + "; ".join(errors))
 
     def remove_unfinished(self) -> None:
         """Delete checkpoint writes that a kill interrupted."""

@@ -37,6 +37,15 @@ class TaskReturns:
     def std(self) -> float:
         return float(np.std(self.returns))
 
+    def row(self) -> dict[str, Any]:
+        """Its ``eval.csv`` columns (besides the step and the task being trained)."""
+        return dict(eval_task=self.task, mean=self.mean, std=self.std, episodes=len(self.returns))
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed for one purpose (``parts`` name it), independent of every other purpose's."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
 
 def evaluate_tasks(
     policy: Any,
@@ -82,3 +91,34 @@ class RandomPolicy:
 
     def predict(self, obs: dict, state: Any = None, episode_start: Any = None, deterministic: bool = False):
         return np.stack([self.action_space.sample() for _ in range(len(obs["task"]))]), None
+
+
+def random_returns(sequence: TaskSequence, episodes: int, seed: int, max_episode_steps: int | None) -> list[float]:
+    """Each task's mean return under uniformly random actions (its own seeded envs and actions)."""
+    out = []
+    for task in range(len(sequence)):
+        policy = RandomPolicy(sequence.spaces[1], derive_seed(seed, 3, task))
+        (result,) = evaluate_tasks(
+            policy,
+            sequence,
+            episodes=episodes,
+            seed=lambda t: derive_seed(seed, 2, t),
+            max_episode_steps=max_episode_steps,
+            tasks=[task],
+        )
+        out.append(result.mean)
+    return out
+
+
+def reference_returns(sequence: TaskSequence, given: dict[str, float] | None) -> list[float | None]:
+    """Each task's return that counts as solved: ``given`` (by task name), else the env's
+    ``spec.reward_threshold`` (``None`` if it has none)."""
+    out: list[float | None] = []
+    for task, name in enumerate(sequence.names):
+        if given and name in given:
+            out.append(given[name])
+            continue
+        env = sequence.make_env(task)
+        out.append(env.spec.reward_threshold if env.spec is not None else None)
+        env.close()
+    return out

@@ -10,21 +10,17 @@ same CPU.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
@@ -34,13 +30,15 @@ from torch.utils.tensorboard import SummaryWriter
 from psp_rl.continual import metrics as M
 from psp_rl.continual.callbacks import ContinualCallback, overrides_on_step
 from psp_rl.continual.checkpoints import CheckpointError, CheckpointStore, TrainerState, callback_names
-from psp_rl.continual.config import CheckpointConfig, ConfigError, EvalConfig, first_difference
-from psp_rl.continual.evaluation import RandomPolicy, evaluate_tasks
+from psp_rl.continual.config import CheckpointConfig, ConfigError, EvalConfig
+from psp_rl.continual.evaluation import derive_seed, evaluate_tasks, random_returns, reference_returns
 from psp_rl.continual.faults import fault_point
 from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
 from psp_rl.continual.plots import matrix_figure
 from psp_rl.continual.progress import SequenceProgress
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
 from psp_rl.threads import set_threads
 
@@ -62,95 +60,6 @@ class RunInterrupted(RuntimeError):
 
 class NumericalError(RuntimeError):
     """Training produced non-finite weights; the last good checkpoint is kept."""
-
-
-class AgentFactory:
-    """Builds the agent of a fresh run and loads it from a checkpoint on resume.
-
-    :param algo: the SB3 algorithm class (``ContinualDQN``, ``ContinualPPO`` or your own).
-    :param policy: the policy (``"PSPPolicy"``: the superposed one).
-    :param device: torch device.
-    :param kwargs: the algorithm's keyword arguments (``policy_kwargs``, ``learning_rate``, ...).
-    """
-
-    def __init__(self, algo: type[BaseAlgorithm], policy: Any = "PSPPolicy", device: str = "auto", **kwargs: Any):
-        self.algo, self.policy, self.device, self.kwargs = algo, policy, device, kwargs
-
-    def settings(self) -> dict[str, Any]:
-        """The algorithm and its arguments, JSON-able (a hand-made loop's default identity)."""
-        described = {"algo": self.algo.__name__, "policy": self.policy, **self.kwargs}
-        return json.loads(json.dumps(described, default=_describe, sort_keys=True))
-
-    def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
-        """A fresh agent on ``env``."""
-        return self.algo(self.policy, env, seed=seed, device=self.device, **self.kwargs)
-
-    def load(self, path: Path, env: VecEnv) -> BaseAlgorithm:
-        """The agent saved at ``path`` (a checkpoint's ``model.zip``), on ``env``."""
-        return self.algo.load(path, env=env, device=self.device)
-
-
-def _describe(value: Any) -> str:
-    """A JSON stand-in for a class or function (its import path: the same in every process)."""
-    if hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
-
-
-class RunIdentity(Protocol):
-    """What makes two runs the same run: a checkpoint resumes only under a matching identity."""
-
-    def shaping(self) -> dict[str, Any]:
-        """The settings a checkpoint records (JSON-able)."""
-
-    def fingerprint(self) -> str:
-        """A short hash of :meth:`shaping`."""
-
-    def matches(self, saved_shaping: dict[str, Any]) -> bool:
-        """Whether a run saved with ``saved_shaping`` resumes under this identity."""
-
-    def difference(self, saved_shaping: dict[str, Any]) -> str:
-        """Which setting differs, as a sentence (for the error a refused resume raises)."""
-
-    def to_yaml(self) -> str:
-        """What ``config.yaml`` holds."""
-
-    def hparams(self) -> dict[str, Any]:
-        """Scalars for TensorBoard's hparams tab."""
-
-
-class SettingsIdentity:
-    """The identity of a loop assembled by hand: a dict of the settings that shape the run.
-
-    :param settings: JSON-able values (the network, the algorithm's options, ...); a resume is
-        refused when they differ from those the checkpoint saved.
-    """
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = json.loads(json.dumps(settings))  # JSON-able now, not at the first checkpoint
-
-    def shaping(self) -> dict[str, Any]:
-        return self.settings
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
-
-    def matches(self, saved_shaping: dict[str, Any]) -> bool:
-        return saved_shaping == self.settings
-
-    def difference(self, saved_shaping: dict[str, Any]) -> str:
-        return first_difference(saved_shaping, self.settings)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.settings, sort_keys=False)
-
-    def hparams(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)}
-
-
-def derive_seed(*parts: int) -> int:
-    """A seed for one purpose (``parts`` name it), independent of every other purpose's."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 class _LearnHook(BaseCallback):
@@ -249,12 +158,9 @@ class ContinualLoop:
         if unknown:  # checked now, not after hours of training
             raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {sequence.names}")
         self.resume, self.overwrite, self.show_progress = resume, overwrite, progress
-        self.stop_requested: str | None = None
-        self.stop_within_s = stop_within_s
-        # (steps at its start, steps at its end, clock at its start) of the chunk being trained, and
-        # whether a stop abandons it (None: no stop seen yet).
+        self.stop = GracefulStop(stop_within_s)
+        # (steps at its start, steps at its end, clock at its start) of the chunk being trained.
         self._chunk: tuple[int, int, float] = (0, 0, 0.0)
-        self._abandon_chunk: bool | None = None
         # (task, env) of the chunks being trained: one vec env per task, so subprocess workers
         # start once per task, not once per chunk.
         self._train_env: tuple[int, VecEnv] | None = None
@@ -263,10 +169,10 @@ class ContinualLoop:
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
         """Train the whole sequence; return the final metrics (also in ``metrics.json``)."""
-        self._prepare_run_dir()
+        self._created_dir = self.paths.prepare(self.resume, self.overwrite)
         lock = self.paths.lock()
         lock.acquire()
-        previous_handlers = self._install_signal_handlers()
+        self.stop.install()
         previous_threads = set_threads(self.threads)
         try:
             log.info("training %r on %r; results in %s/", self.name, self.sequence, self.run_dir)
@@ -291,7 +197,7 @@ class ContinualLoop:
             return self._finish()
         finally:
             set_threads(previous_threads)
-            self._restore_signal_handlers(previous_handlers)
+            self.stop.restore()
             if self._train_env is not None:
                 self._train_env[1].close()
                 self._train_env = None
@@ -331,10 +237,10 @@ class ContinualLoop:
                         cb.after_task(self, stage, task)
                 due = self.state.stage_steps // every_ckpt > done_before // every_ckpt
                 # A stop saves at this chunk boundary (after its evaluation): where every resume starts.
-                if finished or due or self.stop_requested:
+                if finished or due or self.stop.requested:
                     self._checkpoint()
-                if self.stop_requested:
-                    raise RunInterrupted(self._interrupt_message(), self.stop_requested)
+                if self.stop.requested:
+                    raise RunInterrupted(self._interrupt_message(), self.stop.requested)
                 if finished:
                     break
 
@@ -361,8 +267,8 @@ class ContinualLoop:
         self.agent.learn(
             steps, reset_num_timesteps=False, callback=_LearnHook(self, self.sequence[task].name), progress_bar=False
         )
-        if self._abandon_chunk:  # nothing of this chunk is kept: the resume redoes it from the last checkpoint
-            raise RunInterrupted(self._abandon_message(), self.stop_requested or "SIGINT")
+        if self.stop.abandon_chunk:  # nothing of this chunk is kept: the resume redoes it from the last checkpoint
+            raise RunInterrupted(self._abandon_message(), self.stop.requested or "SIGINT")
         self._chunk = (0, 0, 0.0)  # between chunks
         self.state.train_steps_time += time.perf_counter() - start
         self.state.stage_steps += self.agent.num_timesteps - start_steps
@@ -390,7 +296,8 @@ class ContinualLoop:
             seed=lambda task: derive_seed(self.seed, 1, step, task),
             max_episode_steps=cap,
         )
-        rows = []
+        trained = self.sequence[trained_task].name
+        rows = [dict(step=step, trained_task=trained, **result.row()) for result in results]
         for result in results:
             if result.capped:  # cut short: the mean return is a floor, and the cap's time went into it
                 self.state.eval_capped[result.task] = self.state.eval_capped.get(result.task, 0) + result.capped
@@ -399,16 +306,6 @@ class ContinualLoop:
                     "evaluation of %r: %d of %d episodes cut at %d steps",
                     result.task, result.capped, len(result.returns), cap,
                 )  # fmt: skip
-            rows.append(
-                dict(
-                    step=step,
-                    trained_task=self.sequence[trained_task].name,
-                    eval_task=result.task,
-                    mean=result.mean,
-                    std=result.std,
-                    episodes=len(result.returns),
-                )
-            )
             self.writer.add_scalar(f"eval/{result.task}/return", result.mean, step)
             fault_point("eval")
         self.state.eval_rows.extend(rows)
@@ -423,34 +320,13 @@ class ContinualLoop:
             cb.after_eval(self, rows)
         return rows
 
-    def _random_returns(self) -> list[float]:
-        out = []
-        for task in range(len(self.sequence)):
-            policy = RandomPolicy(self.sequence.spaces[1], derive_seed(self.seed, 3, task))
-            (result,) = evaluate_tasks(
-                policy,
-                self.sequence,
-                episodes=self.eval.episodes,
-                seed=lambda t: derive_seed(self.seed, 2, t),
-                max_episode_steps=self.eval.max_episode_steps,
-                tasks=[task],
-            )
-            out.append(result.mean)
-        return out
-
     def _write_eval_csv(self) -> None:
         rows = [[row[k] for k in EVAL_HEADER] for row in self.state.eval_rows]
         atomic_write_csv(self.paths.eval_csv, EVAL_HEADER, rows)
 
     def eval_matrix(self) -> np.ndarray:
         """``R[stage, task]``: the evaluation at the end of each finished stage."""
-        names = self.sequence.names
-        matrix = np.full((len(self.state.stage_end_steps), len(names)), np.nan)
-        for i, step in enumerate(self.state.stage_end_steps):
-            for row in self.state.eval_rows:
-                if row["step"] == step:
-                    matrix[i, names.index(row["eval_task"])] = row["mean"]
-        return matrix
+        return M.eval_matrix(self.state.eval_rows, self.state.stage_end_steps, self.sequence.names)
 
     def _matrix_figure(self):
         schedule = self.sequence.schedule[: len(self.state.stage_end_steps)]
@@ -466,7 +342,7 @@ class ContinualLoop:
             self.sequence.schedule,
             self.sequence.names,
             self.state.random_returns,
-            self._reference_returns(),
+            reference_returns(self.sequence, self.eval.reference_returns),
         )
         n_params = sum(p.numel() for p in self.agent.policy.parameters())
         if hasattr(self.agent, "q_net_target"):  # the target copy is not part of the model's capacity
@@ -489,19 +365,6 @@ class ContinualLoop:
             run_name="hparams",
         )
         return result
-
-    def _reference_returns(self) -> list[float | None]:
-        given = self.eval.reference_returns or {}
-        out = []
-        for task, name in enumerate(self.sequence.names):
-            if name in given:
-                out.append(given[name])
-                continue
-            env = self.sequence.make_env(task)
-            threshold = env.spec.reward_threshold if env.spec is not None else None
-            env.close()
-            out.append(threshold)
-        return out
 
     # ------------------------------------------------------------ checkpoints
     @property
@@ -529,31 +392,22 @@ class ContinualLoop:
             if self.resume and not self._created_dir:
                 log.info("no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
             self.state = TrainerState(fingerprint=self.identity.fingerprint(), shaping_config=self.identity.shaping())
-            self.state.random_returns = self._random_returns()
+            self.state.random_returns = random_returns(
+                self.sequence, self.eval.episodes, self.seed, self.eval.max_episode_steps
+            )
             self._write_eval_csv()
             return self.agent_factory.build(env, self.seed)
-        errors = []
-        for path in checkpoints:
-            try:
-                agent, state = self._load_checkpoint(path, env)
-            except CheckpointError:
-                raise
-            except Exception as exc:  # a truncated or foreign file: fall back to the previous one
-                errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
-                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
-                continue
-            self.state = state
-            self._write_eval_csv()  # drop rows a killed run wrote after this checkpoint
-            stages = len(self.sequence.schedule)
-            if state.stage >= stages:
-                log.info("the run in %s had finished (%d steps): nothing to train", self.run_dir, agent.num_timesteps)
-            else:
-                log.info(
-                    "resuming from checkpoint %s: step %d, task %d/%d (%s)",
-                    path, agent.num_timesteps, state.stage + 1, stages, self._current_task_name(),
-                )  # fmt: skip
-            return agent
-        raise CheckpointError(f"no loadable checkpoint in {str(self.checkpoint_dir)!r}: " + "; ".join(errors))
+        path, (agent, self.state) = self.store.load_newest(lambda path: self._load_checkpoint(path, env))
+        self._write_eval_csv()  # drop rows a killed run wrote after this checkpoint
+        stages = len(self.sequence.schedule)
+        if self.state.stage >= stages:
+            log.info("the run in %s had finished (%d steps): nothing to train", self.run_dir, agent.num_timesteps)
+        else:
+            log.info(
+                "resuming from checkpoint %s: step %d, task %d/%d (%s)",
+                path, agent.num_timesteps, self.state.stage + 1, stages, self._current_task_name(),
+            )  # fmt: skip
+        return agent
 
     def _load_checkpoint(self, path: Path, env: VecEnv) -> tuple[BaseAlgorithm, TrainerState]:
         state = self.store.read_state(path)
@@ -563,71 +417,17 @@ class ContinualLoop:
         self.store.load_agent_extras(path, agent, self.callbacks)
         return agent, state
 
-    # ------------------------------------------------------ run dir, signals
-    def _prepare_run_dir(self) -> None:
-        path = self.run_dir
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"run dir {str(path)!r}: exists and is not a directory")
-        has_run = self.paths.holds_run()
-        if self.resume is True and not has_run:
-            raise ConfigError(
-                f"run dir {str(path)!r}: no run to resume (missing or empty); check the path, or pass "
-                "--resume-or-start to start a run there"
-            )
-        # No run here before this one (missing, empty, or overwritten): one that fails before its
-        # first step removes the directory again.
-        self._created_dir = not has_run or self.overwrite
-        if has_run and not (self.resume or self.overwrite):
-            raise ConfigError(f"run dir {str(path)!r} already holds a run; pass --resume to continue it or --overwrite")
-        if has_run and self.overwrite:
-            self.paths.lock().acquire()  # refuse to delete a run that is still going
-            shutil.rmtree(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"run dir {str(path)!r}: not writable ({exc.strerror})") from None
-
+    # ------------------------------------------------------------ stopping
     def keep_training(self) -> bool:
-        """Asked at every env step: False once a stop is requested and the chunk's end is further
-        than ``stop_within_s`` away. A nearer end is reached first, so the stop saves at a chunk
-        boundary, where a resume continues exactly; a further one abandons the chunk, and the
-        resume redoes it from the last checkpoint (also exact, as after a kill)."""
-        if not self.stop_requested:
+        """Asked at every env step: False once a stop request abandons the chunk (:class:`GracefulStop`)."""
+        if not self.stop.requested:
             return True
-        if self._abandon_chunk is None:  # decided once, when the request is first seen
-            start_steps, end_steps, start = self._chunk
-            done, elapsed = self.agent.num_timesteps - start_steps, time.perf_counter() - start
-            if done >= 100:
-                rate = done / max(elapsed, 1e-9)
-            else:  # too early in the chunk to tell: the run's rate so far
-                rate = self.agent.num_timesteps / self.state.train_steps_time if self.state.train_steps_time else 0.0
-            remaining_s = (end_steps - self.agent.num_timesteps) / rate if rate > 0 else float("inf")
-            self._abandon_chunk = remaining_s > self.stop_within_s
-        return not self._abandon_chunk
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def request_stop(signum: int, _frame: Any) -> None:
-            if self.stop_requested:  # a second Ctrl-C: stop now; the last checkpoint stays the resume point
-                raise KeyboardInterrupt
-            self.stop_requested = signal.Signals(signum).name
-
-        previous = {}
-        if threading.current_thread() is threading.main_thread():  # signals can only be set there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, request_stop)
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        rate = self.agent.num_timesteps / self.state.train_steps_time if self.state.train_steps_time else 0.0
+        return self.stop.keep_training(self._chunk, self.agent.num_timesteps, rate)
 
     def _interrupt_message(self) -> str:
         return (
-            f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}; checkpoint written to "
+            f"stopped by {self.stop.requested} at step {self.agent.num_timesteps}; checkpoint written to "
             f"{str(self.checkpoint_dir)!r}{self._approximate_note()}"
         )
 
@@ -635,7 +435,7 @@ class ContinualLoop:
         kept = self.checkpoints()
         where = f"checkpoint {kept[0].name}" if kept else "the start (no checkpoint yet)"
         return (
-            f"stopped by {self.stop_requested} at step {self.agent.num_timesteps}, mid-way through a chunk; the "
+            f"stopped by {self.stop.requested} at step {self.agent.num_timesteps}, mid-way through a chunk; the "
             f"run resumes from {where}{self._approximate_note()}"
         )
 

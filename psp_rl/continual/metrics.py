@@ -79,6 +79,16 @@ def continual_eval_curve(rows: Sequence[Mapping[str, float]]) -> list[tuple[int,
     return [(step, float(np.mean(values))) for step, values in sorted(by_step.items())]
 
 
+def eval_matrix(rows: Sequence[Mapping[str, Any]], stage_end_steps: Sequence[int], names: Sequence[str]) -> np.ndarray:
+    """``R[stage, task]`` from ``eval.csv`` rows: the evaluation at the end of each finished stage."""
+    matrix = np.full((len(stage_end_steps), len(names)), np.nan)
+    for i, step in enumerate(stage_end_steps):
+        for row in rows:
+            if row["step"] == step:
+                matrix[i, list(names).index(row["eval_task"])] = row["mean"]
+    return matrix
+
+
 def compute_metrics(
     matrix: np.ndarray,
     schedule: Sequence[int],

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from psp_rl.continual.config import ConfigError
 from psp_rl.continual.io import RunLock
 
 
@@ -70,6 +72,36 @@ class RunDir:
     def holds_run(self) -> bool:
         """Whether anything besides the lock file is there (an earlier run, finished or not)."""
         return self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir())
+
+    def prepare(self, resume: bool | str, overwrite: bool) -> bool:
+        """Make the directory ready for a run; return whether it holds no earlier run (so a run that
+        fails before its first step may remove it again).
+
+        :param resume: ``True``: there must be a run here; ``"or_start"``: continue one if there is.
+        :param overwrite: delete an earlier run first (refused while another process holds it).
+        """
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"run dir {str(path)!r}: exists and is not a directory")
+        has_run = self.holds_run()
+        if resume is True and not has_run:
+            raise ConfigError(
+                f"run dir {str(path)!r}: no run to resume (missing or empty); check the path, or pass "
+                "--resume-or-start to start a run there"
+            )
+        if has_run and not (resume or overwrite):
+            raise ConfigError(f"run dir {str(path)!r} already holds a run; pass --resume to continue it or --overwrite")
+        if has_run and overwrite:
+            self.lock().acquire()  # refuse to delete a run that is still going
+            shutil.rmtree(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"run dir {str(path)!r}: not writable ({exc.strerror})") from None
+        return not has_run or overwrite
 
     def __str__(self) -> str:
         return str(self.path)

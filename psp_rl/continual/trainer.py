@@ -12,8 +12,20 @@ from typing import Literal
 
 from psp_rl.continual.build import config_for_run_dir, loop_arguments
 from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.checkpoints import CheckpointError, TrainerState
 from psp_rl.continual.config import ConfigError, RunConfig
-from psp_rl.continual.loop import ContinualLoop
+from psp_rl.continual.loop import ContinualLoop, NumericalError, RunInterrupted
+from psp_rl.continual.metrics import compute_metrics
+
+# Importable from here as before the loop was split out of this module.
+__all__ = [
+    "CheckpointError",
+    "ContinualTrainer",
+    "NumericalError",
+    "RunInterrupted",
+    "TrainerState",
+    "compute_metrics",
+]
 
 
 class ContinualTrainer(ContinualLoop):

@@ -1,0 +1,71 @@
+"""``PSPSettings``: how a network superposes its tasks, as one object handed from the config to
+the policy, the torsos and the heads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from psp_rl.contexts import check_kind
+
+TORSOS = ("auto", "mlp", "nature_cnn", "minatar_cnn")
+INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
+HEADS = ("shared", "per_task")
+
+
+@dataclass(frozen=True)
+class PSPSettings:
+    """How a network stores its tasks.
+
+    :param context: context kind: ``binary``, ``complex``, ``rotation`` or ``none`` (the plain network).
+    :param context_seed: seed of every context; with a layer's id it fixes each task's context.
+    :param torso: ``auto`` (MLP for vectors, Nature CNN for 84x84 frames, MinAtar CNN for other
+        frames), ``mlp``, ``nature_cnn`` or ``minatar_cnn``.
+    :param input_layer: the MLP's first layer on a narrow input (see :mod:`psp_rl.networks`):
+        ``auto``, ``per_task``, ``expand`` or ``superposed``.
+    :param heads: ``shared`` (superposed output layers) or ``per_task`` (the multi-head baseline).
+    :param separate: one plain network per task (the separate-networks baseline; ``K x`` parameters).
+    :param center: superposed fully connected layers centre their input per task (PSP-DQN; see
+        :class:`~psp_rl.layers.SuperposedLinear`). Ignored by layers without per-task biases.
+    """
+
+    context: str = "binary"
+    context_seed: int = 0
+    torso: str = "auto"
+    input_layer: str = "auto"
+    heads: str = "shared"
+    separate: bool = False
+    center: bool = False
+
+    def __post_init__(self) -> None:
+        check_kind(self.context)
+        if isinstance(self.context_seed, bool) or not isinstance(self.context_seed, int) or self.context_seed < 0:
+            raise ValueError(f"context_seed={self.context_seed!r}: expected a non-negative int")
+        for name, allowed in (("torso", TORSOS), ("input_layer", INPUT_LAYERS), ("heads", HEADS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
+        for name in ("separate", "center"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
+
+    @classmethod
+    def of(cls, settings: PSPSettings | str | None = None, **overrides: Any) -> PSPSettings:
+        """Settings from an object, a context kind's name (``"binary"``) or ``None`` (the defaults),
+        with ``overrides`` (the policies' loose keywords, e.g. SB3's ``policy_kwargs``) applied."""
+        if isinstance(settings, str):
+            settings = cls(context=settings)
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword argument(s) {unknown}; PSP settings are {[f.name for f in fields(cls)]}"
+            )
+        return replace(settings or cls(), **overrides)
+
+    @property
+    def output_heads(self) -> str:
+        """The heads actually built: separate networks have one output layer per task."""
+        return "per_task" if self.separate else self.heads
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments (what SB3 saves as a policy's constructor arguments)."""
+        return asdict(self)
