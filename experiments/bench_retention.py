@@ -3,243 +3,32 @@
     python experiments/bench_retention.py experiments/configs/cartpole-shift-ppo.yaml \\
         --methods psp-binary finetune multihead separate --seeds 0 1 2
 
-Each method is the same config with another ``agent.method`` / ``agent.context`` (a baseline is
-a config, not another loop). Runs go to ``<out>/runs/<method>-s<seed>/`` (finished ones are
-reused), the table to ``<out>/table.csv`` and ``table.md`` (mean and 95% t-interval over seeds),
-the plots to ``<out>/report.md`` (seed 0 of every method) and the command to ``<out>/command.txt``.
-Forward transfer is measured against ``separate`` (a fresh network per task: from scratch).
-
-``--variants FILE`` adds named methods: a YAML mapping ``name -> agent settings`` laid over the
-config's ``agent`` (e.g. ``psp-center: {method: psp, context: binary, center: true}``), so a
-variant of an agent is benchmarked without code.
+The same as ``psp-rl sweep CONFIG ... --out experiments/results/<config name>`` (one runner:
+:mod:`psp_rl.continual.sweep`): each method is the config with another ``agent.method`` /
+``agent.context`` (a baseline is a config, not another loop), run as a Ray trial into
+``<out>/runs/<method>-s<seed>/`` (finished ones reused, unfinished ones resumed); the table goes
+to ``<out>/table.csv`` and ``table.md`` (mean and 95% t-interval over seeds), the targets to
+``targets.md``, the plots to ``report.md`` (seed 0 of every method). ``--variants FILE`` adds
+named methods (``name -> agent settings`` over the config's). ``psp-rl sweep --help`` lists
+every option.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
-from scipy import stats
 
-from psp_rl.continual import ContinualTrainer, parse_config
-from psp_rl.continual.report import write_report
-
-METHODS = {
-    "psp-binary": {"method": "psp", "context": "binary"},
-    "psp-complex": {"method": "psp", "context": "complex"},
-    "psp-rotation": {"method": "psp", "context": "rotation"},
-    "finetune": {"method": "finetune", "context": "none"},
-    "multihead": {"method": "multihead", "context": "none"},
-    "separate": {"method": "separate", "context": "none"},
-    "ewc": {"method": "ewc", "context": "none"},
-}
-
-
-def run(base: dict, method: str, seed: int, out: Path, methods: dict[str, dict] = METHODS) -> dict:
-    run_dir = out / "runs" / f"{method}-s{seed}"
-    if (run_dir / "metrics.json").exists():
-        return {**json.loads((run_dir / "metrics.json").read_text()), "probes": probe_summary(run_dir)}
-    agent = {**base["agent"], **methods[method]}
-    if agent["method"] != "ewc":  # a base config may carry the ewc method's settings
-        agent = {key: value for key, value in agent.items() if not key.startswith("ewc_")}
-    config = {**base, "name": f"{method}-s{seed}", "seed": seed, "agent": agent}
-    trainer = ContinualTrainer(parse_config(config), run_dir, overwrite=run_dir.exists())
-    metrics = trainer.run()
-    print(f"{method} seed {seed}: final average {metrics['final_average_return']:.1f}", flush=True)
-    return {**metrics, "probes": probe_summary(run_dir)}
-
-
-PROBE_COLUMNS = (
-    "crosstalk_common",
-    "crosstalk_spread",
-    "advantage_shift_common",
-    "advantage_shift_spread",
-    "gap_over_output",
-    "greedy_agreement",
-)
-
-
-def probe_summary(run_dir: Path) -> dict[str, float]:
-    """The acting output's probes (``probes.csv``), averaged over every (earlier task, later
-    task end) pair; empty where the run had no probes. The table averages them over the seeds
-    that have them."""
-    path = run_dir / "probes.csv"
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["layer"] == "output" and r["quantity"] in PROBE_COLUMNS]
-    return {
-        q: float(np.mean([float(r["value"]) for r in rows if r["quantity"] == q] or [np.nan])) for q in PROBE_COLUMNS
-    }
-
-
-def best_earlier_return(m: dict, task: str) -> float:
-    """``task``'s best end-of-stage return from its first training up to (not including) the end."""
-    matrix = np.array(m["eval_matrix"])
-    return float(np.max(matrix[m["stages"].index(task) : -1, m["tasks"].index(task)]))
-
-
-def relative_forgetting(m: dict) -> float:
-    """Total forgetting over the total best earlier return (0 = kept everything)."""
-    tasks = [task for task in m["tasks"] if m["forgetting"][task] is not None]
-    lost = sum(max(m["forgetting"][task], 0.0) for task in tasks)
-    best = sum(best_earlier_return(m, task) for task in tasks)
-    return lost / best if best > 0 else 0.0
-
-
-def task_forgetting(m: dict, task: str) -> float:
-    """Share of ``task``'s best earlier return lost by the end (0 = kept it all)."""
-    best = best_earlier_return(m, task)
-    return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
-
-
-def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
-    """Per-seed normalized final averages: 0 = random play, 1 = the task's reference return.
-
-    The reference is the run's own (the env's reward threshold or ``eval.reference_returns``);
-    where a task has none (MinAtar), it is the best end-of-stage return any method reached on
-    that task in this benchmark, so a task nobody learned cannot blow the average up.
-    """
-    key = "normalized_final_average_return"
-    if all(m[key] is not None for runs in results.values() for m in runs):
-        return {method: [m[key] for m in runs] for method, runs in results.items()}, "the reference return"
-    best = np.max([np.max(m["eval_matrix"], axis=0) for runs in results.values() for m in runs], axis=0)
-    out = {}
-    for method, runs in results.items():
-        out[method] = []
-        for m in runs:
-            random = np.array([m["random_returns"][task] for task in m["tasks"]])
-            out[method].append(float(np.mean((np.array(m["eval_matrix"])[-1] - random) / (best - random))))
-    return out, "the best end-of-stage return any method reached on the task"
-
-
-def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) -> list[str]:
-    """The issue's targets as met / MISSED lines, from the mean over seeds."""
-
-    def mean(method: str, key: str) -> float:
-        return float(np.mean([m[key] for m in results[method]]))
-
-    def normalized_ratio(a: str, b: str) -> float | None:
-        return float(np.mean(normalized[a]) / np.mean(normalized[b])) if a in normalized and b in normalized else None
-
-    def line(name: str, value: str, ok: bool) -> str:
-        return f"- {name}: {value} -> {'met' if ok else 'MISSED'}"
-
-    lines = []
-    for psp in [m for m in results if m.startswith("psp-")]:
-        if "separate" in results:
-            ratio = mean(psp, "final_average_return") / mean("separate", "final_average_return")
-            lines.append(line(f"{psp} final average >= 0.90 x separate", f"{ratio:.2f}x", ratio >= 0.9))
-            if (gap := normalized_ratio(psp, "separate")) is not None:
-                lines.append(line(f"{psp} normalized within 15% of separate", f"{gap:.2f}x", gap >= 0.85))
-            learned = np.mean([diagonal(m) for m in results[psp]], axis=0)
-            scratch = np.mean([diagonal(m) for m in results["separate"]], axis=0)
-            worst = float(np.min(learned / scratch))
-            name = f"{psp} every just-learned return >= 0.90 x separate's"
-            lines.append(line(name, f"min {worst:.2f}x", worst >= 0.9))
-        forget = float(np.mean([relative_forgetting(m) for m in results[psp]]))
-        lines.append(line(f"{psp} forgetting <= 10% of the trained return", f"{forget:.1%}", forget <= 0.10))
-        if "finetune" in results:
-            if (ratio := normalized_ratio(psp, "finetune")) is not None:
-                lines.append(line(f"{psp} normalized final average >= 2 x finetune", f"{ratio:.2f}x", ratio >= 2))
-            params = results[psp][0]["parameters"] / results["finetune"][0]["parameters"]
-            lines.append(line(f"{psp} parameters <= 1.10x finetune", f"{params:.3f}x", params <= 1.10))
-            speed = mean(psp, "env_steps_per_s") / mean("finetune", "env_steps_per_s")
-            lines.append(line(f"{psp} env-steps/s >= 0.90 x finetune", f"{speed:.2f}x", speed >= 0.9))
-    if "finetune" in results and "reversed" in results["finetune"][0]["stages"][1:]:
-        stages = results["finetune"][0]["stages"]
-        before = stages[stages.index("reversed") - 1]
-        lost = float(np.mean([task_forgetting(m, before) for m in results["finetune"]]))
-        lines.append(line(f"finetune forgets >= 50% on {before!r} (before 'reversed')", f"{lost:.1%}", lost >= 0.5))
-    if "separate" in results and "finetune" in results:
-        k = len(results["separate"][0]["tasks"])
-        ratio = results["separate"][0]["parameters"] / results["finetune"][0]["parameters"]
-        lines.append(f"- separate parameters: {ratio:.2f}x finetune (K = {k})")
-    return lines
-
-
-def diagonal(m: dict) -> np.ndarray:
-    """Return on each task right after first training it."""
-    matrix = np.array(m["eval_matrix"])
-    return np.array([matrix[m["stages"].index(task), j] for j, task in enumerate(m["tasks"])])
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval."""
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return float(arr.mean()), float("nan")
-    return float(arr.mean()), float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
+from psp_rl.cli import main as cli
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", type=Path)
-    parser.add_argument("--variants", type=Path, help="YAML: method name -> agent settings over the config's")
-    parser.add_argument("--methods", nargs="+", help=f"default: {' '.join(METHODS)} and every variant")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--finished-only", action="store_true", help="tabulate finished runs only, train none")
-    parser.add_argument("--out", type=Path, help="default: experiments/results/<config name>")
-    args = parser.parse_args()
-    methods = {**METHODS, **(yaml.safe_load(args.variants.read_text()) if args.variants else {})}
-    args.methods = args.methods or list(methods)
-    unknown = [method for method in args.methods if method not in methods]
-    if unknown:
-        parser.error(f"--methods: unknown method(s) {unknown}; expected some of {list(methods)}")
-    base = yaml.safe_load(args.config.read_text())
-    out = args.out or Path(__file__).parent / "results" / base["name"]
-    out.mkdir(parents=True, exist_ok=True)
-    if args.finished_only:
-        finished = lambda method, seed: (out / "runs" / f"{method}-s{seed}" / "metrics.json").exists()  # noqa: E731
-        pairs = {method: [seed for seed in args.seeds if finished(method, seed)] for method in args.methods}
-    else:
-        pairs = {method: list(args.seeds) for method in args.methods}
-    results = {
-        method: [run(base, method, seed, out, methods) for seed in seeds] for method, seeds in pairs.items() if seeds
-    }
-    if not results:
-        parser.error(f"--finished-only: no finished runs under {out / 'runs'}")
-    seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
-
-    scratch = [diagonal(m) for m in results.get("separate", [])]
-    normalized, normalized_by = normalized_returns(results)
-    header = ["method", "final_avg_return", "ci95", "just_learned_avg", "normalized_final_avg", "relative_forgetting",
-              "ci95_forgetting",
-              "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s",
-              *(f"probe_{q}" for q in PROBE_COLUMNS)]  # fmt: skip
-    rows = []
-    for method, runs in results.items():
-        final, final_ci = interval([m["final_average_return"] for m in runs])
-        forget, forget_ci = interval([relative_forgetting(m) for m in runs])
-        transfer = (
-            f"{np.mean([np.mean(diagonal(m) - s) for m, s in zip(runs, scratch, strict=False)]):.1f}" if scratch else ""
-        )
-        rows.append([
-            method, f"{final:.1f}", f"{final_ci:.1f}", f"{np.mean([diagonal(m).mean() for m in runs]):.1f}",
-            f"{np.mean(normalized[method]):.3f}" if method in normalized else "",
-            f"{forget:.3f}", f"{forget_ci:.3f}", transfer, runs[0]["parameters"],
-            f"{np.mean([m['env_steps_per_s'] for m in runs]):.0f}", f"{np.mean([m['wall_time_s'] for m in runs]):.0f}",
-            *(f"{np.nanmean([m['probes'].get(q, np.nan) for m in runs]):.3f}"
-              if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
-        ])  # fmt: skip
-    with (out / "table.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    (out / "table.md").write_text(
-        f"Seeds per method: {seed_note}; mean and 95% t-interval half-width; normalized: 0 = random play, "
-        f"1 = {normalized_by}.\n\n" + "\n".join(lines) + "\n"
-    )
-    goals = targets(results, normalized)
-    (out / "targets.md").write_text(f"Targets (means over seeds: {seed_note}):\n\n" + "\n".join(goals) + "\n")
-    write_report([out / "runs" / f"{method}-s{pairs[method][0]}" for method in results], out)
-    (out / "command.txt").write_text("python experiments/bench_retention.py " + " ".join(sys.argv[1:]) + "\n")
-    print("\n".join(lines + ["", *goals]))
+    argv = sys.argv[1:]
+    if "--out" not in argv and argv and Path(argv[0]).is_file():
+        name = yaml.safe_load(Path(argv[0]).read_text())["name"]
+        argv += ["--out", str(Path(__file__).parent / "results" / name)]
+    sys.exit(cli(["sweep", *argv]))
 
 
 if __name__ == "__main__":

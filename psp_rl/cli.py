@@ -19,6 +19,8 @@ EPILOG = """examples:
   psp-rl train CONFIG --resume                          continue a stopped or killed run
   psp-rl evaluate runs/quickstart                       re-evaluate the final model on every task
   psp-rl report runs/quickstart runs/finetune           plots + report.md comparing runs
+  psp-rl sweep CONFIG --methods psp-binary finetune --seeds 0 1 2
+                                                        every method x seed on Ray, then the retention table
   tensorboard --logdir runs                             watch returns while it trains
 """
 
@@ -57,6 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.md and PNG plots for one or several runs")
     report.add_argument("run_dirs", type=Path, nargs="+", help="one run, or several to compare on one plot")
     report.add_argument("--out", type=Path, help="output directory (default: the first run dir)")
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="every (method, seed) of a config as a Ray trial, resumable; then the retention table",
+        description="Each trial trains into OUT/runs/<method>-s<seed>/ (finished ones are reused, unfinished ones "
+        "resume); a failed trial is retried once, then reported with its log (OUT/logs/). Running the same "
+        "command again completes a stopped sweep.",
+    )
+    sweep.add_argument("config", type=Path, help="the base YAML config")
+    sweep.add_argument("--methods", nargs="+", help="default: every built-in method and every variant")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
+    sweep.add_argument("--variants", type=Path, help="YAML: method name -> agent settings over the config's")
+    sweep.add_argument("--out", type=Path, help="default: runs/sweep-<config name>")
+    sweep.add_argument("--address", help="a running Ray cluster (HOST:PORT or ray://HOST:PORT); default: local")
+    sweep.add_argument("--max-parallel", type=int, help="trials at once (default: cores / the config's threads)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
+    sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
+    sweep.add_argument("--finished-only", action="store_true", help="tabulate finished trials only, train none")
 
     sub.add_parser("list", help="list built-in sequences, agents and context kinds")
     return parser
@@ -141,6 +161,52 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from psp_rl.continual.config import load_config
+    from psp_rl.continual.io import atomic_write_text
+    from psp_rl.continual.retention_table import write_tables
+    from psp_rl.continual.sweep import METHODS, finished_trials, run_sweep
+
+    load_config(args.config)  # the base config itself must be valid (one-line error if not)
+    base = yaml.safe_load(args.config.read_text())
+    overlays = {}
+    if args.variants is not None:
+        if not args.variants.is_file():
+            raise UserError(f"--variants {str(args.variants)!r}: not found")
+        overlays = yaml.safe_load(args.variants.read_text()) or {}
+        if not isinstance(overlays, dict) or not all(isinstance(v, dict) for v in overlays.values()):
+            raise UserError(f"--variants {str(args.variants)!r}: expected a mapping: method name -> agent settings")
+    methods = args.methods or [*METHODS, *overlays]
+    out = args.out or Path("runs") / f"sweep-{base['name']}"
+    if args.finished_only:
+        unknown = [m for m in methods if m not in {**METHODS, **overlays}]
+        if unknown:
+            raise UserError(f"--methods: unknown method(s) {unknown}; expected some of {[*METHODS, *overlays]}")
+        outcome = finished_trials(out, methods, args.seeds)
+    else:
+        outcome = run_sweep(
+            base,
+            methods,
+            args.seeds,
+            out,
+            overlays=overlays,
+            address=args.address,
+            max_parallel=args.max_parallel,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+        )
+    for trial, (error, log) in outcome.failures.items():
+        print(f"psp-rl: trial {trial.name} failed twice: {error} (log: {log})", file=sys.stderr)
+    if not outcome.results:
+        raise UserError(f"sweep {str(out)!r}: no finished trial to tabulate")
+    print("\n".join(write_tables(outcome.results, outcome.run_dirs, out)))
+    atomic_write_text(out / "command.txt", "psp-rl " + " ".join(args.argv) + "\n")
+    print(f"written: {out}/table.csv, table.md, targets.md, report.md, command.txt")
+    return 1 if outcome.failures else 0
+
+
 def _cmd_list(_: argparse.Namespace) -> int:
     from psp_rl.contexts import CONTEXT_KINDS
     from psp_rl.continual.build import AGENT_CLASSES
@@ -163,12 +229,19 @@ def _cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "report": _cmd_report, "list": _cmd_list}
+COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "report": _cmd_report,
+    "sweep": _cmd_sweep,
+    "list": _cmd_list,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -56,14 +56,25 @@ def test_experiment_script_runs(monkeypatch, capsys, module, argv, printed):
     assert printed in capsys.readouterr().out
 
 
-def test_bench_retention_writes_its_table(monkeypatch, tmp_path):
+def test_bench_retention_tabulates_through_the_sweep(monkeypatch, tmp_path):
+    """The script is a front of `psp-rl sweep` (whose trials tests/test_sweep.py runs on Ray):
+    here it tabulates a finished trial without starting Ray."""
+    from psp_rl.continual import ContinualTrainer, parse_config
+    from psp_rl.continual.sweep import METHODS, Trial, trial_config
+
     config = {**TINY_CONFIG, "sequence": {**TINY_CONFIG["sequence"], "steps": 300}, "eval": {"every": 300}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    _main(monkeypatch, "experiments.bench_retention", str(path), "--methods", "psp-binary", "finetune",
-          "--seeds", "0", "--out", str(tmp_path / "out"))  # fmt: skip
-    table = (tmp_path / "out" / "table.csv").read_text().splitlines()
-    assert table[0].startswith("method,") and [row.split(",")[0] for row in table[1:]] == ["psp-binary", "finetune"]
+    trial = Trial("finetune", 0)
+    out = tmp_path / "out"
+    ContinualTrainer(parse_config(trial_config(config, trial, METHODS)), out / "runs" / trial.name).run()
+    monkeypatch.setattr(sys, "argv", ["bench_retention.py", str(path), "--methods", "finetune", "--seeds", "0",
+                                      "--out", str(out), "--finished-only"])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module("experiments.bench_retention").main()
+    assert exit_.value.code == 0
+    table = (out / "table.csv").read_text().splitlines()
+    assert table[0].startswith("method,") and [row.split(",")[0] for row in table[1:]] == ["finetune"]
 
 
 def test_readme_python_example_runs(monkeypatch, tmp_path):
