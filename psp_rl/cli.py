@@ -115,6 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from psp_rl.continual import CheckpointError, ContinualTrainer, RunDir, evaluate_tasks, load_config
+    from psp_rl.continual.checkpoints import MODEL
     from psp_rl.continual.io import atomic_write_csv
     from psp_rl.threads import set_threads
 
@@ -130,9 +131,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"psp-rl: checkpoint {path.name} is unreadable; trying the previous one", file=sys.stderr)
 
     try:  # newest first; a truncated one falls back, as a resume does
-        path, model = trainer.store.load_newest(
-            lambda path: trainer.agent_factory.load(path / "model.zip", None), unreadable
-        )
+        path, model = trainer.store.load_newest(lambda path: trainer.agent_factory.load(path / MODEL, None), unreadable)
     except CheckpointError as exc:
         raise UserError(f"run dir {str(args.run_dir)!r}: {exc}") from None
     print(f"{path.name}: deterministic return over {args.episodes} episodes")

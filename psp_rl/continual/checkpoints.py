@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# The files of one checkpoint directory (state.json is written last: without it, it never finished).
+MODEL, REPLAY_BUFFER, CALLBACKS, STATE = "model.zip", "replay_buffer.pkl", "callbacks.pt", "state.json"
+
 
 class CheckpointError(ValueError):
     """No checkpoint of the run directory could be loaded, or one belongs to another config."""
@@ -108,16 +111,16 @@ class CheckpointStore:
         tmp = self.directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        agent.save(tmp / "model.zip")
+        agent.save(tmp / MODEL)
         if self.replay_buffer and getattr(agent, "replay_buffer", None) is not None:
-            agent.save_replay_buffer(tmp / "replay_buffer.pkl")
+            agent.save_replay_buffer(tmp / REPLAY_BUFFER)
         states = {name: cb.state_dict() for name, cb in zip(callback_names(callbacks), callbacks, strict=True)}
         states = {name: value for name, value in states.items() if value}
         if states:
-            torch.save(states, tmp / "callbacks.pt")
+            torch.save(states, tmp / CALLBACKS)
         if fault is not None:
             fault()
-        atomic_write_text(tmp / "state.json", json.dumps(asdict(state)))
+        atomic_write_text(tmp / STATE, json.dumps(asdict(state)))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -128,7 +131,7 @@ class CheckpointStore:
     @staticmethod
     def read_state(path: Path) -> TrainerState:
         """The loop state of checkpoint ``path``; ``ValueError`` if it is not one."""
-        state_file = path / "state.json"
+        state_file = path / STATE
         try:
             return TrainerState(**json.loads(state_file.read_text()))
         except (OSError, ValueError, TypeError) as exc:
@@ -137,10 +140,10 @@ class CheckpointStore:
     @staticmethod
     def load_agent_extras(path: Path, agent: BaseAlgorithm, callbacks: Sequence[ContinualCallback]) -> None:
         """Restore the replay buffer and the callbacks' state saved in checkpoint ``path``."""
-        buffer = path / "replay_buffer.pkl"
+        buffer = path / REPLAY_BUFFER
         if buffer.exists():
             agent.load_replay_buffer(buffer)
-        callback_file = path / "callbacks.pt"
+        callback_file = path / CALLBACKS
         if not callback_file.exists():
             return
         saved = torch.load(callback_file, weights_only=True)

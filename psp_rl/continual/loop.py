@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from psp_rl.continual import metrics as M
 from psp_rl.continual.callbacks import ContinualCallback, overrides_on_step
-from psp_rl.continual.checkpoints import CheckpointError, CheckpointStore, TrainerState, callback_names
+from psp_rl.continual.checkpoints import MODEL, CheckpointError, CheckpointStore, TrainerState, callback_names
 from psp_rl.continual.config import CheckpointConfig, ConfigError, EvalConfig
 from psp_rl.continual.evaluation import derive_seed, evaluate_tasks, random_returns, reference_returns
 from psp_rl.continual.faults import fault_point
@@ -91,7 +91,8 @@ class ContinualLoop:
     :param sequence: the tasks, in the order they are trained.
     :param run_dir: where results and checkpoints go.
     :param identity: what a checkpoint must match to be resumed, written to ``config.yaml``
-        (default: the seed and the sequence).
+        (default: :class:`~psp_rl.continual.parts.SettingsIdentity` of the seed, the sequence and
+        ``agent.settings()``).
     :param callbacks: :class:`ContinualCallback` hooks, called in order; their state is saved in
         every checkpoint under each one's ``name``.
     :param eval: evaluation cadence, episodes, cap and reference returns.
@@ -118,7 +119,7 @@ class ContinualLoop:
         *,
         identity: RunIdentity | None = None,
         callbacks: Sequence[ContinualCallback] = (),
-        eval: EvalConfig | None = None,  # noqa: A002 - the config section's name
+        eval: EvalConfig | None = None,  # named as the config section (shadows the builtin here only)
         checkpoint: CheckpointConfig | None = None,
         seed: int = 0,
         n_envs: int = 1,
@@ -413,7 +414,7 @@ class ContinualLoop:
         state = self.store.read_state(path)
         if not self.identity.matches(state.shaping_config):
             raise CheckpointError(f"checkpoint {str(path)!r} {self.identity.difference(state.shaping_config)}")
-        agent = self.agent_factory.load(path / "model.zip", env)
+        agent = self.agent_factory.load(path / MODEL, env)
         self.store.load_agent_extras(path, agent, self.callbacks)
         return agent, state
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from psp_rl.continual.io import atomic_write_text
 from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
+from psp_rl.continual.run_dir import RunDir
 
 
 class RunData:
@@ -18,7 +19,8 @@ class RunData:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        eval_csv, metrics_json = self.run_dir / "eval.csv", self.run_dir / "metrics.json"
+        paths = RunDir(run_dir)
+        eval_csv, metrics_json = paths.eval_csv, paths.metrics
         if not eval_csv.is_file():
             raise FileNotFoundError(f"{str(eval_csv)!r}: missing; is {str(self.run_dir)!r} a psp-rl run?")
         with eval_csv.open() as f:
@@ -28,7 +30,7 @@ class RunData:
         if self.metrics is None:  # plotted up to its last evaluation, and marked so
             last = max((int(row["step"]) for row in self.rows), default=0)
             self.label += f" (partial, step {last})"
-        probes_csv = self.run_dir / "probes.csv"
+        probes_csv = paths.probes_csv
         self.probes: list[dict[str, str]] = []
         if probes_csv.is_file():
             with probes_csv.open() as f:

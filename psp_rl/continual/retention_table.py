@@ -15,6 +15,7 @@ import numpy as np
 
 from psp_rl.continual.io import atomic_write_csv, atomic_write_text
 from psp_rl.continual.report import write_report
+from psp_rl.continual.run_dir import RunDir
 
 PROBE_COLUMNS = (
     "crosstalk_common",
@@ -30,7 +31,7 @@ def probe_summary(run_dir: Path) -> dict[str, float]:
     """The acting output's probes (``probes.csv``), averaged over every (earlier task, later
     task end) pair; empty where the run had no probes. The table averages them over the seeds
     that have them."""
-    path = run_dir / "probes.csv"
+    path = RunDir(run_dir).probes_csv
     if not path.exists():
         return {}
     with path.open() as f:

@@ -161,7 +161,7 @@ def run_sweep(
         raise ConfigError("--methods and --seeds: give at least one of each")
     if max_parallel is not None and max_parallel < 1:
         raise ConfigError(f"--max-parallel {max_parallel}: expected a positive int")
-    trials = [Trial(m, s) for m in methods for s in seeds]
+    trials = [Trial(m, s) for s in seeds for m in methods]  # every method of a seed first: early tables compare
     configs = {t: trial_config(base, t, table) for t in trials}
     for trial, config in configs.items():  # every trial's config is valid before any starts
         parse_config(config, source=f"method {trial.method!r}")
@@ -231,4 +231,3 @@ def finished_trials(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> 
         if RunDir(run_dir).metrics.exists():
             outcome.add(trial, json.loads(RunDir(run_dir).metrics.read_text()), run_dir)
     return outcome
-
