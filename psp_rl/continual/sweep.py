@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from psp_rl.continual.config import ConfigError, parse_config
 from psp_rl.continual.run_dir import RunDir
 
@@ -102,8 +104,6 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
         parsed = parse_config(config, source=f"trial {config['name']}")
         paths = RunDir(run_dir)
         if paths.metrics.exists() and paths.config.exists():
-            import yaml
-
             saved = parse_config(yaml.safe_load(paths.config.read_text()), source=str(paths.config))
             if parsed.resolved().matches(saved.shaping()):
                 logger.info("%s: finished before, reused", config["name"])
