@@ -166,7 +166,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from psp_rl.continual.config import load_config
     from psp_rl.continual.io import atomic_write_text
     from psp_rl.continual.retention_table import write_tables
-    from psp_rl.continual.sweep import METHODS, finished_trials, run_sweep
+    from psp_rl.continual.sweep import METHODS, finished_trials, method_table, run_sweep
 
     load_config(args.config)  # the base config itself must be valid (one-line error if not)
     base = yaml.safe_load(args.config.read_text())
@@ -180,9 +180,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     methods = args.methods or [*METHODS, *overlays]
     out = args.out or Path("runs") / f"sweep-{base['name']}"
     if args.finished_only:
-        unknown = [m for m in methods if m not in {**METHODS, **overlays}]
-        if unknown:
-            raise UserError(f"--methods: unknown method(s) {unknown}; expected some of {[*METHODS, *overlays]}")
+        method_table(methods, overlays)
         outcome = finished_trials(out, methods, args.seeds)
     else:
         outcome = run_sweep(

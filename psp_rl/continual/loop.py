@@ -62,6 +62,12 @@ class NumericalError(RuntimeError):
     """Training produced non-finite weights; the last good checkpoint is kept."""
 
 
+def check_resume(resume: object) -> None:
+    """``ConfigError`` unless ``resume`` is ``True``, ``False`` or ``"or_start"``."""
+    if resume not in (False, True, "or_start"):
+        raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
+
+
 class _LearnHook(BaseCallback):
     """Inside SB3's learn: training returns to TensorBoard, step hooks, progress, stop requests, NaN watch."""
 
@@ -130,8 +136,7 @@ class ContinualLoop:
         progress: bool = False,
         stop_within_s: float = 5.0,
     ) -> None:
-        if resume not in (False, True, "or_start"):
-            raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
+        check_resume(resume)
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite: choose one")
         self.agent_factory, self.sequence, self.seed = agent, sequence, seed

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from psp_rl.continual.config import ConfigError, parse_config
 from psp_rl.continual.run_dir import RunDir
 
@@ -79,6 +77,15 @@ class SweepOutcome:
         self.run_dirs.setdefault(trial.method, []).append(run_dir)
 
 
+def method_table(methods: Sequence[str], overlays: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """The built-in methods and ``overlays`` by name; ``ConfigError`` naming any of ``methods`` not there."""
+    table = {**METHODS, **(overlays or {})}
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method(s) {unknown}; expected some of {list(table)}")
+    return table
+
+
 def trial_config(base: Mapping[str, Any], trial: Trial, methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The run config of ``trial``: the method's agent settings over the base config's."""
     agent = {**base.get("agent", {}), **methods[trial.method]}
@@ -93,7 +100,8 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
     A finished run of the same config is returned untouched; a run dir holding another config's
     run raises (it is never overwritten).
     """
-    from psp_rl.continual.trainer import ContinualTrainer  # in the Ray worker: torch loads here
+    from psp_rl.continual.build import config_for_run_dir  # in the Ray worker: torch loads here
+    from psp_rl.continual.trainer import ContinualTrainer
 
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -104,10 +112,9 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
         parsed = parse_config(config, source=f"trial {config['name']}")
         paths = RunDir(run_dir)
         if paths.metrics.exists() and paths.config.exists():
-            saved = parse_config(yaml.safe_load(paths.config.read_text()), source=str(paths.config))
-            if parsed.resolved().matches(saved.shaping()):
-                logger.info("%s: finished before, reused", config["name"])
-                return json.loads(paths.metrics.read_text())
+            config_for_run_dir(parsed.resolved(), run_dir, resume=True)  # another config's run raises
+            logger.info("%s: finished before, reused", config["name"])
+            return json.loads(paths.metrics.read_text())
         metrics = ContinualTrainer(parsed, run_dir, resume="or_start").run()
         logger.info("%s: finished, final average %.1f", config["name"], metrics["final_average_return"])
         return metrics
@@ -153,10 +160,7 @@ def run_sweep(
     :param retries: attempts after a trial's first failure.
     :param report: receives the progress lines (trials done / running / failed / waiting).
     """
-    table = {**METHODS, **(overlays or {})}
-    unknown = [m for m in methods if m not in table]
-    if unknown:
-        raise ConfigError(f"--methods: unknown method(s) {unknown}; expected some of {list(table)}")
+    table = method_table(methods, overlays)
     if not methods or not seeds:
         raise ConfigError("--methods and --seeds: give at least one of each")
     if max_parallel is not None and max_parallel < 1:

@@ -13,8 +13,8 @@ from typing import Literal
 from psp_rl.continual.build import config_for_run_dir, loop_arguments
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.checkpoints import CheckpointError, TrainerState
-from psp_rl.continual.config import ConfigError, RunConfig
-from psp_rl.continual.loop import ContinualLoop, NumericalError, RunInterrupted
+from psp_rl.continual.config import RunConfig
+from psp_rl.continual.loop import ContinualLoop, NumericalError, RunInterrupted, check_resume
 from psp_rl.continual.metrics import compute_metrics
 
 # Importable from here as before the loop was split out of this module.
@@ -51,8 +51,7 @@ class ContinualTrainer(ContinualLoop):
         callbacks: Sequence[ContinualCallback] = (),
         **options: object,
     ) -> None:
-        if resume not in (False, True, "or_start"):
-            raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
+        check_resume(resume)  # before the run dir's config.yaml is read
         run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
         self.config = config_for_run_dir(config.resolved(), run_dir, resume)
         arguments = loop_arguments(self.config)
