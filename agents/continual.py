@@ -66,6 +66,9 @@ class TaskSwitchMixin:
     task_steps: int | None = None
     # Class-level default: agents saved before the option existed load with the old behaviour.
     task_lr_schedule: str = "constant"
+    updates_held: bool = False
+    """While True, ``train`` makes no update: task inference is trying contexts on the current
+    task, and those trial episodes must not train the contexts they test."""
 
     def _check_lr_schedule(self, task_lr_schedule: str) -> None:
         if task_lr_schedule not in LR_SCHEDULES:
@@ -263,7 +266,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         advantage-learning term in the TD target: SB3 has no hook for the loss. With n_envs > 1
         the number of steps keeps the one-env replay ratio (``_updates_owed``)."""
         gradient_steps = self._updates_owed(gradient_steps)
-        if gradient_steps == 0:
+        if gradient_steps == 0 or self.updates_held:
             return
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -311,3 +314,8 @@ class ContinualPPO(TaskSwitchMixin, PPO):
     def __init__(self, policy: str | type[BasePolicy], env: Any, *, task_lr_schedule: str = "constant", **kwargs: Any):
         self._check_lr_schedule(task_lr_schedule)
         super().__init__(policy, env, **kwargs)
+
+    def train(self) -> None:
+        """SB3's ``PPO.train``, skipped while :attr:`updates_held` (the rollout is dropped)."""
+        if not self.updates_held:
+            super().train()

@@ -34,6 +34,7 @@ def get_sequence(
     tasks: list[str] | None = None,
     cycles: int = 1,
     max_tasks: int | None = None,
+    task_ids: str = "announced",
 ) -> TaskSequence:
     """A built-in sequence by name.
 
@@ -42,6 +43,7 @@ def get_sequence(
     :param tasks: keep only these tasks, in this order (e.g. a 3-task cartpole-shift).
     :param cycles: train the whole sequence this many times.
     :param max_tasks: capacity of the task id (default: the number of tasks).
+    :param task_ids: ``"announced"`` or ``"hidden"`` (see :class:`TaskSequence`).
     """
     if name not in _REGISTRY:
         raise ValueError(f"sequence {name!r}: not a built-in sequence; expected one of {sorted(_REGISTRY)}")
@@ -53,7 +55,7 @@ def get_sequence(
         if unknown:
             raise ValueError(f"tasks {unknown}: not in sequence {name!r}; its tasks are {list(by_name)}")
         specs = [by_name[t] for t in tasks]
-    return TaskSequence(specs, name=name, cycles=cycles, max_tasks=max_tasks)
+    return TaskSequence(specs, name=name, cycles=cycles, max_tasks=max_tasks, task_ids=task_ids)
 
 
 def _control(env_id: str, steps: int, variants: dict[str, dict[str, Any]]) -> list[TaskSpec]:

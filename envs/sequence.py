@@ -53,10 +53,19 @@ class TaskSequence:
     :param name: the sequence's name.
     :param cycles: how many times the whole sequence is trained.
     :param max_tasks: capacity of the ``task`` entry of the observation (default: ``len(tasks)``).
+    :param task_ids: ``"announced"``: every observation's ``task`` entry is the task's id;
+        ``"hidden"``: it is always 0, so the agent must tell the tasks apart itself (the loop still
+        knows the schedule, to evaluate each task and to score a change detector).
     """
 
     def __init__(
-        self, tasks: Sequence[TaskSpec], *, name: str = "custom", cycles: int = 1, max_tasks: int | None = None
+        self,
+        tasks: Sequence[TaskSpec],
+        *,
+        name: str = "custom",
+        cycles: int = 1,
+        max_tasks: int | None = None,
+        task_ids: str = "announced",
     ) -> None:
         if not tasks:
             raise ValueError(f"sequence {name!r}: tasks is empty; expected at least one TaskSpec")
@@ -69,7 +78,10 @@ class TaskSequence:
         max_tasks = len(tasks) if max_tasks is None else max_tasks
         if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < len(tasks):
             raise ValueError(f"sequence {name!r}: max_tasks={max_tasks!r}, expected an int >= {len(tasks)}")
+        if task_ids not in TASK_IDS:
+            raise ValueError(f"sequence {name!r}: task_ids={task_ids!r}, expected one of {list(TASK_IDS)}")
         self.tasks, self.name, self.cycles, self.max_tasks = list(tasks), name, cycles, max_tasks
+        self.task_ids = task_ids
         self.observation_space, self.action_space = self._shared_spaces()
 
     def _shared_spaces(self) -> tuple[gym.spaces.Dict, gym.spaces.Space]:
@@ -102,7 +114,13 @@ class TaskSequence:
         return self.tasks[self.index(task)]
 
     def __repr__(self) -> str:
-        return f"TaskSequence({self.name!r}, tasks={[t.name for t in self.tasks]}, cycles={self.cycles})"
+        hidden = ", task_ids='hidden'" if self.hidden else ""
+        return f"TaskSequence({self.name!r}, tasks={[t.name for t in self.tasks]}, cycles={self.cycles}{hidden})"
+
+    @property
+    def hidden(self) -> bool:
+        """Whether observations hide the task id (``task_ids="hidden"``)."""
+        return self.task_ids == "hidden"
 
     @property
     def names(self) -> list[str]:
@@ -129,9 +147,10 @@ class TaskSequence:
         return int(task)
 
     def make_env(self, task: int | str, seed: int | None = None, *, training: bool = True) -> TaskObservation:
-        """One env of ``task`` with ``{"obs", "task"}`` observations, seeded when ``seed`` is given."""
+        """One env of ``task`` with ``{"obs", "task"}`` observations, seeded when ``seed`` is given
+        (``task`` is 0 in every observation when the ids are hidden)."""
         tid = self.index(task)
-        env = TaskObservation(self.tasks[tid].build(training), tid, self.max_tasks)
+        env = TaskObservation(self.tasks[tid].build(training), 0 if self.hidden else tid, self.max_tasks)
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)
@@ -169,6 +188,7 @@ class TaskSequence:
 
 
 VEC_ENVS = ("dummy", "subproc")
+TASK_IDS = ("announced", "hidden")
 
 
 @dataclass(frozen=True)
@@ -239,13 +259,18 @@ def sequence_from_spec(spec: Mapping[str, Any]) -> TaskSequence:
     """
     if not isinstance(spec, Mapping):
         raise ValueError(f"sequence spec: expected a mapping, got {spec!r}")
-    unknown = sorted(set(spec) - {"name", "tasks", "steps", "cycles", "max_tasks"})
+    keys = ("name", "tasks", "steps", "cycles", "max_tasks", "task_ids")
+    unknown = sorted(set(spec) - set(keys))
     if unknown:
-        raise ValueError(f"sequence spec: unknown key(s) {unknown}; expected name, tasks, steps, cycles, max_tasks")
+        raise ValueError(f"sequence spec: unknown key(s) {unknown}; expected {', '.join(keys)}")
     tasks_spec = spec.get("tasks")
     if not isinstance(tasks_spec, Sequence) or isinstance(tasks_spec, str) or not tasks_spec:
         raise ValueError(f"sequence spec: tasks={tasks_spec!r}, expected a non-empty list of tasks")
     tasks = [_task_from_spec(t, f"tasks[{i}]", spec.get("steps")) for i, t in enumerate(tasks_spec)]
     return TaskSequence(
-        tasks, name=spec.get("name", "custom"), cycles=spec.get("cycles", 1), max_tasks=spec.get("max_tasks")
+        tasks,
+        name=spec.get("name", "custom"),
+        cycles=spec.get("cycles", 1),
+        max_tasks=spec.get("max_tasks"),
+        task_ids=spec.get("task_ids", "announced"),
     )

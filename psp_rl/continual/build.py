@@ -21,6 +21,7 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.checkpoints import CheckpointError
 from psp_rl.continual.config import AgentConfig, ConfigError, RunConfig, SequenceConfig, parse_config
 from psp_rl.continual.ewc import OnlineEWC
+from psp_rl.continual.inference import TaskInference
 from psp_rl.continual.parts import AgentFactory
 from psp_rl.continual.probes import RetentionProbes
 from psp_rl.continual.run_dir import RunDir
@@ -39,10 +40,15 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
     try:
         if config.name is not None:
             return get_sequence(
-                config.name, steps=config.steps, tasks=config.tasks, cycles=config.cycles, max_tasks=config.max_tasks
+                config.name,
+                steps=config.steps,
+                tasks=config.tasks,
+                cycles=config.cycles,
+                max_tasks=config.max_tasks,
+                task_ids=config.task_ids,
             )
         spec = dict(config.spec or {})
-        for key in ("steps", "cycles", "max_tasks"):
+        for key in ("steps", "cycles", "max_tasks", "task_ids"):
             if getattr(config, key) is not None and key not in spec:
                 spec[key] = getattr(config, key)
         return sequence_from_spec(spec)
@@ -126,9 +132,12 @@ def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
 
 
 def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
-    """The loop hooks a run needs: online EWC for ``method: ewc``, the retention probes if enabled."""
+    """The loop hooks a run needs: online EWC for ``method: ewc``, the retention probes if enabled,
+    task inference for PSP under hidden task ids."""
     callbacks: list[ContinualCallback] = []
     agent = config.agent
+    if config.sequence.task_ids == "hidden" and agent.method == "psp":
+        callbacks.append(TaskInference(**config.inference.model_dump()))
     if agent.method == "ewc":
         settings = {"strength": agent.ewc_lambda, "decay": agent.ewc_decay, "samples": agent.ewc_samples}
         callbacks.append(OnlineEWC(**{key: value for key, value in settings.items() if value is not None}))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecEnv
     from torch.utils.tensorboard import SummaryWriter
 
     from psp_rl.continual.run_dir import RunDir
@@ -55,6 +56,15 @@ class ContinualCallback:
 
     def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
         """After each evaluation of every task, with its new ``eval.csv`` rows."""
+
+    def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
+        """Wrap the vec env of task ``task``: the training env (``training``) or an evaluation env.
+        Task inference writes its chosen context into the observations here."""
+        return env
+
+    def metrics(self, loop: LoopView) -> dict[str, Any]:
+        """What this callback adds to ``metrics.json`` (under :attr:`name`) at the end of the run."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold for this callback to resume exactly."""

@@ -35,6 +35,11 @@ class SequenceConfig(_Strict):
     steps: int | None = Field(default=None, gt=0, description="env steps per task (default: the sequence's)")
     cycles: int = Field(default=1, gt=0)
     max_tasks: int | None = Field(default=None, gt=0)
+    task_ids: Literal["announced", "hidden"] = Field(
+        default="announced",
+        description="hidden: observations carry task 0 and no boundary reaches the agent; the `inference` "
+        "section's detector and context choice find the tasks",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SequenceConfig:
@@ -225,6 +230,30 @@ class ProbeConfig(_Strict):
     samples: int = Field(default=500, gt=0, description="states kept per finished task")
 
 
+class InferenceConfig(_Strict):
+    """Task inference under hidden task ids (psp_rl.continual.inference): a CUSUM on episode returns
+    detects a change, trial episodes choose among the stored contexts or take a fresh one."""
+
+    threshold: float = Field(default=10.0, gt=0, description="CUSUM alarm level, in return scales")
+    slack: float = Field(default=0.5, ge=0, description="CUSUM drift allowance per episode, in return scales")
+    warmup_episodes: int = Field(default=50, gt=0, description="episodes of a new context before it is watched")
+    min_scale: float = Field(
+        default=0.25, gt=0, le=1, description="the return scale is at least this fraction of the reference return"
+    )
+    fit: float = Field(
+        default=0.5, gt=0, le=1, description="a stored context fits if its trial return >= fit x its reference"
+    )
+    trial_episodes: int = Field(default=4, gt=0, description="training episodes that score one candidate context")
+    select: Literal["first_fit", "best"] = Field(
+        default="first_fit", description="first_fit: the first candidate that fits (recent first); best: try all"
+    )
+    max_delay: int = Field(default=2000, gt=0, description="env steps after a switch within which a detection counts")
+
+
+# Methods whose networks need the task id and cannot infer it (or that need the boundaries).
+_NEED_TASK_IDS = ("multihead", "separate", "ewc")
+
+
 class RunConfig(_Strict):
     """A whole continual run."""
 
@@ -235,6 +264,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
     device: str = "auto"
     threads: int | Literal["auto"] = Field(
         default=1,
@@ -249,12 +279,23 @@ class RunConfig(_Strict):
             raise ValueError(f"threads: expected a positive int or 'auto', got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _hidden_ids(self) -> RunConfig:
+        if self.sequence.task_ids == "hidden" and self.agent.method in _NEED_TASK_IDS:
+            raise ValueError(
+                f"sequence.task_ids: 'hidden' with agent.method={self.agent.method!r}, a method that needs the task "
+                "id (or the task boundaries) and cannot infer it; expected method psp (infers a context) or finetune"
+            )
+        return self
+
     def shaping(self) -> dict[str, Any]:
         """The settings that shape the model and the task stream (not eval/checkpoint cadence),
         without those left at their defaults (:func:`canonical_shaping`)."""
         shaping = self.model_dump(mode="json", include={"seed", "sequence", "agent"})
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
+        if self.sequence.task_ids == "hidden":  # the inference decides which context trains
+            shaping["inference"] = self.inference.model_dump(mode="json")
         return canonical_shaping(shaping)
 
     def resolved(self) -> RunConfig:

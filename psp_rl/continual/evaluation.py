@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.envs import TaskSequence
 
@@ -57,6 +58,7 @@ def evaluate_tasks(
     max_episode_steps: int | None = None,
     deterministic: bool = True,
     tasks: Sequence[int] | None = None,
+    wrap: Callable[[VecEnv, int], VecEnv] | None = None,
 ) -> list[TaskReturns]:
     """Evaluate ``policy`` on every task of ``sequence``, in task order.
 
@@ -66,11 +68,15 @@ def evaluate_tasks(
     :param n_envs: envs stepped together per task (SB3 splits the episodes among them).
     :param max_episode_steps: cut episodes this long (an agent that never ends one must not hang).
     :param tasks: evaluate only these task ids (default: all).
+    :param wrap: ``wrap(env, task)`` wraps task ``task``'s eval vec env (task inference does, when
+        the task ids are hidden).
     """
     out = []
     for task in range(len(sequence)) if tasks is None else tasks:
         spec = sequence[task]
         env = sequence.make_vec_env(task, n_envs, seed=seed(task), training=False, max_episode_steps=max_episode_steps)
+        if wrap is not None:
+            env = wrap(env, task)
         try:
             returns, lengths = evaluate_policy(
                 policy, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True

@@ -257,7 +257,8 @@ class ContinualLoop:
             self.writer.add_scalar("train/current_task", self.sequence.schedule[stage - 1], self.agent.num_timesteps)
         # A continual agent restarts its per-task schedules (exploration, replay); the context
         # itself follows the task id that every observation carries, so a plain SB3 agent works too.
-        if hasattr(self.agent, "on_task_start"):
+        # Hidden task ids: no boundary reaches the agent (task inference calls the hook instead).
+        if hasattr(self.agent, "on_task_start") and not self.sequence.hidden:
             self.agent.on_task_start(task, steps)
         self.writer.add_scalar("train/current_task", task, self.agent.num_timesteps)
 
@@ -287,6 +288,8 @@ class ContinualLoop:
         if self._train_env is not None:
             self._train_env[1].close()
         env = self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env)
+        for cb in self.callbacks:
+            env = cb.wrap_env(self, env, task, training=True)
         self._train_env = (task, env)
         return env
 
@@ -298,9 +301,12 @@ class ContinualLoop:
             self.agent,
             self.sequence,
             episodes=self.eval.episodes,
-            n_envs=min(self.eval.episodes, 4),
+            # Hidden ids: one env, so a deployment's trial of a wrong context costs one episode,
+            # not one per env (parallel episodes would all start under it).
+            n_envs=1 if self.sequence.hidden else min(self.eval.episodes, 4),
             seed=lambda task: derive_seed(self.seed, 1, step, task),
             max_episode_steps=cap,
+            wrap=self._wrap_eval_env,
         )
         trained = self.sequence[trained_task].name
         rows = [dict(step=step, trained_task=trained, **result.row()) for result in results]
@@ -325,6 +331,11 @@ class ContinualLoop:
         for cb in self.callbacks:
             cb.after_eval(self, rows)
         return rows
+
+    def _wrap_eval_env(self, env: VecEnv, task: int) -> VecEnv:
+        for cb in self.callbacks:
+            env = cb.wrap_env(self, env, task, training=False)
+        return env
 
     def _write_eval_csv(self) -> None:
         rows = [[row[k] for k in EVAL_HEADER] for row in self.state.eval_rows]
@@ -363,6 +374,10 @@ class ContinualLoop:
             eval_max_episode_steps=self.eval.max_episode_steps,
             eval_capped_episodes=self.state.eval_capped,
         )
+        for cb in self.callbacks:
+            extra = cb.metrics(self)
+            if extra:
+                result[cb.name] = extra
         fault_point("metrics")
         atomic_write_text(self.paths.metrics, json.dumps(result, indent=2) + "\n")
         self.writer.add_hparams(

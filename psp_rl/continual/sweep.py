@@ -185,6 +185,7 @@ def run_sweep(
         num_cpus=None if address else max(max_parallel * cpus_per_trial, 1),
         object_store_memory=None if address else OBJECT_STORE_BYTES,
         include_dashboard=False,
+        _node_ip_address=None if address else "127.0.0.1",  # a local cluster listens on loopback only
         log_to_driver=False,
         configure_logging=False,
     )

@@ -1,0 +1,503 @@
+"""Task inference under hidden task ids: detect a change, choose a context, keep learning.
+
+With ``sequence.task_ids: hidden`` every observation carries task 0 and the agent is told of no
+boundary. :class:`TaskInference` (a loop callback) decides which context acts instead:
+
+1. it watches the episode returns of the acting context (:class:`~psp_rl.continual.detection.ReturnDrop`);
+2. on an alarm, it *tries* contexts for a few episodes each, the current one first, then the
+   others most recently used first (:class:`ContextTrials`), while the agent's updates are held
+   so trial episodes train nothing;
+3. it keeps the first stored context that fits (its trial return is within ``1 - fit`` of that
+   context's usual return), or takes a fresh context when none does; once all ``max_tasks``
+   contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
+
+The choice reaches the network by rewriting the ``task`` entry of the observations
+(:class:`InferredTaskEnv`), so any agent whose networks read that entry works unchanged.
+Evaluation uses the same trials (one episode per candidate, starting from the acting context,
+no fresh context), and the trial episodes count in the reported return: the return a deployed
+agent would get. The loop still knows the true schedule; this module uses it only to score the
+detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from psp_rl.continual.callbacks import ContinualCallback, LoopView
+from psp_rl.continual.detection import ReturnDrop
+from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+
+SELECT = ("first_fit", "best")
+
+
+def relative_return(value: float, reference: float) -> float:
+    """``(value - reference) / |reference|``: 0 at the reference, -1 a full reference below it
+    (meaningful for negative returns too, e.g. Acrobot's)."""
+    return (value - reference) / max(abs(reference), 1e-8)
+
+
+@dataclass
+class ContextTrials:
+    """Trial episodes of candidate contexts, in order, until one fits or all were tried.
+
+    :param candidates: contexts to try, in order.
+    :param references: each candidate's usual return.
+    :param fit: a candidate fits if its mean trial return >= reference - (1 - fit) x |reference|.
+    :param episodes: trial episodes per candidate.
+    :param select: ``"first_fit"`` stops at the first candidate that fits; ``"best"`` tries all
+        and keeps the best-scoring one.
+    """
+
+    candidates: list[int]
+    references: dict[int, float]
+    fit: float
+    episodes: int = 1
+    select: str = "first_fit"
+    scores: dict[int, float] = field(default_factory=dict)
+    returns: list[float] = field(default_factory=list)
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ValueError("candidates is empty: expected at least one context to try")
+        if self.select not in SELECT:
+            raise ValueError(f"select={self.select!r}: expected one of {list(SELECT)}")
+
+    @property
+    def context(self) -> int:
+        """The context under trial (the last one tried, once done)."""
+        return self.candidates[min(len(self.scores), len(self.candidates) - 1)]
+
+    def fits(self, context: int) -> bool:
+        return self.scores[context] >= -(1 - self.fit)
+
+    @property
+    def best(self) -> int:
+        """The best-scoring context tried so far (ties: the earlier candidate)."""
+        return max(self.scores, key=lambda c: (self.scores[c], -self.candidates.index(c)))
+
+    @property
+    def choice(self) -> int | None:
+        """Once done: the chosen context, or None if none fits."""
+        if self.select == "first_fit":
+            return next((c for c in self.scores if self.fits(c)), None)
+        return self.best if self.fits(self.best) else None
+
+    def add(self, value: float) -> None:
+        """One finished trial episode of :attr:`context`."""
+        if self.done:
+            raise RuntimeError("trials are done; read choice")
+        self.returns.append(float(value))
+        if len(self.returns) < self.episodes:
+            return
+        context = self.context
+        self.scores[context] = relative_return(float(np.mean(self.returns)), self.references[context])
+        self.returns = []
+        self.done = len(self.scores) == len(self.candidates) or (self.select == "first_fit" and self.fits(context))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": list(self.candidates),
+            "references": [[c, r] for c, r in self.references.items()],
+            "fit": self.fit,
+            "episodes": self.episodes,
+            "select": self.select,
+            "scores": [[c, s] for c, s in self.scores.items()],
+            "returns": list(self.returns),
+            "done": self.done,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ContextTrials:
+        return cls(
+            candidates=[int(c) for c in state["candidates"]],
+            references={int(c): float(r) for c, r in state["references"]},
+            fit=float(state["fit"]),
+            episodes=int(state["episodes"]),
+            select=str(state["select"]),
+            scores={int(c): float(s) for c, s in state["scores"]},
+            returns=[float(r) for r in state["returns"]],
+            done=bool(state["done"]),
+        )
+
+
+class Chooser(Protocol):
+    """What :class:`InferredTaskEnv` asks: which context acts, and what to do with a finished episode."""
+
+    context: int
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        """An episode returned ``value``; it started under ``context``; ``clean``: that context
+        acted throughout (no switch mid-episode)."""
+
+    def count_steps(self, steps: int) -> None:
+        """``steps`` env steps were taken under :attr:`context`."""
+
+
+class InferredTaskEnv(VecEnvWrapper):
+    """Writes ``chooser.context`` into every observation's ``task`` entry and reports each
+    finished episode (Monitor's ``info["episode"]``) to the chooser.
+
+    A context chosen during a step applies from that step's observations on: to new episodes and
+    to the rest of running ones (those are then not ``clean``).
+    """
+
+    def __init__(self, venv: VecEnv, chooser: Chooser) -> None:
+        super().__init__(venv)
+        self.chooser = chooser
+        self.started = np.zeros(self.num_envs, dtype=np.int64)  # the context each episode started with
+        self.clean = np.ones(self.num_envs, dtype=bool)
+
+    def _label(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs["task"] = np.full_like(obs["task"], self.chooser.context)
+        return obs
+
+    def reset(self) -> dict[str, np.ndarray]:
+        obs = self.venv.reset()
+        self.started[:], self.clean[:] = self.chooser.context, True
+        return self._label(obs)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.chooser.count_steps(self.num_envs)
+        ended = [i for i, info in enumerate(infos) if "episode" in info]
+        for i in ended:
+            self.chooser.episode_end(float(infos[i]["episode"]["r"]), int(self.started[i]), bool(self.clean[i]))
+        context = self.chooser.context
+        self.started[ended], self.clean[ended] = context, True
+        self.clean &= self.started == context
+        return self._label(obs), rewards, dones, infos
+
+
+class FixedContext:
+    """A chooser that always answers ``context`` (to measure a task under one context)."""
+
+    def __init__(self, context: int) -> None:
+        self.context = context
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        pass
+
+    def count_steps(self, steps: int) -> None:
+        pass
+
+
+class Deployment:
+    """Evaluation's chooser: trials of the stored contexts (one episode each, the acting context
+    first) at the start of a task, then the chosen context; no fresh context (nothing learns).
+    Without ``trials`` (no context has a reference yet) the acting context plays throughout."""
+
+    def __init__(self, context: int, trials: ContextTrials | None = None) -> None:
+        self.trials = trials
+        self.context = context if trials is None else trials.context
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        if self.trials is None or self.trials.done or not clean or context != self.context:
+            return
+        self.trials.add(value)
+        if self.trials.done:
+            choice = self.trials.choice
+            self.context = self.trials.best if choice is None else choice
+        else:
+            self.context = self.trials.context
+
+    def count_steps(self, steps: int) -> None:
+        pass
+
+
+class TaskInference(ContinualCallback):
+    """Chooses the acting context when task ids are hidden (see the module's docstring).
+
+    :param threshold: the detector's alarm level (:class:`ReturnDrop`).
+    :param slack: the detector's per-episode allowance.
+    :param warmup_episodes: episodes of a new context before it is watched.
+    :param min_scale: floor of the detector's return scale, as a fraction of the reference.
+    :param fit: a stored context fits if its trial return >= reference - (1 - fit) x |reference|.
+    :param trial_episodes: training episodes per candidate context.
+    :param select: ``"first_fit"`` or ``"best"`` (:class:`ContextTrials`).
+    :param max_delay: env steps after a true switch within which a detection counts (scoring).
+    :param probe_episodes: episodes measuring, at each true switch, the new task under the old
+        context (a switch that context handles is not one to detect).
+    """
+
+    name = "TaskInference"
+
+    def __init__(
+        self,
+        threshold: float = 10.0,
+        slack: float = 0.5,
+        warmup_episodes: int = 50,
+        min_scale: float = 0.25,
+        fit: float = 0.5,
+        trial_episodes: int = 4,
+        select: str = "first_fit",
+        max_delay: int = 2000,
+        probe_episodes: int = 5,
+    ) -> None:
+        self.detector = ReturnDrop(threshold, slack, warmup_episodes, min_scale)
+        if isinstance(fit, bool) or not isinstance(fit, int | float) or not 0 < fit <= 1:
+            raise ValueError(f"fit={fit!r}: expected a number in (0, 1]")
+        for name, value in (("trial_episodes", trial_episodes), ("max_delay", max_delay)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive int")
+        if select not in SELECT:
+            raise ValueError(f"select={select!r}: expected one of {list(SELECT)}")
+        self.fit, self.trial_episodes, self.select = float(fit), trial_episodes, select
+        self.max_delay, self.probe_episodes = max_delay, probe_episodes
+        self.context = 0
+        self.used: list[int] = [0]  # contexts taken, least recently chosen first
+        self.trials: ContextTrials | None = None
+        self.detections: list[list[int]] = []  # [step, acting context, true task]
+        self.choices: list[list[Any]] = []  # [step, chosen context, how: kept|stored|fresh|exhausted]
+        self.switches: list[dict[str, Any]] = []  # one per stage after the first (scoring)
+        self.stage_contexts: list[list[int]] = []  # per stage: env steps under each context
+        self._deployments: dict[str, Deployment] = {}  # eval task -> its deployment at the last evaluation
+        self._last_eval: dict[str, float] = {}
+        self._restored = False
+        self.loop: LoopView | None = None
+
+    # --------------------------------------------------------------- hooks
+    def before_training(self, loop: LoopView) -> None:
+        self.loop = loop
+        num_contexts = loop.sequence.max_tasks
+        if not hasattr(loop.agent, "updates_held"):
+            raise ValueError(
+                f"task inference: agent {type(loop.agent).__name__} cannot hold its updates during context trials; "
+                "expected a continual agent (ContinualPPO, ContinualDQN)"
+            )
+        if num_contexts < 1:
+            raise ValueError(f"sequence.max_tasks={num_contexts}: expected at least one context")
+        loop.agent.updates_held = self.trials is not None
+        if not self._restored:
+            self.detector.watch(self.context)
+            if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
+                loop.agent.on_task_start(self.context)
+
+    def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
+        if training:
+            return InferredTaskEnv(env, self)
+        deployment = self._deployment()
+        self._deployments[loop.sequence[task].name] = deployment
+        return InferredTaskEnv(env, deployment)
+
+    def before_task(self, loop: LoopView, stage: int, task: int) -> None:
+        self.stage_contexts.append([0] * loop.sequence.max_tasks)
+        if stage == 0:
+            return
+        # Scoring only: how the new task does under the context that is acting now.
+        (result,) = evaluate_tasks(
+            loop.agent,
+            loop.sequence,
+            episodes=self.probe_episodes,
+            seed=lambda t: derive_seed(loop.seed, 5, stage, t),
+            tasks=[task],
+            wrap=lambda env, _: InferredTaskEnv(env, FixedContext(self.context)),
+        )
+        self.switches.append(
+            {
+                "stage": stage,
+                "step": int(loop.agent.num_timesteps),
+                "from_task": loop.sequence.schedule[stage - 1],
+                "to_task": task,
+                "context": self.context,
+                "return_under_old_context": result.mean,
+            }
+        )
+
+    def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
+        self._last_eval = {row["eval_task"]: row["mean"] for row in rows}
+        for name, deployment in self._deployments.items():
+            loop.writer.add_scalar(f"eval/{name}/context", deployment.context, loop.agent.num_timesteps)
+
+    def after_task(self, loop: LoopView, stage: int, task: int) -> None:
+        contexts = self.stage_contexts[stage]
+        loop.writer.add_scalar("inference/stage_context", int(np.argmax(contexts)), loop.agent.num_timesteps)
+        if stage == 0:
+            return
+        switch = self.switches[-1]
+        trained = self._last_eval[loop.sequence[task].name]
+        switch["trained_return"] = trained
+        # A switch the acting context handles (>= half the new task's trained return) is not a miss.
+        switch["noticeable"] = bool(relative_return(switch["return_under_old_context"], trained) < -0.5)
+        hits = [d[0] for d in self.detections if switch["step"] <= d[0]]
+        switch["detected_step"] = hits[0] if hits else None
+        if hits:
+            loop.writer.add_scalar("inference/delay", hits[0] - switch["step"], loop.agent.num_timesteps)
+
+    # -------------------------------------------------- the chooser protocol
+    def count_steps(self, steps: int) -> None:
+        if self.stage_contexts:
+            self.stage_contexts[-1][self.context] += steps
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        if not clean or context != self.context:
+            return  # started under another context: it tells nothing about this one
+        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        if self.trials is None:
+            alarm = self.detector.update(context, value)
+            if self.loop is not None:
+                self.loop.writer.add_scalar("inference/cusum", self.detector.statistic, step)
+            if alarm:
+                self._start_trials(step)
+            return
+        self.trials.add(value)
+        if self.trials.done:
+            self._choose(step)
+        else:
+            self.context = self.trials.context
+
+    # ----------------------------------------------------------- decisions
+    def _references(self) -> dict[int, float]:
+        refs = {c: self.detector.reference(c) for c in self.used}
+        return {c: r for c, r in refs.items() if r is not None}
+
+    def _candidates(self) -> list[int]:
+        """The acting context first, then the others most recently chosen first (those watched long
+        enough to have a reference)."""
+        refs = self._references()
+        others = [c for c in reversed(self.used) if c != self.context and c in refs]
+        return ([self.context] if self.context in refs else []) + others
+
+    def _start_trials(self, step: int) -> None:
+        stage = len(self.stage_contexts) - 1  # scoring only: the task truly being trained
+        task = self.loop.sequence.schedule[stage] if self.loop is not None and stage >= 0 else -1
+        self.detections.append([step, self.context, int(task)])
+        if self.loop is not None:
+            self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
+        self.trials = ContextTrials(
+            self._candidates(), self._references(), self.fit, self.trial_episodes, self.select
+        )
+        self.context = self.trials.context
+        self._hold(True)
+
+    def _choose(self, step: int) -> None:
+        assert self.trials is not None
+        before = self.trials.candidates[0]
+        choice, how = self.trials.choice, "stored"
+        if choice is None:
+            free = [c for c in range(self._num_contexts()) if c not in self.used]
+            choice, how = (free[0], "fresh") if free else (self.trials.best, "exhausted")
+        elif choice == before:
+            how = "kept"
+        self.trials = None
+        self.context = choice
+        self.used = [c for c in self.used if c != choice] + [choice]
+        if how == "exhausted":  # it now learns another task: its old reference says nothing
+            self.detector.forget(choice)
+        self.detector.watch(choice)
+        self.choices.append([step, choice, how])
+        self._hold(False)
+        if self.loop is not None:
+            self.loop.writer.add_scalar("inference/context", choice, step)
+            if how != "kept" and hasattr(self.loop.agent, "on_task_start"):
+                self.loop.agent.on_task_start(choice)  # what the loop does at an announced switch
+
+    def _hold(self, held: bool) -> None:
+        if self.loop is not None:
+            self.loop.agent.updates_held = held
+
+    def _num_contexts(self) -> int:
+        return self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
+
+    def _deployment(self) -> Deployment:
+        """An evaluated task's chooser: every stored context, one episode each, the acting one first."""
+        refs = self._references()
+        acting = self.trials.candidates[0] if self.trials is not None else self.context
+        if acting not in refs:  # nothing to compare with yet
+            return Deployment(acting)
+        order = [acting] + [c for c in reversed(self.used) if c != acting and c in refs]
+        return Deployment(acting, ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))
+
+    # -------------------------------------------------------------- results
+    def metrics(self, loop: LoopView) -> dict[str, Any]:
+        """Detection delays, false alarms and the context each task got (``metrics.json``)."""
+        return score_inference(
+            self.switches,
+            [d[0] for d in self.detections],
+            self.stage_contexts,
+            loop.sequence.schedule,
+            int(loop.agent.num_timesteps),
+            self.max_delay,
+        ) | {
+            "choices": self.choices,
+            "detections": self.detections,
+            "eval_contexts": {name: d.context for name, d in self._deployments.items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector.state_dict(),
+            "context": self.context,
+            "used": list(self.used),
+            "trials": self.trials.state_dict() if self.trials is not None else {},
+            "detections": self.detections,
+            "choices": [[s, c, how] for s, c, how in self.choices],
+            "switches": self.switches,
+            "stage_contexts": self.stage_contexts,
+            "last_eval": self._last_eval,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.detector.load_state_dict(state["detector"])
+        self.context, self.used = int(state["context"]), [int(c) for c in state["used"]]
+        self.trials = ContextTrials.from_state(state["trials"]) if state["trials"] else None
+        self.detections = [[int(v) for v in d] for d in state["detections"]]
+        self.choices = [[int(s), int(c), str(how)] for s, c, how in state["choices"]]
+        self.switches = [dict(s) for s in state["switches"]]
+        self.stage_contexts = [[int(v) for v in row] for row in state["stage_contexts"]]
+        self._last_eval = dict(state["last_eval"])
+        self._restored = True
+
+
+def score_inference(
+    switches: Sequence[dict[str, Any]],
+    detections: Sequence[int],
+    stage_contexts: Sequence[Sequence[int]],
+    schedule: Sequence[int],
+    total_steps: int,
+    max_delay: int,
+) -> dict[str, Any]:
+    """Detection rate and delay over the noticeable switches, false alarms, and whether each
+    returning task got the context it first trained with (the one that acted most in its first
+    stage).
+
+    A detection within ``max_delay`` steps after any switch is that switch's; every other
+    detection is a false alarm.
+    """
+    starts = [s["step"] for s in switches]
+    delays = []
+    for switch in switches:
+        hit = next((d for d in detections if 0 <= d - switch["step"] <= max_delay), None)
+        switch["delay"] = None if hit is None else hit - switch["step"]
+        if switch.get("noticeable"):
+            delays.append(switch["delay"])
+    false = [d for d in detections if not any(0 <= d - s <= max_delay for s in starts)]
+    acting = [int(np.argmax(row)) for row in stage_contexts]
+    own: dict[int, int] = {}
+    returning = []
+    for stage, context in enumerate(acting):
+        task = schedule[stage]
+        if task in own:
+            returning.append({"stage": stage, "task": task, "context": context, "own_context": own[task]})
+        else:
+            own[task] = context
+    found = [d for d in delays if d is not None]
+    return {
+        "switches": list(switches),
+        "noticeable_switches": len(delays),
+        "detected_within_max_delay": len(found),
+        "detection_rate": len(found) / len(delays) if delays else None,
+        "mean_delay": float(np.mean(found)) if found else None,
+        "false_alarms": len(false),
+        "false_alarms_per_100k_steps": 1e5 * len(false) / max(total_steps, 1),
+        "stage_contexts": [list(row) for row in stage_contexts],
+        "returning_tasks": returning,
+        "returning_mapped_to_own_context": (
+            sum(r["context"] == r["own_context"] for r in returning) / len(returning) if returning else None
+        ),
+    }
