@@ -369,9 +369,7 @@ class TaskInference(ContinualCallback):
         self.detections.append([step, self.context, int(task)])
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
-        self.trials = ContextTrials(
-            self._candidates(), self._references(), self.fit, self.trial_episodes, self.select
-        )
+        self.trials = ContextTrials(self._candidates(), self._references(), self.fit, self.trial_episodes, self.select)
         self.context = self.trials.context
         self._hold(True)
 
