@@ -39,14 +39,13 @@ def make_gym_env(
     """A registered gymnasium env with shifted physics.
 
     :param env_id: e.g. ``"CartPole-v1"``.
-    :param training: unused here (no reward clipping for control tasks); part of the factory API.
+    :param training: False for evaluation envs: a drifting parameter stays where it is put.
     :param action_sign: ``-1`` negates a continuous action (Pendulum's reversed torque). Discrete
         envs reverse through their own parameter (CartPole ``force_mag``, MountainCar ``force``).
     :param permutation_seed: apply a fixed random permutation to the observation vector.
     :param drift: ``{"name", "low", "high", "period"}``: a parameter that sweeps continuously.
     :param params: public attributes of ``env.unwrapped`` to set (``gravity=20.0``, ...).
     """
-    del training
     env = _gym_make(env_id)
     env = ShiftedParams(env, params)
     if action_sign not in (1, -1):
@@ -59,7 +58,7 @@ def make_gym_env(
         missing = {"name", "low", "high", "period"} - set(drift)
         if missing or set(drift) - {"name", "low", "high", "period"}:
             raise ValueError(f"drift={dict(drift)!r}: expected exactly the keys name, low, high, period")
-        env = DriftingParam(env, **drift)
+        env = DriftingParam(env, **drift, frozen=not training)
     return env
 
 

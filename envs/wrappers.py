@@ -20,6 +20,8 @@ class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
 
     The task id lives in a ``Discrete(max_tasks)`` space, so the capacity travels with the
     space and every SB3 component (vec envs, replay buffers, ``predict``) carries the id along.
+    A drifting task (a :class:`DriftingParam` inside ``env``) adds ``"theta"``: the drifting
+    parameter's place in its range, a ``Box(0, 1, (1,))``.
 
     :param env: the environment of one task.
     :param task: this env's task id, in ``[0, max_tasks)``.
@@ -32,7 +34,11 @@ class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
             raise ValueError(f"max_tasks={max_tasks!r}: expected a positive int")
         self.max_tasks = max_tasks
-        self.observation_space = spaces.Dict({"obs": env.observation_space, "task": spaces.Discrete(max_tasks)})
+        entries = {"obs": env.observation_space, "task": spaces.Discrete(max_tasks)}
+        self.drift = find_drift(env)
+        if self.drift is not None:
+            entries["theta"] = spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
+        self.observation_space = spaces.Dict(entries)
         self.set_task(task)
 
     def set_task(self, task: int) -> None:
@@ -42,7 +48,10 @@ class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.task = int(task)
 
     def observation(self, observation: Any) -> dict[str, Any]:
-        return {"obs": observation, "task": np.int64(self.task)}
+        if self.drift is None:
+            return {"obs": observation, "task": np.int64(self.task)}
+        theta = np.array([min(1.0, max(0.0, self.drift.theta))], dtype=np.float32)
+        return {"obs": observation, "task": np.int64(self.task), "theta": theta}
 
 
 def _recompute_cartpole(env: Any) -> None:
@@ -169,41 +178,67 @@ class PadChannels(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
 
 
 class DriftingParam(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """One physics parameter that changes continuously with this env's steps.
+    """One physics parameter that changes continuously as training goes on.
 
-    The value follows a triangle wave from ``low`` to ``high`` and back every ``period`` steps
-    (gravity sweeping 9.8 -> 20 -> 9.8, say). The current value is ``self.value`` and
-    ``info["drift"][name]`` at every step, so drifting contexts can use it.
+    The value follows a triangle wave from ``low`` to ``high`` and back every ``period`` env steps
+    of the whole run (gravity sweeping 9.8 -> 20 -> 9.8, say). The trainer places it with
+    :meth:`set_drift_step` at every chunk (the task's env steps so far, and how many envs step
+    together), so the wave follows the trainer's step count whatever the chunking, the number of
+    envs or a resume. ``self.value`` is the current value, :attr:`theta` the same in ``[0, 1]``
+    (``(value - low) / (high - low)``), also ``info["drift"][name]`` at every step;
+    :class:`TaskObservation` adds ``theta`` to the observation.
+
+    :param frozen: the value does not move with this env's steps (evaluation envs: a fixed point).
     """
 
-    def __init__(self, env: gym.Env, name: str, low: float, high: float, period: int) -> None:
+    def __init__(self, env: gym.Env, name: str, low: float, high: float, period: int, frozen: bool = False) -> None:
         if isinstance(period, bool) or not isinstance(period, int) or period < 2:
             raise ValueError(f"drift period={period!r}: expected an int >= 2 (env steps per sweep)")
-        gym.utils.RecordConstructorArgs.__init__(self, name=name, low=low, high=high, period=period)
+        if not float(high) > float(low):
+            raise ValueError(f"drift high={high!r}: expected a value above low={low!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, name=name, low=low, high=high, period=period, frozen=frozen)
         super().__init__(env)
         set_params(env.unwrapped, {name: float(low)})  # validates the name and the type
-        self.name, self.low, self.high, self.period = name, float(low), float(high), period
-        self.steps = 0
+        self.name, self.low, self.high, self.period, self.frozen = name, float(low), float(high), period, frozen
+        self.steps, self.stride = 0, 1
         self.value = self.low
+
+    @property
+    def theta(self) -> float:
+        """The value's place in the range: 0 at ``low``, 1 at ``high``."""
+        return (self.value - self.low) / (self.high - self.low)
 
     def _update(self) -> None:
         phase = (self.steps % self.period) / self.period
-        self.value = self.low + (self.high - self.low) * (1 - abs(2 * phase - 1))
+        self.set_value(self.low + (self.high - self.low) * (1 - abs(2 * phase - 1)))
+
+    def set_value(self, value: float) -> None:
+        """Put the parameter at ``value`` (an evaluation at a fixed point of the range)."""
+        self.value = float(value)
         set_params(self.env.unwrapped, {self.name: self.value})
 
-    def set_drift_step(self, step: int) -> None:
-        """Put the drift ``step`` env steps into the task. The trainer calls it at each chunk, so
-        the sweep runs over the task's steps whatever the chunking, and a resumed run drifts on
-        from where the stopped one was."""
-        self.steps = int(step)
+    def set_drift_step(self, step: int, stride: int = 1) -> None:
+        """Put the drift ``step`` env steps into the task; each step of this env then counts
+        ``stride`` (the number of envs stepping together), so the wave runs over the run's steps."""
+        self.steps, self.stride = int(step), int(stride)
         self._update()
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self.steps += 1
-        self._update()
+        if not self.frozen:
+            self.steps += self.stride
+            self._update()
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["drift"] = {self.name: self.value}
         return obs, reward, terminated, truncated, info
+
+
+def find_drift(env: gym.Env) -> DriftingParam | None:
+    """The :class:`DriftingParam` inside ``env``'s wrappers, if any."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, DriftingParam):
+            return env
+        env = env.env
+    return None
 
 
 __all__ = [
@@ -213,4 +248,5 @@ __all__ = [
     "ReverseAction",
     "ShiftedParams",
     "TaskObservation",
+    "find_drift",
 ]

@@ -25,6 +25,7 @@ from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from psp_rl.contexts import Context, drift_context
 from psp_rl.networks import DuelingHead, LayerIds, build_head, build_torso
 from psp_rl.settings import PSPSettings
 
@@ -32,11 +33,14 @@ ACTINGS = ("q", "distilled", "auto")
 
 
 def check_task_observation_space(observation_space: spaces.Space) -> tuple[spaces.Box, int]:
-    """Return ``(obs_space, num_tasks)`` of a ``{"obs": Box, "task": Discrete(n)}`` space, else raise."""
-    if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != {"obs", "task"}:
+    """Return ``(obs_space, num_tasks)`` of a ``{"obs": Box, "task": Discrete(n)}`` space (a
+    drifting task adds ``"theta": Box(0, 1, (1,))``), else raise."""
+    keys = set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else set()
+    if keys not in ({"obs", "task"}, {"obs", "task", "theta"}):
         raise ValueError(
-            f"observation_space {observation_space}: expected Dict({{'obs': Box, 'task': Discrete(max_tasks)}}); "
-            "wrap the env with psp_rl.envs.TaskObservation (TaskSequence.make_env does)"
+            f"observation_space {observation_space}: expected Dict({{'obs': Box, 'task': Discrete(max_tasks)}}), "
+            "with 'theta' for a drifting task; wrap the env with psp_rl.envs.TaskObservation "
+            "(TaskSequence.make_env does)"
         )
     obs_space, task_space = observation_space["obs"], observation_space["task"]
     if not isinstance(obs_space, spaces.Box):
@@ -46,21 +50,49 @@ def check_task_observation_space(observation_space: spaces.Space) -> tuple[space
     return obs_space, int(task_space.n)
 
 
+def drift_slot(theta: torch.Tensor, num_tasks: int, drift: str) -> torch.Tensor:
+    """The context of each ``theta`` in ``[0, 1]``: the nearest of ``num_tasks`` grid points
+    (``smooth``) or its bin of width ``1 / num_tasks`` (``binned``)."""
+    theta = theta.reshape(-1).clamp(0.0, 1.0)
+    if drift == "smooth":
+        return torch.round(theta * (num_tasks - 1)).long()
+    return torch.clamp((theta * num_tasks).long(), max=num_tasks - 1)
+
+
 def split_observation(
-    obs: PyTorchObs, observation_space: spaces.Dict, normalize_images: bool
+    obs: PyTorchObs, observation_space: spaces.Dict, normalize_images: bool, drift: str = "none"
 ) -> tuple[torch.Tensor, int | torch.Tensor]:
     """``(preprocessed obs (batch, ...), task)`` from a Dict observation batch.
 
     ``task`` is an ``int`` when the whole batch is one task (a rollout, a single-task replay
     batch): every layer then takes its fast path without re-checking ids. Otherwise it is the
-    ``(batch,)`` int64 tensor of ids.
+    ``(batch,)`` int64 tensor of ids. With ``drift`` other than ``"none"`` the ``theta`` entry
+    picks the context (:func:`drift_slot`) instead of the ``task`` entry.
     """
     x = preprocess_obs(obs["obs"], observation_space["obs"], normalize_images=normalize_images)
-    # Replay and rollout buffers store a Discrete entry as shape (batch, 1); predict gives (batch,).
-    task = obs["task"].reshape(-1).long()
+    if drift != "none":
+        if "theta" not in obs:
+            raise ValueError(f"drift={drift!r}: the observation has no 'theta' entry (the task does not drift)")
+        task = drift_slot(obs["theta"], int(observation_space["task"].n), drift)
+    else:  # replay and rollout buffers store a Discrete entry as shape (batch, 1); predict gives (batch,)
+        task = obs["task"].reshape(-1).long()
     if task.numel() and bool((task == task[0]).all()):
         return x, int(task[0])
     return x, task
+
+
+def use_drift_contexts(module: nn.Module, psp: PSPSettings) -> None:
+    """With ``psp.drift == "smooth"``, give every superposed layer of ``module`` the drift contexts
+    of its task slots (regenerated at every construction, a load included, as the others are)."""
+    if psp.drift != "smooth":
+        return
+    for layer in module.modules():
+        if isinstance(getattr(layer, "contexts", None), Context) and layer.context == psp.context:
+            grid = [k / max(layer.num_tasks - 1, 1) for k in range(layer.num_tasks)]
+            size = layer.contexts.size
+            layer.contexts.assign(
+                torch.stack([drift_context(psp.context, size, t, seed=layer.seed, layer=layer.layer_id) for t in grid])
+            )
 
 
 class PSPQNetwork(BasePolicy):
@@ -135,9 +167,10 @@ class PSPQNetwork(BasePolicy):
             )
             # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
             self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
+        use_drift_contexts(self, psp)
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
         return self.q_head(self.torso(x, task), task)
 
     def set_training_mode(self, mode: bool) -> None:
@@ -157,7 +190,7 @@ class PSPQNetwork(BasePolicy):
         """The distilled policy's action logits, ``(batch, n_actions)`` (``acting="distilled"``)."""
         if self.policy_torso is None or self.policy_head is None:
             raise ValueError("policy_logits: this Q-network has no distilled policy (acting='q')")
-        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
         return self.policy_head(self.policy_torso(x, task), task)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> torch.Tensor:
@@ -336,10 +369,11 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
                 param.mul_(0.01)
         if isinstance(self.action_space, spaces.Box):
             self.log_std = nn.Parameter(torch.full((num_tasks, n_out), float(self.log_std_init)))
+        use_drift_contexts(self, self.psp)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _latents(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
         latent_pi = self.pi_torso(x, task)
         latent_vf = latent_pi if self.vf_torso is self.pi_torso else self.vf_torso(x, task)
         return latent_pi, latent_vf, task
@@ -366,11 +400,19 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         return self.value_head(latent_vf, task), distribution.log_prob(actions), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
-        latent_pi, _, task = self._latents(obs)
-        return self._distribution(latent_pi, task)
+        # Acting needs the actor only: the critic's torso is not run (a third of predict's time).
+        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        return self._distribution(self.pi_torso(x, task), task)
+
+    def set_training_mode(self, mode: bool) -> None:
+        """As SB3's, skipped when the mode is already set: ``predict`` calls it at every env step,
+        and walking the module tree cost a fifth of an evaluation step (no layer here reads the
+        mode, so the check on this module is enough)."""
+        if self.training != mode:
+            self.train(mode)
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images)
+        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
         return self.value_head(self.vf_torso(x, task), task)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:

@@ -11,6 +11,7 @@ from psp_rl.contexts import check_kind
 TORSOS = ("auto", "mlp", "nature_cnn", "minatar_cnn")
 INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
 HEADS = ("shared", "per_task")
+DRIFTS = ("none", "smooth", "binned")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class PSPSettings:
     :param separate: one plain network per task (the separate-networks baseline; ``K x`` parameters).
     :param center: superposed fully connected layers centre their input per task (PSP-DQN; see
         :class:`~psp_rl.layers.SuperposedLinear`). Ignored by layers without per-task biases.
+    :param drift: how the context follows a drifting task's ``theta`` observation (in ``[0, 1]``):
+        ``none`` (the ``task`` entry picks it, one fixed context for a drifting task), ``smooth``
+        (the ``num_tasks`` contexts are :func:`~psp_rl.contexts.drift_context` at ``theta = k /
+        (num_tasks - 1)``, powers of one context, and ``theta`` picks the nearest: complex or
+        rotation), or ``binned`` (``theta``'s bin of width ``1 / num_tasks`` picks one of
+        ``num_tasks`` independent contexts: a hard switch at every bin).
     """
 
     context: str = "binary"
@@ -36,17 +43,23 @@ class PSPSettings:
     heads: str = "shared"
     separate: bool = False
     center: bool = False
+    drift: str = "none"
 
     def __post_init__(self) -> None:
         check_kind(self.context)
         if isinstance(self.context_seed, bool) or not isinstance(self.context_seed, int) or self.context_seed < 0:
             raise ValueError(f"context_seed={self.context_seed!r}: expected a non-negative int")
-        for name, allowed in (("torso", TORSOS), ("input_layer", INPUT_LAYERS), ("heads", HEADS)):
+        for name, allowed in (("torso", TORSOS), ("input_layer", INPUT_LAYERS), ("heads", HEADS), ("drift", DRIFTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
         for name in ("separate", "center"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
+        if self.drift == "smooth" and self.context not in ("complex", "rotation"):
+            raise ValueError(
+                f"drift='smooth' with context={self.context!r}: smooth drift needs powers of a context; "
+                "expected context complex or rotation"
+            )
 
     @classmethod
     def of(cls, settings: PSPSettings | str | None = None, **overrides: Any) -> PSPSettings:

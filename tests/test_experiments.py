@@ -77,6 +77,53 @@ def test_bench_retention_tabulates_through_the_sweep(monkeypatch, tmp_path):
     assert table[0].startswith("method,") and [row.split(",")[0] for row in table[1:]] == ["finetune"]
 
 
+TINY_PPO = {"algo": "ppo", "net_arch": [16, 16], "n_envs": 4, "n_steps": 32, "batch_size": 64, "n_epochs": 2}
+
+
+def _finished_trial(config: dict, method: str, out: Path, methods: dict) -> None:
+    from psp_rl.continual import ContinualTrainer, parse_config
+    from psp_rl.continual.sweep import Trial, trial_config
+
+    trial = Trial(method, 0)
+    ContinualTrainer(parse_config(trial_config(config, trial, methods)), out / "runs" / trial.name).run()
+
+
+def test_bench_hidden_ids_scores_finished_runs(tmp_path, capsys):
+    from experiments.bench_hidden_ids import main
+    from psp_rl.continual.sweep import METHODS
+
+    sequence = {"name": "cartpole-shift", "tasks": ["default", "reversed"], "steps": 512, "cycles": 2}
+    config = {"name": "tiny-hidden", "sequence": sequence, "agent": TINY_PPO, "eval": {"every": 512, "episodes": 2}}
+    out = tmp_path / "out"
+    for mode in ("hidden", "announced"):
+        mode_config = {**config, "sequence": {**sequence, "task_ids": mode}}
+        _finished_trial(mode_config, "psp-binary", out / mode, METHODS)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main([str(path), "--seeds", "0", "--out", str(out), "--finished-only"]) == 0
+    assert "false alarms <= 1 per 100k env steps" in capsys.readouterr().out
+    assert (out / "table.csv").read_text().startswith("seed,final_avg_hidden,final_avg_announced")
+
+
+def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
+    from experiments.bench_drift import VARIANTS, main
+
+    agent = {**TINY_PPO, "context": "complex", "input_layer": "superposed"}
+    config = {"name": "tiny-drift", "sequence": {"name": "cartpole-drift", "steps": 512, "max_tasks": 4},
+              "agent": agent, "eval": {"every": 512, "episodes": 2}}  # fmt: skip
+    out = tmp_path / "out"
+    for variant in ("drift-fixed", "drift-smooth"):
+        _finished_trial(config, variant, out, VARIANTS)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert (
+        main([str(path), "--seeds", "0", "--out", str(out), "--points", "2", "--episodes", "2", "--finished-only"]) == 0
+    )
+    rows = (out / "table.csv").read_text().splitlines()
+    assert rows[0] == "variant,seed,gravity=9.80,gravity=20.00,range_mean" and len(rows) == 3
+    assert "seed 0: smooth" in (out / "table.md").read_text()
+
+
 def test_readme_python_example_runs(monkeypatch, tmp_path):
     readme = (ROOT / "README.md").read_text()
     example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ContinualLoop" in block)

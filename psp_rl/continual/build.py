@@ -58,7 +58,12 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
 
 def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
     """Refuse, before any run dir is touched, an algorithm that cannot act in the sequence's actions."""
-    _, action_space = sequence.spaces
+    observation_space, action_space = sequence.spaces
+    if config.drift != "none" and "theta" not in observation_space.spaces:
+        raise ConfigError(
+            f"agent.drift: {config.drift!r} needs a drifting task (a 'theta' observation); sequence "
+            f"{sequence.name!r} has none"
+        )
     if config.algo == "dqn" and not isinstance(action_space, spaces.Discrete):
         raise ConfigError(
             f"agent.algo: 'dqn' needs a discrete action space; sequence {sequence.name!r} has {action_space} "
@@ -77,6 +82,7 @@ def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
         heads="per_task" if config.method == "multihead" else config.heads,
         separate=config.method == "separate",
         center=bool(config.center) if config.algo == "dqn" else False,
+        drift=config.drift,
     )
 
 

@@ -112,6 +112,11 @@ class AgentConfig(_Strict):
     torso: Literal["auto", "mlp", "nature_cnn", "minatar_cnn"] = "auto"
     input_layer: Literal["auto", "per_task", "expand", "superposed"] = "auto"
     heads: Literal["shared", "per_task"] = "shared"
+    drift: Literal["none", "smooth", "binned"] = Field(
+        default="none",
+        description="how the context follows a drifting task's theta: none (one context), smooth (powers of one "
+        "context on a grid of max_tasks points; complex or rotation), binned (an independent context per bin)",
+    )
     activation: Literal["relu", "tanh"] | None = Field(
         default=None, description="hidden activation (default: DQN relu, PPO tanh)"
     )
@@ -181,6 +186,13 @@ class AgentConfig(_Strict):
             raise ValueError(f"agent.{ewc_set[0]}: only used by method='ewc', not method={self.method!r}")
         if self.method in ("finetune", "multihead", "separate", "ewc") and self.context != "none":
             raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
+        if self.drift != "none" and self.method != "psp":
+            raise ValueError(f"agent.drift: {self.drift!r} needs method='psp' (drifting contexts), got {self.method!r}")
+        if self.drift == "smooth" and self.context not in ("complex", "rotation"):
+            raise ValueError(
+                f"agent.drift: 'smooth' with context={self.context!r}; smooth drift needs powers of a context, "
+                "expected context complex or rotation"
+            )
         if self.method == "psp" and self.context == "none":
             raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")
         return self

@@ -268,7 +268,7 @@ class ContinualLoop:
         self.agent.set_env(env)  # force_reset: every chunk starts from freshly seeded episodes ...
         self.agent.set_random_seed(chunk_seed)  # ... seeded here (SB3 seeds the env's next reset)
         if env.has_attr("set_drift_step"):  # a drifting parameter goes on from the task's steps so far
-            env.env_method("set_drift_step", self.state.stage_steps // env.num_envs)
+            env.env_method("set_drift_step", self.state.stage_steps, env.num_envs)
         start_steps, start = self.agent.num_timesteps, time.perf_counter()
         self._chunk = (start_steps, start_steps + steps, start)
         self.agent.learn(
@@ -333,6 +333,9 @@ class ContinualLoop:
         return rows
 
     def _wrap_eval_env(self, env: VecEnv, task: int) -> VecEnv:
+        if env.has_attr("set_drift_step"):  # evaluated where training has taken the drift (frozen there)
+            training = self.sequence.schedule[min(self.state.stage, len(self.sequence.schedule) - 1)] == task
+            env.env_method("set_drift_step", self.state.stage_steps if training else 0)
         for cb in self.callbacks:
             env = cb.wrap_env(self, env, task, training=False)
         return env

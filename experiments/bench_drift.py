@@ -1,0 +1,129 @@
+"""Drifting gravity: does a context that follows the drift beat one fixed context?
+
+    python experiments/bench_drift.py experiments/configs/cartpole-drift.yaml --seeds 0 1 2 --max-parallel 2
+
+Three variants of the config's agent, run through the sweep runner (:mod:`psp_rl.continual.sweep`,
+finished runs reused, unfinished ones resumed) into ``<out>/runs/<variant>-s<seed>/``:
+
+- ``drift-fixed``: one context (``agent.drift: none``), the agent sees theta but its context does not move;
+- ``drift-smooth``: powers of one context on a grid of ``max_tasks`` points, theta picks the nearest;
+- ``drift-binned``: an independent context per bin of theta (a hard switch every ``period / (2 K)``
+  env steps while the drift sweeps up or down).
+
+Each run's final model is then evaluated at fixed gravity values across the range (the drift held
+still there), ``--episodes`` deterministic episodes each; ``<out>/table.md``, ``table.csv`` and
+``command.txt`` hold the returns (default out: ``experiments/results/drift``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from psp_rl.agents import ContinualPPO
+from psp_rl.continual.build import build_sequence
+from psp_rl.continual.checkpoints import MODEL, CheckpointStore
+from psp_rl.continual.config import parse_config
+from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.sweep import run_sweep
+
+VARIANTS = {
+    "drift-fixed": {"drift": "none"},
+    "drift-smooth": {"drift": "smooth"},
+    "drift-binned": {"drift": "binned"},
+}
+
+
+def evaluate_range(run_dir: Path, config: dict, values: list[float], episodes: int, seed: int) -> list[float]:
+    """Mean return of the run's newest model at each drift value, the drift held there."""
+    sequence = build_sequence(parse_config(config).sequence)
+    newest = CheckpointStore(RunDir(run_dir).checkpoints).list()[0]
+    agent = ContinualPPO.load(newest / MODEL, device="cpu")
+    out = []
+    for value in values:
+
+        def hold(env, task, value=value):
+            env.env_method("set_value", value)
+            return env
+
+        (result,) = evaluate_tasks(
+            agent,
+            sequence,
+            episodes=episodes,
+            n_envs=min(episodes, 4),
+            seed=lambda t: derive_seed(seed, 9, t),
+            wrap=hold,
+        )
+        out.append(result.mean)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "drift")
+    parser.add_argument("--max-parallel", type=int, default=None)
+    parser.add_argument("--points", type=int, default=5, help="drift values evaluated across the range")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--finished-only", action="store_true", help="evaluate finished runs only, train none")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    base = yaml.safe_load(args.config.read_text())
+    if not args.finished_only:
+        run_sweep(base, list(VARIANTS), args.seeds, args.out, overlays=VARIANTS, max_parallel=args.max_parallel)
+    drift = build_sequence(parse_config(base).sequence)[0].params["drift"]
+    values = list(np.linspace(drift["low"], drift["high"], args.points))
+    rows = []
+    for variant in VARIANTS:
+        for seed in args.seeds:
+            run_dir = args.out / "runs" / f"{variant}-s{seed}"
+            if not RunDir(run_dir).metrics.exists():
+                continue
+            config = {**base, "seed": seed, "agent": {**base["agent"], **VARIANTS[variant]}}
+            returns = evaluate_range(run_dir, config, values, args.episodes, seed)
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    **{f"{drift['name']}={v:.2f}": round(r, 1) for v, r in zip(values, returns, strict=True)},
+                    "range_mean": round(float(np.mean(returns)), 1),
+                }
+            )
+    if not rows:
+        print("no finished run yet")
+        return 0
+    with (args.out / "table.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    by = {(r["variant"], r["seed"]): r["range_mean"] for r in rows}
+    lines = []
+    for seed in args.seeds:
+        fixed, smooth = by.get(("drift-fixed", seed)), by.get(("drift-smooth", seed))
+        if fixed is not None and smooth is not None:
+            lines.append(f"- seed {seed}: smooth {smooth} vs fixed {fixed} -> {'met' if smooth >= fixed else 'MISSED'}")
+    command = shlex.join(["python", "experiments/bench_drift.py", *(argv if argv is not None else sys.argv[1:])])
+    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    text = (
+        f"# Drifting gravity: the context follows theta\n\n`{command}`\n\nFinal models, {args.episodes} deterministic "
+        f"episodes at each fixed {drift['name']} (the drift held still):\n\n{header}{body}\n"
+        "Target: the drifting (smooth) context's mean return over the range >= the fixed context's, per seed:\n\n"
+    )
+    (args.out / "table.md").write_text(text + "\n".join(lines) + "\n")
+    (args.out / "command.txt").write_text(command + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Hidden task ids: does task inference find the changes and keep up with announced ids?
+
+    python experiments/bench_hidden_ids.py experiments/configs/hidden-ids.yaml --seeds 0 1 2 --max-parallel 2
+
+Runs the config twice per seed through the sweep runner (:mod:`psp_rl.continual.sweep`): with
+``sequence.task_ids: hidden`` (into ``<out>/hidden/``) and ``announced`` (``<out>/announced/``);
+finished runs are reused and unfinished ones resumed, so the same command completes a stopped
+benchmark. Then it pools the detector's scores over seeds and writes ``<out>/table.md``,
+``table.csv`` and ``command.txt`` (default out: ``experiments/results/hidden-ids``):
+
+- switches detected within ``inference.max_delay`` env steps, over the noticeable ones (the new
+  task's return under the acting context is below half its trained return);
+- false alarms per 100k env steps;
+- returning tasks (second cycle) acting mostly under the context they first trained;
+- final average return, hidden over announced (evaluation under hidden ids goes through the
+  same inference, its trial episodes counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from psp_rl.continual.sweep import run_sweep
+
+MODES = ("hidden", "announced")
+
+
+def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
+    """Per-seed rows and the target lines, from the finished runs under ``out``."""
+    rows, pooled = [], {"noticeable": 0, "detected": 0, "false": 0, "steps": 0, "returning": 0, "mapped": 0}
+    for seed in seeds:
+        metrics = {}
+        for mode in MODES:
+            path = out / mode / "runs" / f"psp-binary-s{seed}" / "metrics.json"
+            if path.exists():
+                metrics[mode] = json.loads(path.read_text())
+        if "hidden" not in metrics:
+            continue
+        hidden, inference = metrics["hidden"], metrics["hidden"]["TaskInference"]
+        announced = metrics.get("announced", {}).get("final_average_return")
+        returning = inference["returning_tasks"]
+        mapped = sum(r["context"] == r["own_context"] for r in returning)
+        rows.append(
+            {
+                "seed": seed,
+                "final_avg_hidden": round(hidden["final_average_return"], 1),
+                "final_avg_announced": None if announced is None else round(announced, 1),
+                "ratio": None if not announced else round(hidden["final_average_return"] / announced, 3),
+                "noticeable_switches": inference["noticeable_switches"],
+                "detected": inference["detected_within_max_delay"],
+                "mean_delay": None if inference["mean_delay"] is None else round(inference["mean_delay"]),
+                "false_alarms": inference["false_alarms"],
+                "env_steps": hidden["env_steps"],
+                "returning_tasks": len(returning),
+                "mapped_to_own_context": mapped,
+                "contexts_taken": len({c[1] for c in inference["choices"]} | {0}),
+                "eval_contexts": " ".join(f"{k}:{v}" for k, v in inference["eval_contexts"].items()),
+            }
+        )
+        for key, value in (
+            ("noticeable", inference["noticeable_switches"]),
+            ("detected", inference["detected_within_max_delay"]),
+            ("false", inference["false_alarms"]),
+            ("steps", hidden["env_steps"]),
+            ("returning", len(returning)),
+            ("mapped", mapped),
+        ):
+            pooled[key] += value
+    targets = []
+    if rows:
+        rate = pooled["detected"] / max(pooled["noticeable"], 1)
+        false_rate = 1e5 * pooled["false"] / max(pooled["steps"], 1)
+        mapped = pooled["mapped"] / max(pooled["returning"], 1)
+        ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+        ratio = float(np.mean(ratios)) if ratios else float("nan")
+        targets = [
+            f"- switches detected within 2,000 env steps >= 95%: {pooled['detected']}/{pooled['noticeable']} = "
+            f"{rate:.0%} -> {'met' if rate >= 0.95 else 'MISSED'}",
+            f"- false alarms <= 1 per 100k env steps: {pooled['false']} in {pooled['steps']:,} steps = "
+            f"{false_rate:.2f} -> {'met' if false_rate <= 1 else 'MISSED'}",
+            f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
+            f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'}",
+            f"- final average return within 10% of announced ids: mean ratio {ratio:.3f} over {len(ratios)} seed(s) "
+            f"-> {'met' if ratio >= 0.9 else 'MISSED'}",
+        ]
+    return rows, targets
+
+
+def write(out: Path, rows: list[dict], targets: list[str], command: str) -> None:
+    if not rows:
+        return
+    with (out / "table.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    title = "# Hidden task ids: inference vs announced ids"
+    text = f"{title}\n\n`{command}`\n\n{header}{body}\nTargets (pooled over seeds):\n\n"
+    (out / "table.md").write_text(text + "\n".join(targets) + "\n")
+    (out / "command.txt").write_text(command + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hidden-ids")
+    parser.add_argument("--max-parallel", type=int, default=None)
+    parser.add_argument("--finished-only", action="store_true", help="write the table from finished runs only")
+    args = parser.parse_args(argv)
+    base = yaml.safe_load(args.config.read_text())
+    if not args.finished_only:
+        for mode in MODES:
+            config = {**base, "sequence": {**base["sequence"], "task_ids": mode}}
+            if mode == "announced":
+                config.pop("inference", None)
+            run_sweep(config, ["psp-binary"], args.seeds, args.out / mode, max_parallel=args.max_parallel)
+    rows, targets = summarize(args.out, args.seeds)
+    command = shlex.join(["python", "experiments/bench_hidden_ids.py", *(argv if argv is not None else sys.argv[1:])])
+    write(args.out, rows, targets, command)
+    print("\n".join(targets) or "no finished run yet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
