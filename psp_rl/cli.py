@@ -137,8 +137,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{path.name}: deterministic return over {args.episodes} episodes")
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
+    trainer.store.load_callbacks(path, trainer.callbacks)  # hidden task ids: the inference's contexts
+
+    def wrap(env, task):  # evaluated as the run evaluates (task inference picks the contexts)
+        for callback in trainer.callbacks:
+            env = callback.wrap_env(trainer, env, task, training=False)
+        return env
+
     results = evaluate_tasks(
-        model, trainer.sequence, episodes=args.episodes, seed=lambda task: args.seed + task, max_episode_steps=cap
+        model,
+        trainer.sequence,
+        episodes=args.episodes,
+        seed=lambda task: args.seed + task,
+        max_episode_steps=cap,
+        wrap=wrap,
     )
     for result in results:
         note = f"   ({result.capped} episodes cut at {cap} steps: eval.max_episode_steps)" if result.capped else ""

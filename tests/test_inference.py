@@ -19,7 +19,7 @@ from psp_rl.continual.inference import (
     score_inference,
 )
 from psp_rl.envs import get_sequence
-from tests.conftest import run_train
+from tests.conftest import run_cli, run_train
 
 
 # ----------------------------------------------------------------- detection
@@ -311,3 +311,14 @@ def test_a_killed_hidden_id_run_resumes_exactly(hidden_run, tmp_path):
     assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
     a, b = (json.loads((d / "metrics.json").read_text())["TaskInference"] for d in (whole, run_dir))
     assert a == b
+
+
+def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run):
+    _, run_dir = hidden_run
+    result = run_cli("evaluate", str(run_dir), "--episodes", "4")
+    assert result.returncode == 0, result.stderr
+    rows = (run_dir / "evaluate.csv").read_text().splitlines()[1:]
+    means = {row.split(",")[0]: float(row.split(",")[1]) for row in rows}
+    final = {r.split(",")[2]: float(r.split(",")[3]) for r in (run_dir / "eval.csv").read_text().splitlines()[-2:]}
+    # context 0 plays the reversed task at ~9; the inference's contexts give what the run's own evaluation got
+    assert means["reversed"] > 2 * 9.5 and means["reversed"] >= 0.5 * final["reversed"]

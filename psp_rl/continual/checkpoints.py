@@ -143,6 +143,11 @@ class CheckpointStore:
         buffer = path / REPLAY_BUFFER
         if buffer.exists():
             agent.load_replay_buffer(buffer)
+        CheckpointStore.load_callbacks(path, callbacks)
+
+    @staticmethod
+    def load_callbacks(path: Path, callbacks: Sequence[ContinualCallback]) -> None:
+        """Restore the callbacks' state saved in checkpoint ``path`` (task inference's, to evaluate)."""
         callback_file = path / CALLBACKS
         if not callback_file.exists():
             return

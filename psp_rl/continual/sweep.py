@@ -178,6 +178,10 @@ def run_sweep(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
+    if address is None:
+        # A local cluster is one node: Ray then uses the loopback address instead of this machine's
+        # network address (its single-node mode on macOS and Windows), so no port faces the network.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray  # only sweeps need Ray: pip install "psp_rl[sweep]"
 
     ray.init(
@@ -185,7 +189,6 @@ def run_sweep(
         num_cpus=None if address else max(max_parallel * cpus_per_trial, 1),
         object_store_memory=None if address else OBJECT_STORE_BYTES,
         include_dashboard=False,
-        _node_ip_address=None if address else "127.0.0.1",  # a local cluster listens on loopback only
         log_to_driver=False,
         configure_logging=False,
     )
