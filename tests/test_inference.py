@@ -322,3 +322,14 @@ def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run):
     final = {r.split(",")[2]: float(r.split(",")[3]) for r in (run_dir / "eval.csv").read_text().splitlines()[-2:]}
     # context 0 plays the reversed task at ~9; the inference's contexts give what the run's own evaluation got
     assert means["reversed"] > 2 * 9.5 and means["reversed"] >= 0.5 * final["reversed"]
+
+
+def test_psp_dqn_runs_under_hidden_ids(tmp_path, tiny_config):
+    """The inference holds and restarts DQN as it does PPO (its replay stores the chosen contexts)."""
+    from psp_rl.continual import ContinualTrainer
+
+    tiny_config["sequence"]["task_ids"] = "hidden"
+    tiny_config["inference"] = {"warmup_episodes": 5, "trial_episodes": 2}
+    metrics = ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
+    inference = metrics["TaskInference"]
+    assert len(inference["switches"]) == 1 and sum(map(sum, inference["stage_contexts"])) == metrics["env_steps"]
