@@ -246,8 +246,8 @@ class InferenceConfig(_Strict):
     """Task inference under hidden task ids (psp_rl.continual.inference): a CUSUM on episode returns
     detects a change, trial episodes choose among the stored contexts or take a fresh one."""
 
-    threshold: float = Field(default=10.0, gt=0, description="CUSUM alarm level, in return scales")
-    slack: float = Field(default=0.5, ge=0, description="CUSUM drift allowance per episode, in return scales")
+    threshold: float = Field(default=20.0, gt=0, description="CUSUM alarm level, in return scales")
+    slack: float = Field(default=1.0, ge=0, description="CUSUM drift allowance per episode, in return scales")
     warmup_episodes: int = Field(default=50, gt=0, description="episodes of a new context before it is watched")
     min_scale: float = Field(
         default=0.25, gt=0, le=1, description="the return scale is at least this fraction of the reference return"

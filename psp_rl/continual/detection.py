@@ -35,7 +35,7 @@ class ReturnDrop:
     """
 
     def __init__(
-        self, threshold: float = 10.0, slack: float = 0.5, warmup: int = 50, min_scale: float = 0.25, rate: float = 0.05
+        self, threshold: float = 20.0, slack: float = 1.0, warmup: int = 50, min_scale: float = 0.25, rate: float = 0.05
     ) -> None:
         self.threshold = _positive("threshold", threshold)
         if isinstance(slack, bool) or not isinstance(slack, int | float) or slack < 0:
@@ -47,10 +47,11 @@ class ReturnDrop:
         self.stats: dict[int, list[float]] = {}  # context -> [episodes, mean, variance]
         self.statistic = 0.0
 
-    def reference(self, context: int) -> float | None:
-        """The context's usual return, once it has been watched for ``warmup`` episodes."""
+    def reference(self, context: int, provisional: bool = False) -> float | None:
+        """The context's usual return, once it has been watched for ``warmup`` episodes (with
+        ``provisional``: its mean return so far, after one episode)."""
         count, mean, _ = self.stats.get(context, (0, 0.0, 0.0))
-        return mean if count >= self.warmup else None
+        return mean if count >= (1 if provisional else self.warmup) else None
 
     def scale(self, context: int) -> float:
         _, mean, var = self.stats[context]

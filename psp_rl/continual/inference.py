@@ -229,8 +229,8 @@ class TaskInference(ContinualCallback):
 
     def __init__(
         self,
-        threshold: float = 10.0,
-        slack: float = 0.5,
+        threshold: float = 20.0,
+        slack: float = 1.0,
         warmup_episodes: int = 50,
         min_scale: float = 0.25,
         fit: float = 0.5,
@@ -403,13 +403,15 @@ class TaskInference(ContinualCallback):
         return self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
 
     def _deployment(self) -> Deployment:
-        """An evaluated task's chooser: every stored context, one episode each, the acting one first."""
-        refs = self._references()
+        """An evaluated task's chooser: every stored context, one episode each, the acting one
+        first. A context still warming up is compared with its returns so far."""
+        refs = {c: self.detector.reference(c, provisional=True) for c in self.used}
+        refs = {c: r for c, r in refs.items() if r is not None}
         acting = self.trials.candidates[0] if self.trials is not None else self.context
-        if acting not in refs:  # nothing to compare with yet
+        order = ([acting] if acting in refs else []) + [c for c in reversed(self.used) if c != acting and c in refs]
+        if not order:  # nothing to compare with yet
             return Deployment(acting)
-        order = [acting] + [c for c in reversed(self.used) if c != acting and c in refs]
-        return Deployment(acting, ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))
+        return Deployment(order[0], ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))
 
     # -------------------------------------------------------------- results
     def metrics(self, loop: LoopView) -> dict[str, Any]:
