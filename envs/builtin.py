@@ -94,6 +94,15 @@ def _cartpole_drift(steps: int) -> list[TaskSpec]:
     return _control("CartPole-v1", steps, {"drifting-gravity": {"drift": drift}})
 
 
+@register_sequence(
+    "cartpole-drift-force", 100_000, "CartPole-v1 whose push force sweeps -10 -> 10 -> -10 every 50k steps"
+)
+def _cartpole_drift_force(steps: int) -> list[TaskSpec]:
+    # The controls reverse as the force crosses 0: no single policy plays both ends of the range.
+    drift = {"name": "force_mag", "low": -10.0, "high": 10.0, "period": 50_000}
+    return _control("CartPole-v1", steps, {"drifting-force": {"drift": drift}})
+
+
 @register_sequence("acrobot-shift", 50_000, "Acrobot-v1: default, heavy link 2, long link 1, reversed torque")
 def _acrobot_shift(steps: int) -> list[TaskSpec]:
     return _control(
