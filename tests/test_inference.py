@@ -8,16 +8,10 @@ import pytest
 import yaml
 
 from psp_rl.continual import ConfigError, parse_config
+from psp_rl.continual.context_trials import ContextTrials, Deployment, FixedContext, InferredTaskEnv
 from psp_rl.continual.detection import ReturnDrop
 from psp_rl.continual.evaluation import evaluate_tasks
-from psp_rl.continual.inference import (
-    ContextTrials,
-    Deployment,
-    FixedContext,
-    InferredTaskEnv,
-    TaskInference,
-    score_inference,
-)
+from psp_rl.continual.inference import TaskInference, score_inference
 from psp_rl.envs import get_sequence
 from tests.conftest import run_cli, run_train
 
