@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
     from torch.utils.tensorboard import SummaryWriter
 
+    from psp_rl.continual.config import EvalConfig
     from psp_rl.continual.run_dir import RunDir
     from psp_rl.envs import TaskSequence
 
@@ -25,6 +26,8 @@ class LoopView(Protocol):
     """The run's TensorBoard writer."""
     run_dir: Path
     paths: RunDir
+    eval: EvalConfig
+    """Evaluation settings (episodes, the episode cap)."""
 
 
 class ContinualCallback:

@@ -5,14 +5,15 @@ boundary. :class:`TaskInference` (a loop callback) decides which context acts in
 
 1. it watches the episode returns of the acting context (:class:`~psp_rl.continual.detection.ReturnDrop`);
 2. on an alarm, it *tries* contexts for a few episodes each, the current one first, then the
-   others most recently used first (:class:`~psp_rl.continual.context_trials.ContextTrials`), while the agent's updates are held
-   so trial episodes train nothing;
+   others most recently used first (:class:`~psp_rl.continual.context_trials.ContextTrials`),
+   while the agent's updates are held so trial episodes train nothing;
 3. it keeps the first stored context that fits (its trial return is within ``1 - fit`` of that
    context's usual return), or takes a fresh context when none does; once all ``max_tasks``
    contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
-(:class:`~psp_rl.continual.context_trials.InferredTaskEnv`), so any agent whose networks read that entry works unchanged.
+(:class:`~psp_rl.continual.context_trials.InferredTaskEnv`), so any agent whose networks read
+that entry works unchanged.
 Evaluation uses the same trials (one episode per candidate, starting from the acting context,
 no fresh context), and the trial episodes count in the reported return: the return a deployed
 agent would get. The loop still knows the true schedule; this module uses it only to score the
@@ -94,14 +95,11 @@ class TaskInference(ContinualCallback):
     # --------------------------------------------------------------- hooks
     def before_training(self, loop: LoopView) -> None:
         self.loop = loop
-        num_contexts = loop.sequence.max_tasks
         if not hasattr(loop.agent, "updates_held"):
             raise ValueError(
                 f"task inference: agent {type(loop.agent).__name__} cannot hold its updates during context trials; "
                 "expected a continual agent (ContinualPPO, ContinualDQN)"
             )
-        if num_contexts < 1:
-            raise ValueError(f"sequence.max_tasks={num_contexts}: expected at least one context")
         loop.agent.updates_held = self.trials is not None
         if not self._restored:
             self.detector.watch(self.context)
@@ -126,6 +124,7 @@ class TaskInference(ContinualCallback):
             episodes=self.probe_episodes,
             seed=lambda t: derive_seed(loop.seed, 5, stage, t),
             tasks=[task],
+            max_episode_steps=loop.eval.max_episode_steps,
             wrap=lambda env, _: InferredTaskEnv(env, FixedContext(self.context)),
         )
         self.switches.append(
