@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from psp_rl.continual.inference import returning_tasks
 from psp_rl.continual.sweep import run_sweep
 
 MODES = ("hidden", "announced")
@@ -35,7 +36,8 @@ MODES = ("hidden", "announced")
 
 def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
     """Per-seed rows and the target lines, from the finished runs under ``out``."""
-    rows, pooled = [], {"noticeable": 0, "detected": 0, "false": 0, "steps": 0, "returning": 0, "mapped": 0}
+    rows = []
+    pooled = {"noticeable": 0, "detected": 0, "false": 0, "steps": 0, "returning": 0, "mapped": 0, "reused": 0}
     for seed in seeds:
         metrics = {}
         for mode in MODES:
@@ -46,8 +48,11 @@ def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
             continue
         hidden, inference = metrics["hidden"], metrics["hidden"]["TaskInference"]
         announced = metrics.get("announced", {}).get("final_average_return")
-        returning = inference["returning_tasks"]
+        switches = inference["switches"]
+        schedule = [switches[0]["from_task"], *(s["to_task"] for s in switches)]
+        returning = returning_tasks(inference["stage_contexts"], schedule)
         mapped = sum(r["context"] == r["own_context"] for r in returning)
+        reused = sum(r["reused"] for r in returning)
         rows.append(
             {
                 "seed": seed,
@@ -61,6 +66,7 @@ def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
                 "env_steps": hidden["env_steps"],
                 "returning_tasks": len(returning),
                 "mapped_to_own_context": mapped,
+                "reused_a_stored_context": reused,
                 "contexts_taken": len({c[1] for c in inference["choices"]} | {0}),
                 "eval_contexts": " ".join(f"{k}:{v}" for k, v in inference["eval_contexts"].items()),
             }
@@ -72,6 +78,7 @@ def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
             ("steps", hidden["env_steps"]),
             ("returning", len(returning)),
             ("mapped", mapped),
+            ("reused", reused),
         ):
             pooled[key] += value
     targets = []
@@ -87,7 +94,8 @@ def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
             f"- false alarms <= 1 per 100k env steps: {pooled['false']} in {pooled['steps']:,} steps = "
             f"{false_rate:.2f} -> {'met' if false_rate <= 1 else 'MISSED'}",
             f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
-            f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'}",
+            f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'} (reused a stored context rather than a fresh "
+            f"one: {pooled['reused']}/{pooled['returning']})",
             f"- final average return within 10% of announced ids: mean ratio {ratio:.3f} over {len(ratios)} seed(s) "
             f"-> {'met' if ratio >= 0.9 else 'MISSED'}",
         ]

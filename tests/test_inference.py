@@ -235,7 +235,7 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
     score = score_inference(switches, [1100, 2500, 9000], [[9, 1], [1, 9], [8, 2]], [0, 1, 0], 10_000, 500)
     assert score["noticeable_switches"] == 2 and score["detection_rate"] == 0.5
     assert score["mean_delay"] == 100 and score["false_alarms"] == 1
-    assert score["returning_mapped_to_own_context"] == 1.0
+    assert score["returning_mapped_to_own_context"] == 1.0 and score["returning_reused_a_stored_context"] == 1.0
 
 
 # ------------------------------------------------------------------- config

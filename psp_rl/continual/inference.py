@@ -291,9 +291,8 @@ def score_inference(
     total_steps: int,
     max_delay: int,
 ) -> dict[str, Any]:
-    """Detection rate and delay over the noticeable switches, false alarms, and whether each
-    returning task got the context it first trained with (the one that acted most in its first
-    stage).
+    """Detection rate and delay over the noticeable switches, false alarms, and the contexts of
+    the returning tasks (:func:`returning_tasks`).
 
     A detection within ``max_delay`` steps after any switch is that switch's; every other
     detection is a false alarm.
@@ -306,15 +305,7 @@ def score_inference(
         if switch.get("noticeable"):
             delays.append(switch["delay"])
     false = [d for d in detections if not any(0 <= d - s <= max_delay for s in starts)]
-    acting = [int(np.argmax(row)) for row in stage_contexts]
-    own: dict[int, int] = {}
-    returning = []
-    for stage, context in enumerate(acting):
-        task = schedule[stage]
-        if task in own:
-            returning.append({"stage": stage, "task": task, "context": context, "own_context": own[task]})
-        else:
-            own[task] = context
+    returning = returning_tasks(stage_contexts, schedule)
     found = [d for d in delays if d is not None]
     return {
         "switches": list(switches),
@@ -329,4 +320,24 @@ def score_inference(
         "returning_mapped_to_own_context": (
             sum(r["context"] == r["own_context"] for r in returning) / len(returning) if returning else None
         ),
+        "returning_reused_a_stored_context": (
+            sum(r["reused"] for r in returning) / len(returning) if returning else None
+        ),
     }
+
+
+def returning_tasks(stage_contexts: Sequence[Sequence[int]], schedule: Sequence[int]) -> list[dict[str, Any]]:
+    """For each stage whose task was trained before: the context that acted most in it, the one
+    that acted most in the task's first stage (``own_context``), and whether it was a stored
+    context (``reused``: it had acted most in an earlier stage) rather than one taken afresh."""
+    acting = [int(np.argmax(row)) for row in stage_contexts]
+    own: dict[int, int] = {}
+    out = []
+    for stage, context in enumerate(acting):
+        task = schedule[stage]
+        if task in own:
+            reused = context in acting[:stage]
+            out.append({"stage": stage, "task": task, "context": context, "own_context": own[task], "reused": reused})
+        else:
+            own[task] = context
+    return out
