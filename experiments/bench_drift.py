@@ -18,7 +18,6 @@ still there), ``--episodes`` deterministic episodes each; ``<out>/table.md``, ``
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from psp_rl.continual.build import build_sequence
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
 from psp_rl.continual.config import parse_config
 from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.sweep import run_sweep
 
@@ -101,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no finished run yet")
         return 0
-    with (args.out / "table.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    header = list(rows[0])
+    atomic_write_csv(args.out / "table.csv", header, [list(row.values()) for row in rows])
     by = {(r["variant"], r["seed"]): r["range_mean"] for r in rows}
     lines = []
     for seed in args.seeds:
@@ -112,15 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         if fixed is not None and smooth is not None:
             lines.append(f"- seed {seed}: smooth {smooth} vs fixed {fixed} -> {'met' if smooth >= fixed else 'MISSED'}")
     command = shlex.join(["python", "experiments/bench_drift.py", *(argv if argv is not None else sys.argv[1:])])
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    table = markdown_table(header, [list(row.values()) for row in rows])
     text = (
         f"# Drifting gravity: the context follows theta\n\n`{command}`\n\nFinal models, {args.episodes} deterministic "
-        f"episodes at each fixed {drift['name']} (the drift held still):\n\n{header}{body}\n"
+        f"episodes at each fixed {drift['name']} (the drift held still):\n\n{table}\n\n"
         "Target: the drifting (smooth) context's mean return over the range >= the fixed context's, per seed:\n\n"
     )
-    (args.out / "table.md").write_text(text + "\n".join(lines) + "\n")
-    (args.out / "command.txt").write_text(command + "\n")
+    atomic_write_text(args.out / "table.md", text + "\n".join(lines) + "\n")
+    atomic_write_text(args.out / "command.txt", command + "\n")
     print("\n".join(lines))
     return 0
 

@@ -19,7 +19,6 @@ benchmark. Then it pools the detector's scores over seeds and writes ``<out>/tab
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 import yaml
 
 from psp_rl.continual.inference import returning_tasks
+from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.sweep import run_sweep
 
 MODES = ("hidden", "announced")
@@ -105,16 +105,13 @@ def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
 def write(out: Path, rows: list[dict], targets: list[str], command: str) -> None:
     if not rows:
         return
-    with (out / "table.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    header = list(rows[0])
+    atomic_write_csv(out / "table.csv", header, [list(row.values()) for row in rows])
+    table = markdown_table(header, [list(row.values()) for row in rows])
     title = "# Hidden task ids: inference vs announced ids"
-    text = f"{title}\n\n`{command}`\n\n{header}{body}\nTargets (pooled over seeds):\n\n"
-    (out / "table.md").write_text(text + "\n".join(targets) + "\n")
-    (out / "command.txt").write_text(command + "\n")
+    text = f"{title}\n\n`{command}`\n\n{table}\n\nTargets (pooled over seeds):\n\n" + "\n".join(targets) + "\n"
+    atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "command.txt", command + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

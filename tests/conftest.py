@@ -58,6 +58,15 @@ def run_train(config_path: Path, run_dir: Path, *extra: str, env: dict | None = 
     return run_cli("train", str(config_path), "--run-dir", str(run_dir), *extra, env=env)
 
 
+def finished_run(root: Path, config: dict) -> tuple[Path, Path]:
+    """``config`` written to ``root`` and trained uninterrupted by ``psp-rl train``: (config file, run dir)."""
+    config_path = root / f"{config['name']}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = run_train(config_path, root / "whole")
+    assert result.returncode == 0, result.stderr
+    return config_path, root / "whole"
+
+
 def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Path:
     """``config`` as a YAML file in ``directory``; returns its path."""
     path = Path(directory) / name

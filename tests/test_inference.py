@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import yaml
 
 from psp_rl.continual import ConfigError, parse_config
 from psp_rl.continual.context_trials import ContextTrials, Deployment, FixedContext, InferredTaskEnv
@@ -13,7 +12,7 @@ from psp_rl.continual.detection import ReturnDrop
 from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.inference import TaskInference, score_inference
 from psp_rl.envs import get_sequence
-from tests.conftest import run_cli, run_train
+from tests.conftest import finished_run, run_cli, run_train
 
 
 # ----------------------------------------------------------------- detection
@@ -278,12 +277,7 @@ HIDDEN_RUN = {
 
 @pytest.fixture(scope="module")
 def hidden_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hidden")
-    config_path = root / "hidden.yaml"
-    config_path.write_text(yaml.safe_dump(HIDDEN_RUN))
-    result = run_train(config_path, root / "whole")
-    assert result.returncode == 0, result.stderr
-    return config_path, root / "whole"
+    return finished_run(tmp_path_factory.mktemp("hidden"), HIDDEN_RUN)
 
 
 def test_a_hidden_id_run_detects_the_switch_and_takes_a_fresh_context(hidden_run):

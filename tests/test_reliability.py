@@ -15,18 +15,13 @@ import yaml
 from psp_rl.agents import ContinualDQN
 from psp_rl.cli import main
 from psp_rl.continual import CheckpointError, ContinualCallback, ContinualTrainer, NumericalError, parse_config
-from tests.conftest import TINY_CONFIG, run_train, train_command
+from tests.conftest import TINY_CONFIG, finished_run, run_train, train_command
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of the tiny config: its config file and run dir."""
-    root = tmp_path_factory.mktemp("reference")
-    config_path = root / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
-    result = run_train(config_path, root / "whole")
-    assert result.returncode == 0, result.stderr
-    return config_path, root / "whole"
+    return finished_run(tmp_path_factory.mktemp("reference"), TINY_CONFIG)
 
 
 @pytest.mark.parametrize(

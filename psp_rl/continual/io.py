@@ -39,6 +39,12 @@ def atomic_write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Seq
     atomic_write_text(path, buf.getvalue())
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table (one line per row, no trailing newline)."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 class RunDirBusy(RuntimeError):
     """Another process holds the run directory's lock."""
 

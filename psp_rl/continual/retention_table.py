@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.report import write_report
 from psp_rl.continual.run_dir import RunDir
 
@@ -172,8 +172,7 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
               if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
         ])  # fmt: skip
     atomic_write_csv(out / "table.csv", header, rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = markdown_table(header, rows).split("\n")
     atomic_write_text(
         out / "table.md",
         f"Seeds per method: {seed_note}; mean and 95% t-interval half-width; normalized: 0 = random play, "
