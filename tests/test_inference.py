@@ -335,3 +335,12 @@ def test_evaluation_while_a_fresh_context_warms_up_still_tries_the_stored_ones()
     env = inference.wrap_env(loop, sequence.make_vec_env(0, 1, seed=0), 0, training=False)
     assert env.chooser.trials.candidates == [1, 0]  # compared with its mean so far, then the stored one
     env.close()
+
+
+@pytest.mark.parametrize(("order", "candidates"), [("recent", [3, 2, 1, 0]), ("oldest", [3, 0, 1, 2])])
+def test_trials_try_the_acting_context_then_the_others_in_the_chosen_order(order, candidates):
+    inference = TaskInference(warmup_episodes=1, order=order)
+    for context in range(4):
+        inference.detector.update(context, 100.0)
+    inference.used, inference.context = [0, 1, 2, 3], 3  # chosen in this order; 3 acts now
+    assert inference._candidates() == candidates

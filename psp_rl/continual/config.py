@@ -259,6 +259,10 @@ class InferenceConfig(_Strict):
     select: Literal["first_fit", "best"] = Field(
         default="first_fit", description="first_fit: the first candidate that fits (recent first); best: try all"
     )
+    order: Literal["recent", "oldest"] = Field(
+        default="recent",
+        description="stored contexts tried after the acting one: most (recent) or least (oldest) recently chosen first",
+    )
     max_delay: int = Field(default=2000, gt=0, description="env steps after a switch within which a detection counts")
 
 

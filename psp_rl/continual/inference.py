@@ -40,6 +40,8 @@ from psp_rl.continual.context_trials import (
 from psp_rl.continual.detection import ReturnDrop
 from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
 
+ORDERS = ("recent", "oldest")
+
 
 class TaskInference(ContinualCallback):
     """Chooses the acting context when task ids are hidden (see the module's docstring).
@@ -51,6 +53,10 @@ class TaskInference(ContinualCallback):
     :param fit: a stored context fits if its trial return >= reference - (1 - fit) x |reference|.
     :param trial_episodes: training episodes per candidate context.
     :param select: ``"first_fit"`` or ``"best"`` (:class:`ContextTrials`).
+    :param order: which stored contexts are tried first after the acting one: ``"recent"`` (most
+        recently chosen first: a change back to the previous task is found at once) or ``"oldest"``
+        (least recently chosen first: in a sequence that cycles, the task coming back is the one
+        left longest ago).
     :param max_delay: env steps after a true switch within which a detection counts (scoring).
     :param probe_episodes: episodes measuring, at each true switch, the new task under the old
         context (a switch that context handles is not one to detect).
@@ -67,6 +73,7 @@ class TaskInference(ContinualCallback):
         fit: float = 0.5,
         trial_episodes: int = 4,
         select: str = "first_fit",
+        order: str = "recent",
         max_delay: int = 2000,
         probe_episodes: int = 5,
     ) -> None:
@@ -78,6 +85,9 @@ class TaskInference(ContinualCallback):
                 raise ValueError(f"{name}={value!r}: expected a positive int")
         if select not in SELECT:
             raise ValueError(f"select={select!r}: expected one of {list(SELECT)}")
+        if order not in ORDERS:
+            raise ValueError(f"order={order!r}: expected one of {list(ORDERS)}")
+        self.order = order
         self.fit, self.trial_episodes, self.select = float(fit), trial_episodes, select
         self.max_delay, self.probe_episodes = max_delay, probe_episodes
         self.context = 0
@@ -186,11 +196,15 @@ class TaskInference(ContinualCallback):
         return {c: r for c, r in refs.items() if r is not None}
 
     def _candidates(self) -> list[int]:
-        """The acting context first, then the others most recently chosen first (those watched long
-        enough to have a reference)."""
+        """The acting context first, then the others in :attr:`order` (those watched long enough
+        to have a reference)."""
         refs = self._references()
-        others = [c for c in reversed(self.used) if c != self.context and c in refs]
+        others = [c for c in self._by_order() if c != self.context and c in refs]
         return ([self.context] if self.context in refs else []) + others
+
+    def _by_order(self) -> list[int]:
+        """The contexts taken, in the order they are tried (:attr:`order`)."""
+        return list(reversed(self.used)) if self.order == "recent" else list(self.used)
 
     def _start_trials(self, step: int) -> None:
         stage = len(self.stage_contexts) - 1  # scoring only: the task truly being trained
@@ -237,7 +251,7 @@ class TaskInference(ContinualCallback):
         refs = {c: self.detector.reference(c, provisional=True) for c in self.used}
         refs = {c: r for c, r in refs.items() if r is not None}
         acting = self.trials.candidates[0] if self.trials is not None else self.context
-        order = ([acting] if acting in refs else []) + [c for c in reversed(self.used) if c != acting and c in refs]
+        order = ([acting] if acting in refs else []) + [c for c in self._by_order() if c != acting and c in refs]
         if not order:  # nothing to compare with yet
             return Deployment(acting)
         return Deployment(order[0], ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))
