@@ -34,14 +34,15 @@ from psp_rl.continual.sweep import run_sweep
 MODES = ("hidden", "announced")
 
 
-def summarize(out: Path, seeds: list[int]) -> tuple[list[dict], list[str]]:
-    """Per-seed rows and the target lines, from the finished runs under ``out``."""
+def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict], list[str]]:
+    """Per-seed rows and the target lines, from the finished hidden-id runs under ``out`` and the
+    announced-id runs under ``announced``."""
     rows = []
     pooled = {"noticeable": 0, "detected": 0, "false": 0, "steps": 0, "returning": 0, "mapped": 0, "reused": 0}
     for seed in seeds:
         metrics = {}
-        for mode in MODES:
-            path = out / mode / "runs" / f"psp-binary-s{seed}" / "metrics.json"
+        for mode, where in (("hidden", out / "hidden"), ("announced", announced)):
+            path = where / "runs" / f"psp-binary-s{seed}" / "metrics.json"
             if path.exists():
                 metrics[mode] = json.loads(path.read_text())
         if "hidden" not in metrics:
@@ -120,16 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hidden-ids")
     parser.add_argument("--max-parallel", type=int, default=None)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="which id modes to run")
+    parser.add_argument(
+        "--announced",
+        type=Path,
+        help="where the announced-id runs are (default: <out>/announced; a variant of "
+        "the inference settings can compare with another benchmark's)",
+    )
     parser.add_argument("--finished-only", action="store_true", help="write the table from finished runs only")
     args = parser.parse_args(argv)
     base = yaml.safe_load(args.config.read_text())
     if not args.finished_only:
-        for mode in MODES:
+        for mode in args.modes:
             config = {**base, "sequence": {**base["sequence"], "task_ids": mode}}
             if mode == "announced":
                 config.pop("inference", None)
             run_sweep(config, ["psp-binary"], args.seeds, args.out / mode, max_parallel=args.max_parallel)
-    rows, targets = summarize(args.out, args.seeds)
+    rows, targets = summarize(args.out, args.seeds, args.announced or args.out / "announced")
     command = shlex.join(["python", "experiments/bench_hidden_ids.py", *(argv if argv is not None else sys.argv[1:])])
     write(args.out, rows, targets, command)
     print("\n".join(targets) or "no finished run yet")

@@ -347,12 +347,20 @@ class RunConfig(_Strict):
         return {"context": self.agent.context, "method": self.agent.method, "seed": self.seed}
 
 
+# Sections whose settings left at their defaults are dropped from a shaping (see canonical_shaping).
+_DEFAULTED_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("agent", AgentConfig),
+    ("sequence", SequenceConfig),
+    ("inference", InferenceConfig),
+)
+
+
 def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
     """``shaping`` without the agent and sequence settings at their defaults (and without those
     that do not change what a run computes), so that adding an option with a default leaves
     every saved run's fingerprint, and its resume, as it was."""
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
-    for section, model in (("agent", AgentConfig), ("sequence", SequenceConfig)):
+    for section, model in _DEFAULTED_SECTIONS:
         values = out.get(section, {})
         for name in _NOT_HASHED if section == "agent" else ():
             values.pop(name, None)
@@ -365,7 +373,7 @@ def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
 def with_defaults(shaping: dict[str, Any]) -> dict[str, Any]:
     """A canonical shaping with the left-out defaults written back (for messages naming values)."""
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
-    for section, model in (("agent", AgentConfig), ("sequence", SequenceConfig)):
+    for section, model in _DEFAULTED_SECTIONS[:2]:  # the inference section is in a shaping only when used
         for name, field in model.model_fields.items():
             if name not in _NOT_HASHED or section != "agent":
                 out.setdefault(section, {}).setdefault(
