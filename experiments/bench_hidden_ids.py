@@ -48,7 +48,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         if "hidden" not in metrics:
             continue
         hidden, inference = metrics["hidden"], metrics["hidden"]["TaskInference"]
-        announced = metrics.get("announced", {}).get("final_average_return")
+        reference = metrics.get("announced", {}).get("final_average_return")
         switches = inference["switches"]
         schedule = [switches[0]["from_task"], *(s["to_task"] for s in switches)]
         returning = returning_tasks(inference["stage_contexts"], schedule)
@@ -58,8 +58,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             {
                 "seed": seed,
                 "final_avg_hidden": round(hidden["final_average_return"], 1),
-                "final_avg_announced": None if announced is None else round(announced, 1),
-                "ratio": None if not announced else round(hidden["final_average_return"] / announced, 3),
+                "final_avg_announced": None if reference is None else round(reference, 1),
+                "ratio": None if not reference else round(hidden["final_average_return"] / reference, 3),
                 "noticeable_switches": inference["noticeable_switches"],
                 "detected": inference["detected_within_max_delay"],
                 "mean_delay": None if inference["mean_delay"] is None else round(inference["mean_delay"]),
@@ -87,8 +87,11 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         rate = pooled["detected"] / max(pooled["noticeable"], 1)
         false_rate = 1e5 * pooled["false"] / max(pooled["steps"], 1)
         mapped = pooled["mapped"] / max(pooled["returning"], 1)
-        ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
-        ratio = float(np.mean(ratios)) if ratios else float("nan")
+        paired = [r for r in rows if r["final_avg_announced"] is not None]
+        hidden_mean = float(np.mean([r["final_avg_hidden"] for r in paired])) if paired else float("nan")
+        announced_mean = float(np.mean([r["final_avg_announced"] for r in paired])) if paired else float("nan")
+        ratio = hidden_mean / announced_mean if paired else float("nan")
+        per_seed = ", ".join(f"{r['ratio']:.2f}" for r in paired)
         targets = [
             f"- switches detected within 2,000 env steps >= 95%: {pooled['detected']}/{pooled['noticeable']} = "
             f"{rate:.0%} -> {'met' if rate >= 0.95 else 'MISSED'}",
@@ -97,8 +100,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
             f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'} (reused a stored context rather than a fresh "
             f"one: {pooled['reused']}/{pooled['returning']})",
-            f"- final average return within 10% of announced ids: mean ratio {ratio:.3f} over {len(ratios)} seed(s) "
-            f"-> {'met' if ratio >= 0.9 else 'MISSED'}",
+            f"- final average return within 10% of announced ids: {hidden_mean:.1f} vs {announced_mean:.1f} over "
+            f"{len(paired)} seed(s), ratio {ratio:.2f} (per seed {per_seed}) -> {'met' if ratio >= 0.9 else 'MISSED'}",
         ]
     return rows, targets
 
