@@ -313,6 +313,7 @@ def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run):
     assert means["reversed"] > 2 * 9.5 and means["reversed"] >= 0.5 * final["reversed"]
 
 
+@pytest.mark.slow  # 12 s: the default suite keeps PPO's hidden-id run
 def test_psp_dqn_runs_under_hidden_ids(tmp_path, tiny_config):
     """The inference holds and restarts DQN as it does PPO (its replay stores the chosen contexts)."""
     from psp_rl.continual import ContinualTrainer
