@@ -253,11 +253,15 @@ class InferenceConfig(_Strict):
         default=0.25, gt=0, le=1, description="the return scale is at least this fraction of the reference return"
     )
     fit: float = Field(
-        default=0.5, gt=0, le=1, description="a stored context fits if its trial return >= fit x its reference"
+        default=0.5,
+        gt=0,
+        le=1,
+        description="a stored context fits if its trial return >= reference - (1 - fit) x |reference| "
+        "(fit x reference for positive returns)",
     )
     trial_episodes: int = Field(default=4, gt=0, description="training episodes that score one candidate context")
     select: Literal["first_fit", "best"] = Field(
-        default="first_fit", description="first_fit: the first candidate that fits (recent first); best: try all"
+        default="first_fit", description="first_fit: the first candidate that fits (in `order`); best: try all"
     )
     order: Literal["recent", "oldest"] = Field(
         default="recent",
