@@ -138,19 +138,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
     trainer.store.load_callbacks(path, trainer.callbacks)  # hidden task ids: the inference's contexts
-
-    def wrap(env, task):  # evaluated as the run evaluates (task inference picks the contexts)
-        for callback in trainer.callbacks:
-            env = callback.wrap_env(trainer, env, task, training=False)
-        return env
-
     results = evaluate_tasks(
         model,
         trainer.sequence,
         episodes=args.episodes,
         seed=lambda task: args.seed + task,
         max_episode_steps=cap,
-        wrap=wrap,
+        wrap=lambda env, task: trainer.wrap_env(env, task, training=False),  # as the run evaluates
     )
     for result in results:
         note = f"   ({result.capped} episodes cut at {cap} steps: eval.max_episode_steps)" if result.capped else ""

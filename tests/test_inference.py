@@ -344,4 +344,4 @@ def test_trials_try_the_acting_context_then_the_others_in_the_chosen_order(order
     for context in range(4):
         inference.detector.update(context, 100.0)
     inference.used, inference.context = [0, 1, 2, 3], 3  # chosen in this order; 3 acts now
-    assert inference._candidates() == candidates
+    assert inference._candidates(3, inference._references()) == candidates

@@ -191,16 +191,15 @@ class TaskInference(ContinualCallback):
             self.context = self.trials.context
 
     # ----------------------------------------------------------- decisions
-    def _references(self) -> dict[int, float]:
-        refs = {c: self.detector.reference(c) for c in self.used}
+    def _references(self, provisional: bool = False) -> dict[int, float]:
+        """The usual return of every context taken that has one (:meth:`ReturnDrop.reference`)."""
+        refs = {c: self.detector.reference(c, provisional) for c in self.used}
         return {c: r for c, r in refs.items() if r is not None}
 
-    def _candidates(self) -> list[int]:
-        """The acting context first, then the others in :attr:`order` (those watched long enough
-        to have a reference)."""
-        refs = self._references()
-        others = [c for c in self._by_order() if c != self.context and c in refs]
-        return ([self.context] if self.context in refs else []) + others
+    def _candidates(self, acting: int, refs: dict[int, float]) -> list[int]:
+        """``acting`` first, then the others in :attr:`order`: those with a reference in ``refs``."""
+        others = [c for c in self._by_order() if c != acting and c in refs]
+        return ([acting] if acting in refs else []) + others
 
     def _by_order(self) -> list[int]:
         """The contexts taken, in the order they are tried (:attr:`order`)."""
@@ -212,7 +211,10 @@ class TaskInference(ContinualCallback):
         self.detections.append([step, self.context, int(task)])
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
-        self.trials = ContextTrials(self._candidates(), self._references(), self.fit, self.trial_episodes, self.select)
+        refs = self._references()
+        self.trials = ContextTrials(
+            self._candidates(self.context, refs), refs, self.fit, self.trial_episodes, self.select
+        )
         self.context = self.trials.context
         self._hold(True)
 
@@ -248,10 +250,9 @@ class TaskInference(ContinualCallback):
     def _deployment(self) -> Deployment:
         """An evaluated task's chooser: every stored context, one episode each, the acting one
         first. A context still warming up is compared with its returns so far."""
-        refs = {c: self.detector.reference(c, provisional=True) for c in self.used}
-        refs = {c: r for c, r in refs.items() if r is not None}
+        refs = self._references(provisional=True)
         acting = self.trials.candidates[0] if self.trials is not None else self.context
-        order = ([acting] if acting in refs else []) + [c for c in self._by_order() if c != acting and c in refs]
+        order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)
         return Deployment(order[0], ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))

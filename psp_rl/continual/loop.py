@@ -287,9 +287,7 @@ class ContinualLoop:
             return self._train_env[1]
         if self._train_env is not None:
             self._train_env[1].close()
-        env = self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env)
-        for cb in self.callbacks:
-            env = cb.wrap_env(self, env, task, training=True)
+        env = self.wrap_env(self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env), task)
         self._train_env = (task, env)
         return env
 
@@ -332,13 +330,17 @@ class ContinualLoop:
             cb.after_eval(self, rows)
         return rows
 
+    def wrap_env(self, env: VecEnv, task: int, *, training: bool = True) -> VecEnv:
+        """``env`` of task ``task`` wrapped by every callback's ``wrap_env``, in order (task inference
+        writes its context into the observations there); ``psp-rl evaluate`` uses it too."""
+        for cb in self.callbacks:
+            env = cb.wrap_env(self, env, task, training=training)
+        return env
+
     def _wrap_eval_env(self, env: VecEnv, task: int) -> VecEnv:
         if env.has_attr("set_drift_step"):  # evaluated where training has taken the drift (frozen there)
-            training = self.sequence.schedule[min(self.state.stage, len(self.sequence.schedule) - 1)] == task
-            env.env_method("set_drift_step", self.state.stage_steps if training else 0)
-        for cb in self.callbacks:
-            env = cb.wrap_env(self, env, task, training=False)
-        return env
+            env.env_method("set_drift_step", self.state.stage_steps if task == self._current_task() else 0)
+        return self.wrap_env(env, task, training=False)
 
     def _write_eval_csv(self) -> None:
         rows = [[row[k] for k in EVAL_HEADER] for row in self.state.eval_rows]
@@ -468,10 +470,13 @@ class ContinualLoop:
             return ""
         return " (checkpoint.replay_buffer is false: the resume refills replay, so it is approximate)"
 
-    def _current_task_name(self) -> str:
+    def _current_task(self) -> int:
         """The task of the stage being trained (the last one once the sequence is done)."""
         schedule = self.sequence.schedule
-        return self.sequence[schedule[min(self.state.stage, len(schedule) - 1)]].name
+        return schedule[min(self.state.stage, len(schedule) - 1)]
+
+    def _current_task_name(self) -> str:
+        return self.sequence[self._current_task()].name
 
     def check_finite(self, task_name: str) -> None:
         """Stop on non-finite weights (a NaN/inf loss ends up there after one update)."""
