@@ -25,7 +25,7 @@ from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
 REPLAY_ON_SWITCH = ("clear", "keep")
 LR_SCHEDULES = ("constant", "task_linear")
 # Distilling a finished task's greedy policy (acting="distilled"): batch, Adam's rate, and the
-# logit margin the "margin" loss asks of every state.
+# default logit margin the "margin" loss asks of every state.
 DISTIL_BATCH, DISTIL_LR, DISTIL_MARGIN = 256, 1e-3, 5.0
 DISTIL_LOSSES = ("margin", "cross_entropy")
 
@@ -129,8 +129,11 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         which widens the gaps between actions' values by about ``1 / (1 - alpha)``. 0 is DQN.
     :param distil_loss: with a policy built with ``acting="distilled"``, how a finished task's
         greedy policy is distilled: ``"margin"`` (a multi-class hinge loss that stops once every
-        state's logit margin reaches ``DISTIL_MARGIN``, so the shared weights move no further than
+        state's logit margin reaches ``distil_margin``, so the shared weights move no further than
         the margin needs) or ``"cross_entropy"`` (keeps widening margins, and moving weights).
+    :param distil_margin: the logit margin the ``"margin"`` loss asks of every state. Crosstalk
+        from later distillations must exceed it to flip an action; a larger margin also moves the
+        shared weights further (experiments/results/dqn-retention/).
     :param distil_steps: Adam steps of each distillation (agreement with Q's greedy actions on
         the task's replayed states, fast test config: 0.93 after 1,000 steps, 0.97 after 3,000).
     Other arguments are SB3 ``DQN``'s. The epsilon schedule (``exploration_fraction``,
@@ -142,6 +145,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     advantage_learning: float = 0.0
     distil_loss: str = "cross_entropy"  # agents saved before the options distilled this way
     distil_steps: int = 1000
+    distil_margin: float = DISTIL_MARGIN
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.
     replay_period: int | None = None
@@ -158,11 +162,15 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         advantage_learning: float = 0.0,
         distil_loss: str = "margin",
         distil_steps: int = 3000,
+        distil_margin: float = DISTIL_MARGIN,
         **kwargs: Any,
     ):
         if isinstance(distil_steps, bool) or not isinstance(distil_steps, int) or distil_steps <= 0:
             raise ValueError(f"distil_steps={distil_steps!r}: expected a positive int")
         self.distil_steps = distil_steps
+        if isinstance(distil_margin, bool) or not isinstance(distil_margin, int | float) or not distil_margin > 0:
+            raise ValueError(f"distil_margin={distil_margin!r}: expected a number > 0")
+        self.distil_margin = float(distil_margin)
         if distil_loss not in DISTIL_LOSSES:
             raise ValueError(f"distil_loss={distil_loss!r}: expected one of {list(DISTIL_LOSSES)}")
         self.distil_loss = distil_loss
@@ -248,7 +256,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             batch = torch.as_tensor(rng.integers(rows, size=min(DISTIL_BATCH, rows)), device=self.device)
             logits = q_net.policy_logits({key: value[batch] for key, value in obs.items()})
             if self.distil_loss == "margin":
-                loss = F.multi_margin_loss(logits, labels[batch], margin=DISTIL_MARGIN)
+                loss = F.multi_margin_loss(logits, labels[batch], margin=self.distil_margin)
             else:
                 loss = F.cross_entropy(logits, labels[batch])
             optimizer.zero_grad()

@@ -18,6 +18,7 @@ from psp_rl.continual import ConfigError, ContinualTrainer, parse_config
 from psp_rl.continual.config import AGENT_DEFAULTS, PSP_DEFAULTS
 from psp_rl.continual.probes import RetentionProbes, acting_outputs, margins, split_change
 from psp_rl.continual.report import write_report
+from psp_rl.continual.retention_table import probe_summary
 from psp_rl.envs import get_sequence
 from psp_rl.layers import SuperposedLinear
 from psp_rl.networks import DuelingHead
@@ -180,6 +181,7 @@ def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
         ({"advantage_learning": 1.0}, r"advantage_learning=1\.0: expected 0 <= alpha < 1"),
         ({"task_lr_schedule": "cosine"}, r"task_lr_schedule='cosine': expected one of"),
         ({"distil_loss": "kl"}, r"distil_loss='kl': expected one of \['margin', 'cross_entropy'\]"),
+        ({"distil_margin": 0}, r"distil_margin=0: expected a number > 0"),
     ],
 )
 def test_agent_options_bad_values(kwargs, match):
@@ -197,6 +199,7 @@ def test_agent_options_bad_values(kwargs, match):
         ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant' or 'task_linear'"),
         ({"acting": "greedy"}, r"agent\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
         ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
+        ({"distil_margin": -1}, r"agent\.distil_margin: input should be greater than 0, got -1"),
         (
             {
                 "algo": "ppo",
@@ -265,26 +268,40 @@ def test_probes_show_none_moves_more_than_binary_on_the_same_updates():
 
 def test_probes_csv_of_a_run(tmp_path, tiny_config):
     tiny_config["probes"] = {"enabled": True, "samples": 100}
+    tiny_config["sequence"]["tasks"] = ["default", "reversed", "long-pole"]
     ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
     with (tmp_path / "run" / "probes.csv").open() as f:
         rows = list(csv.DictReader(f))
-    probes = {(r["probe_task"], r["layer"], r["quantity"]): float(r["value"]) for r in rows}
-    assert {r["trained_task"] for r in rows} == {"default", "reversed"}  # weight movement of each task
-    total = probes[("default", "output", "crosstalk")]
+    probes = {(r["probe_task"], r["layer"], r["trained_task"], r["quantity"]): float(r["value"]) for r in rows}
+    assert {r["trained_task"] for r in rows} == {"default", "reversed", "long-pole"}  # weight movement of each task
+    total = probes[("default", "output", "reversed", "crosstalk")]
     common, spread = (
-        probes[("default", "output", "crosstalk_common")],
-        probes[("default", "output", "crosstalk_spread")],
+        probes[("default", "output", "reversed", "crosstalk_common")],
+        probes[("default", "output", "reversed", "crosstalk_spread")],
     )
     assert np.hypot(common, spread) == pytest.approx(total, rel=1e-5)
-    assert total > 0 and 0 <= probes[("default", "output", "greedy_agreement")] <= 1
-    assert probes[("default", "torso.layers.0", "crosstalk")] == 0.0  # per-task input layer
-    assert probes[("reversed", "torso.layers.2", "weight_movement")] > 0
-    assert ("reversed", "output", "crosstalk") not in probes  # the last task has no later task
+    assert total > 0 and 0 <= probes[("default", "output", "reversed", "greedy_agreement")] <= 1
+    assert probes[("default", "torso.layers.0", "reversed", "crosstalk")] == 0.0  # per-task input layer
+    assert probes[("reversed", "torso.layers.2", "reversed", "weight_movement")] > 0
+    assert not any(key[0] == "long-pole" and key[3] == "crosstalk" for key in probes)  # no later task
+    # The default PSP-DQN acts from a distilled policy on finished tasks: default is distilled at
+    # the start of reversed and nothing else trains that policy then, so its logits at the end of
+    # reversed are the reference (fidelity to Q's greedy actions, no crosstalk row yet) ...
+    assert 0.5 <= probes[("default", "distilled", "reversed", "distil_agreement")] <= 1
+    assert ("default", "distilled", "reversed", "crosstalk") not in probes
+    # ... and reversed's distillation (start of long pole) is the crosstalk measured at long pole's end.
+    assert probes[("default", "distilled", "long-pole", "crosstalk")] > 0
+    assert 0 <= probes[("default", "distilled", "long-pole", "greedy_agreement")] <= 1
+    assert probes[("default", "policy_torso.layers.2", "long-pole", "crosstalk")] > 0
+    assert ("default", "policy_torso.layers.2", "reversed", "crosstalk") not in probes
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]
     expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"], "distil_steps": 300}  # the tiny config's
     assert {name: saved[name] for name in expected} == expected  # config.yaml: what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
     assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()
+    assert probe_summary(tmp_path / "run")["distil_agreement"] == pytest.approx(
+        np.mean([value for key, value in probes.items() if key[1:] == ("distilled", key[2], "distil_agreement")])
+    )  # the retention table reads what a finished task acts from: the distilled logits
 
 
 def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
@@ -347,6 +364,18 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
     with torch.no_grad():
         q_actions = q_net(obs).argmax(1)
     assert not bool(q_net.distilled.any())
+    if distil_loss == "margin":  # a larger margin asked, larger margins got (a floor: the median overshoots it)
+        start, medians = copy.deepcopy(q_net.state_dict()), {}
+        for margin in (2.0, 20.0):
+            q_net.load_state_dict(start)
+            agent.distil_margin = margin
+            agent.distil(0)
+            with torch.no_grad():
+                logits = q_net.policy_logits(obs)
+            medians[margin] = float(margins(logits, logits.argmax(1)).median())
+        assert medians[20.0] >= 2 * medians[2.0] >= 4, medians
+        q_net.load_state_dict(start)
+        agent.distil_margin = 5.0
     agent.set_env(sequence.make_vec_env(1, 1, seed=1))
     agent.on_task_start(1, 1500)  # distils task 0 before its transitions are cleared
     assert q_net.distilled.tolist() == [True, False]
@@ -361,6 +390,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
     agent.save(tmp_path / "agent.zip")
     loaded = ContinualDQN.load(tmp_path / "agent.zip")
     assert loaded.policy.q_net.distilled.tolist() == [True, False]
+
     with torch.no_grad():
         assert torch.equal(loaded.policy.q_net._predict(obs), acted)
 

@@ -112,6 +112,7 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
             advantage_learning=config.advantage_learning,
             distil_loss=config.distil_loss,
             distil_steps=config.distil_steps,
+            distil_margin=config.distil_margin,
         )
         if config.replay_on_switch is not None:
             kwargs["replay_on_switch"] = config.replay_on_switch

@@ -61,7 +61,7 @@ _DQN_ONLY = (
     "exploration_final_eps",
     "replay_on_switch",
     "replay_buffer",
-    *(_DQN_RETENTION := ("dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps")),
+    *(_DQN_RETENTION := ("dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps", "distil_margin")),
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
 _NOT_SB3 = ("replay_on_switch", "replay_buffer", *_DQN_RETENTION)
@@ -79,6 +79,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "acting": "q",
         "distil_loss": "margin",
         "distil_steps": 3000,
+        "distil_margin": 5.0,
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
@@ -161,6 +162,9 @@ class AgentConfig(_Strict):
         default=None, description="how acting='distilled' distils a finished task (default margin)"
     )
     distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
+    distil_margin: float | None = Field(
+        default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 5)"
+    )
     # method: ewc only (psp_rl.continual.ewc)
     ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
     ewc_decay: float | None = Field(default=None, gt=0, le=1, description="online EWC's gamma (default 1)")

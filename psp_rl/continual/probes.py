@@ -21,6 +21,13 @@ and writes, per finished task ``j``:
 - ``greedy_agreement``: share of states whose greedy action is still the end-of-task one
   (near-ties dominate it: report it, do not gate on it).
 
+A PSP-DQN whose finished tasks act from a distilled policy (``acting="distilled"``) gets the same
+output quantities for that policy's logits, as layer ``distilled``: task ``j`` is distilled at the
+start of the next task and nothing else trains the distilled policy during that task, so its logits
+at the end of that task are the reference, and ``distil_agreement`` there (the share of the sample
+whose distilled action is Q's end-of-task greedy one) measures the distillation's fidelity; later
+rows measure the crosstalk later distillations add.
+
 ``weight_movement`` per layer, ``||W_end - W_start|| / ||W_start||`` over each task, and the
 action-gap distribution of its end-of-task output (``gap_median`` in output units and
 ``gap_over_output``, median gap / median ``|output|``) are written for the task just trained.
@@ -48,6 +55,14 @@ if TYPE_CHECKING:
 
 PROBES_HEADER = ("step", "trained_task", "probe_task", "layer", "quantity", "value")
 OUTPUT = "output"  # the layer name of the acting output (Q-values or logits)
+DISTILLED = "distilled"  # PSP-DQN's distilled policy logits, the acting output of its finished tasks
+POLICY_LAYERS = ("policy_torso", "policy_head")  # the distilled policy's layers in the Q-network
+
+
+def acting_layer(rows: Any) -> str:
+    """The probes' layer name of what a finished task acts from: the distilled logits where a
+    run has them, else the output (``rows``: ``probes.csv`` rows)."""
+    return DISTILLED if any(row["layer"] == DISTILLED for row in rows) else OUTPUT
 
 
 def acting_network(agent: Any) -> nn.Module:
@@ -94,6 +109,22 @@ def acting_outputs(agent: Any, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor
     return output.float().cpu(), {name: value.float().cpu() for name, value in captured.items()}
 
 
+@torch.no_grad()
+def distilled_logits(agent: Any, obs: dict[str, np.ndarray]) -> torch.Tensor | None:
+    """The distilled policy's logits on ``obs`` (None where the agent has no distilled policy)."""
+    q_net = getattr(agent.policy, "q_net", None)
+    if getattr(q_net, "policy_torso", None) is None:
+        return None
+    agent.policy.set_training_mode(False)
+    obs_tensor, _ = agent.policy.obs_to_tensor(obs)
+    return q_net.policy_logits(obs_tensor).float().cpu()
+
+
+def is_distilled(agent: Any, task: int) -> bool:
+    distilled = getattr(getattr(agent.policy, "q_net", None), "distilled", None)
+    return distilled is not None and bool(distilled[task])
+
+
 def split_change(now: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
     """``(total, common, spread)`` relative change of ``(states, units)`` outputs.
 
@@ -134,6 +165,30 @@ def layer_weights(network: nn.Module, agent: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+def output_rows(layer: str, output: torch.Tensor, before: torch.Tensor, actions: torch.Tensor, j: int) -> list[dict]:
+    """What can reorder the actions of ``output`` (states x actions) since ``before``, whose greedy
+    actions were ``actions``: margins, the advantage shift in units of ``before``'s median margin,
+    greedy agreement."""
+    if output.shape[1] < 2:
+        return []
+    change = output - before
+    advantage = change - change.mean(1, keepdim=True)
+    common = advantage.mean(0)
+    ref_margins = margins(before, actions)
+    gap = float(ref_margins.median()) or 1.0
+    shift = margins(output, actions) - ref_margins
+    values = {
+        "advantage_shift_common": common.norm() / gap,
+        "advantage_shift_spread": (advantage - common).pow(2).sum(1).mean().sqrt() / gap,
+        "margin_shift_mean": shift.mean(),
+        "margin_shift_spread": shift.std(),
+        "margin_over_output": gap_over_output(output),
+        **{f"output_shift_a{a}": value for a, value in enumerate(change.mean(0).tolist())},
+        "greedy_agreement": (output.argmax(1) == actions).float().mean(),
+    }
+    return [_row(layer, quantity, value, j) for quantity, value in values.items()]
+
+
 class RetentionProbes(ContinualCallback):
     """Measure crosstalk, action margins and weight movement on every finished task.
 
@@ -154,9 +209,14 @@ class RetentionProbes(ContinualCallback):
     def after_task(self, loop: LoopView, stage: int, task: int) -> None:
         agent, names = loop.agent, loop.sequence.names
         step, trained = int(agent.num_timesteps), names[task]
-        new_rows = [
-            row for j, ref in sorted(self.references.items()) if j != task for row in self._probe(agent, j, ref)
-        ]
+        new_rows = []
+        for j, ref in sorted(self.references.items()):
+            if j == task:
+                continue
+            captured = DISTILLED not in ref and is_distilled(agent, j)
+            if captured:
+                new_rows += self._distilled_reference(agent, j, ref)
+            new_rows += self._probe(agent, j, ref, distilled=not captured)
         for name, end in layer_weights(acting_network(agent), agent).items():
             start = self.task_start_weights.get(name)
             if start is not None:
@@ -179,7 +239,8 @@ class RetentionProbes(ContinualCallback):
             loop.writer.add_scalar(tag, row["value"], step)
         self.write(loop)
 
-    def _probe(self, agent: Any, j: int, ref: dict[str, Any]) -> list[dict[str, Any]]:
+    def _probe(self, agent: Any, j: int, ref: dict[str, Any], distilled: bool = True) -> list[dict[str, Any]]:
+        """Task ``j``'s rows; ``distilled=False`` leaves out its distilled policy (its reference was just taken)."""
         obs = {key: value.numpy() for key, value in ref["obs"].items()}
         output, layers = acting_outputs(agent, obs)
         rows: list[dict[str, Any]] = []
@@ -189,28 +250,35 @@ class RetentionProbes(ContinualCallback):
 
         for name, now in [*layers.items(), (OUTPUT, output)]:
             before = ref["output"] if name == OUTPUT else ref["layers"].get(name)
-            if before is None or before.shape != now.shape:
+            if before is None or before.shape != now.shape or (not distilled and name.startswith(POLICY_LAYERS)):
                 continue
             total, common, spread = split_change(now, before)
             add(name, "crosstalk", total)
             add(name, "crosstalk_common", common)
             add(name, "crosstalk_spread", spread)
-        if output.shape[1] >= 2:
-            change = output - ref["output"]
-            advantage = change - change.mean(1, keepdim=True)
-            common = advantage.mean(0)
-            ref_margins = margins(ref["output"], ref["actions"])
-            gap = float(ref_margins.median()) or 1.0
-            add(OUTPUT, "advantage_shift_common", common.norm() / gap)
-            add(OUTPUT, "advantage_shift_spread", (advantage - common).pow(2).sum(1).mean().sqrt() / gap)
-            shift = margins(output, ref["actions"]) - ref_margins
-            add(OUTPUT, "margin_shift_mean", shift.mean())
-            add(OUTPUT, "margin_shift_spread", shift.std())
-            add(OUTPUT, "margin_over_output", gap_over_output(output))
-            for a, value in enumerate(change.mean(0).tolist()):
-                add(OUTPUT, f"output_shift_a{a}", value)
-            add(OUTPUT, "greedy_agreement", (output.argmax(1) == ref["actions"]).float().mean())
+        rows += output_rows(OUTPUT, output, ref["output"], ref["actions"], j)
+        if distilled and DISTILLED in ref:
+            logits = distilled_logits(agent, obs)
+            total, common, spread = split_change(logits, ref[DISTILLED])
+            add(DISTILLED, "crosstalk", total)
+            add(DISTILLED, "crosstalk_common", common)
+            add(DISTILLED, "crosstalk_spread", spread)
+            rows += output_rows(DISTILLED, logits, ref[DISTILLED], ref[DISTILLED].argmax(1), j)
         return rows
+
+    def _distilled_reference(self, agent: Any, j: int, ref: dict[str, Any]) -> list[dict[str, Any]]:
+        """Keep task ``j``'s just-distilled logits (and its policy layers' outputs) as its references;
+        its fidelity to Q's greedy actions."""
+        obs = {key: value.numpy() for key, value in ref["obs"].items()}
+        _, layers = acting_outputs(agent, obs)
+        ref["layers"].update({name: value for name, value in layers.items() if name.startswith(POLICY_LAYERS)})
+        logits = ref[DISTILLED] = distilled_logits(agent, obs)
+        fidelity = (logits.argmax(1) == ref["actions"]).float().mean()
+        return [
+            _row(DISTILLED, "distil_agreement", fidelity, j),
+            _row(DISTILLED, "gap_median", margins(logits, logits.argmax(1)).median(), j),
+            _row(DISTILLED, "gap_over_output", gap_over_output(logits), j),
+        ]
 
     def write(self, loop: LoopView) -> None:
         rows = [[row[key] for key in PROBES_HEADER] for row in self.rows]

@@ -11,6 +11,7 @@ import numpy as np
 
 from psp_rl.continual.io import atomic_write_text
 from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
+from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.run_dir import RunDir
 
 
@@ -94,8 +95,9 @@ def _fmt(value: Any) -> str:
 def _probe_lines(run: RunData) -> list[str]:
     """One table row per (earlier task, later stage) from the acting output's probes."""
     table: dict[tuple[str, str], dict[str, float]] = {}
+    layer = acting_layer(run.probes)
     for row in run.probes:
-        if row["layer"] == "output":
+        if row["layer"] == layer:
             table.setdefault((row["probe_task"], row["trained_task"]), {})[row["quantity"]] = float(row["value"])
     lines = []
     for (task, after), q in table.items():
@@ -126,7 +128,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         matrix = np.array(r.metrics["eval_matrix"], dtype=float)
         figures[f"matrix-{_file_label(r.label)}.png"] = matrix_figure(matrix, r.metrics["stages"], r.tasks)
         if r.probes:
-            figures[f"probes-{_file_label(r.label)}.png"] = probes_figure(r.probes)
+            figures[f"probes-{_file_label(r.label)}.png"] = probes_figure(r.probes, acting_layer(r.probes))
     for name, fig in figures.items():
         tmp = out / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=110)

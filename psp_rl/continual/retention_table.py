@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
+from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.report import write_report
 from psp_rl.continual.run_dir import RunDir
 
@@ -24,6 +25,7 @@ PROBE_COLUMNS = (
     "advantage_shift_spread",
     "gap_over_output",
     "greedy_agreement",
+    "distil_agreement",
 )
 
 
@@ -35,7 +37,9 @@ def probe_summary(run_dir: Path) -> dict[str, float]:
     if not path.exists():
         return {}
     with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["layer"] == "output" and r["quantity"] in PROBE_COLUMNS]
+        rows = list(csv.DictReader(f))
+    layer = acting_layer(rows)
+    rows = [r for r in rows if r["layer"] == layer and r["quantity"] in PROBE_COLUMNS]
     return {
         q: float(np.mean([float(r["value"]) for r in rows if r["quantity"] == q] or [np.nan])) for q in PROBE_COLUMNS
     }
