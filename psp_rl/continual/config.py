@@ -61,7 +61,17 @@ _DQN_ONLY = (
     "exploration_final_eps",
     "replay_on_switch",
     "replay_buffer",
-    *(_DQN_RETENTION := ("dueling", "center", "advantage_learning", "acting", "distil_loss", "distil_steps", "distil_margin")),
+    *(
+        _DQN_RETENTION := (
+            "dueling",
+            "center",
+            "advantage_learning",
+            "acting",
+            "distil_loss",
+            "distil_steps",
+            "distil_margin",
+        )
+    ),
 )
 # DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
 _NOT_SB3 = ("replay_on_switch", "replay_buffer", *_DQN_RETENTION)
