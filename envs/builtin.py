@@ -35,6 +35,7 @@ def get_sequence(
     cycles: int = 1,
     max_tasks: int | None = None,
     task_ids: str = "announced",
+    switch: str = "reset",
 ) -> TaskSequence:
     """A built-in sequence by name.
 
@@ -44,6 +45,7 @@ def get_sequence(
     :param cycles: train the whole sequence this many times.
     :param max_tasks: capacity of the task id (default: the number of tasks).
     :param task_ids: ``"announced"`` or ``"hidden"`` (see :class:`TaskSequence`).
+    :param switch: ``"reset"`` or ``"mid_episode"`` (see :class:`TaskSequence`).
     """
     if name not in _REGISTRY:
         raise ValueError(f"sequence {name!r}: not a built-in sequence; expected one of {sorted(_REGISTRY)}")
@@ -55,7 +57,7 @@ def get_sequence(
         if unknown:
             raise ValueError(f"tasks {unknown}: not in sequence {name!r}; its tasks are {list(by_name)}")
         specs = [by_name[t] for t in tasks]
-    return TaskSequence(specs, name=name, cycles=cycles, max_tasks=max_tasks, task_ids=task_ids)
+    return TaskSequence(specs, name=name, cycles=cycles, max_tasks=max_tasks, task_ids=task_ids, switch=switch)
 
 
 def _control(env_id: str, steps: int, variants: dict[str, dict[str, Any]]) -> list[TaskSpec]:

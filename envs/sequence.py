@@ -10,6 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from psp_rl.envs.episodes import check_carryable
 from psp_rl.envs.factories import FACTORIES
 from psp_rl.envs.wrappers import TaskObservation
 
@@ -56,6 +57,10 @@ class TaskSequence:
     :param task_ids: ``"announced"``: every observation's ``task`` entry is the task's id;
         ``"hidden"``: it is always 0, so the agent must tell the tasks apart itself (the loop still
         knows the schedule, to evaluate each task and to score a change detector).
+    :param switch: ``"reset"``: training starts fresh episodes at every switch (and every chunk);
+        ``"mid_episode"``: the running episodes go on under the next task's physics, from the state
+        they were in (:mod:`psp_rl.envs.episodes`; classic-control envs only, one-env-per-process
+        vec envs), and chunks inside a task go on with them too.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class TaskSequence:
         cycles: int = 1,
         max_tasks: int | None = None,
         task_ids: str = "announced",
+        switch: str = "reset",
     ) -> None:
         if not tasks:
             raise ValueError(f"sequence {name!r}: tasks is empty; expected at least one TaskSpec")
@@ -80,8 +86,10 @@ class TaskSequence:
             raise ValueError(f"sequence {name!r}: max_tasks={max_tasks!r}, expected an int >= {len(tasks)}")
         if task_ids not in TASK_IDS:
             raise ValueError(f"sequence {name!r}: task_ids={task_ids!r}, expected one of {list(TASK_IDS)}")
+        if switch not in SWITCHES:
+            raise ValueError(f"sequence {name!r}: switch={switch!r}, expected one of {list(SWITCHES)}")
         self.tasks, self.name, self.cycles, self.max_tasks = list(tasks), name, cycles, max_tasks
-        self.task_ids = task_ids
+        self.task_ids, self.switch = task_ids, switch
         self.observation_space, self.action_space = self._shared_spaces()
 
     def _shared_spaces(self) -> tuple[gym.spaces.Dict, gym.spaces.Space]:
@@ -89,6 +97,8 @@ class TaskSequence:
         for i, task in enumerate(self.tasks):
             env = self.make_env(i)
             obs_space, act_space = env.observation_space, env.action_space
+            if self.switch == "mid_episode":
+                check_carryable(env, task.name)
             env.close()
             if first is None:
                 first = (task.name, obs_space, act_space)
@@ -115,7 +125,10 @@ class TaskSequence:
 
     def __repr__(self) -> str:
         hidden = ", task_ids='hidden'" if self.hidden else ""
-        return f"TaskSequence({self.name!r}, tasks={[t.name for t in self.tasks]}, cycles={self.cycles}{hidden})"
+        switch = ", switch='mid_episode'" if self.switch == "mid_episode" else ""
+        return (
+            f"TaskSequence({self.name!r}, tasks={[t.name for t in self.tasks]}, cycles={self.cycles}{hidden}{switch})"
+        )
 
     @property
     def hidden(self) -> bool:
@@ -189,6 +202,7 @@ class TaskSequence:
 
 VEC_ENVS = ("dummy", "subproc")
 TASK_IDS = ("announced", "hidden")
+SWITCHES = ("reset", "mid_episode")
 
 
 @dataclass(frozen=True)
@@ -259,7 +273,7 @@ def sequence_from_spec(spec: Mapping[str, Any]) -> TaskSequence:
     """
     if not isinstance(spec, Mapping):
         raise ValueError(f"sequence spec: expected a mapping, got {spec!r}")
-    keys = ("name", "tasks", "steps", "cycles", "max_tasks", "task_ids")
+    keys = ("name", "tasks", "steps", "cycles", "max_tasks", "task_ids", "switch")
     unknown = sorted(set(spec) - set(keys))
     if unknown:
         raise ValueError(f"sequence spec: unknown key(s) {unknown}; expected {', '.join(keys)}")
@@ -273,4 +287,5 @@ def sequence_from_spec(spec: Mapping[str, Any]) -> TaskSequence:
         cycles=spec.get("cycles", 1),
         max_tasks=spec.get("max_tasks"),
         task_ids=spec.get("task_ids", "announced"),
+        switch=spec.get("switch", "reset"),
     )

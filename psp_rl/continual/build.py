@@ -46,9 +46,10 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
                 cycles=config.cycles,
                 max_tasks=config.max_tasks,
                 task_ids=config.task_ids,
+                switch=config.switch,
             )
         spec = dict(config.spec or {})
-        for key in ("steps", "cycles", "max_tasks", "task_ids"):
+        for key in ("steps", "cycles", "max_tasks", "task_ids", "switch"):
             if getattr(config, key) is not None and key not in spec:
                 spec[key] = getattr(config, key)
         return sequence_from_spec(spec)

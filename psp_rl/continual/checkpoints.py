@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ T = TypeVar("T")
 
 # The files of one checkpoint directory (state.json is written last: without it, it never finished).
 MODEL, REPLAY_BUFFER, CALLBACKS, STATE = "model.zip", "replay_buffer.pkl", "callbacks.pt", "state.json"
+EPISODES = "episodes.pkl"  # the training envs' running episodes (tasks that change mid-episode)
 
 
 class CheckpointError(ValueError):
@@ -103,9 +105,15 @@ class CheckpointStore:
             shutil.rmtree(stale, ignore_errors=True)
 
     def save(
-        self, agent: BaseAlgorithm, state: TrainerState, callbacks: Sequence[ContinualCallback], fault: Any = None
+        self,
+        agent: BaseAlgorithm,
+        state: TrainerState,
+        callbacks: Sequence[ContinualCallback],
+        fault: Any = None,
+        episodes: list[dict[str, Any]] | None = None,
     ) -> Path:
-        """Write one checkpoint; drop those beyond ``keep``. ``fault()`` runs mid-write (the kill tests)."""
+        """Write one checkpoint; drop those beyond ``keep``. ``fault()`` runs mid-write (the kill tests);
+        ``episodes``: the training envs' running episodes, where a resume must go on with them."""
         name = f"ckpt-{agent.num_timesteps:012d}-{state.stage:04d}"
         final = self.directory / name
         tmp = self.directory / f".tmp-{name}-{os.getpid()}"
@@ -118,6 +126,9 @@ class CheckpointStore:
         states = {name: value for name, value in states.items() if value}
         if states:
             torch.save(states, tmp / CALLBACKS)
+        if episodes is not None:
+            with (tmp / EPISODES).open("wb") as f:
+                pickle.dump(episodes, f)
         if fault is not None:
             fault()
         atomic_write_text(tmp / STATE, json.dumps(asdict(state)))
@@ -136,6 +147,12 @@ class CheckpointStore:
             return TrainerState(**json.loads(state_file.read_text()))
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{state_file}: not a psp-rl trainer state ({exc})") from exc
+
+    @staticmethod
+    def read_episodes(path: Path) -> list[dict[str, Any]]:
+        """The running episodes saved in checkpoint ``path`` (a pickle: load only your own runs)."""
+        with (path / EPISODES).open("rb") as f:
+            return pickle.load(f)
 
     @staticmethod
     def load_agent_extras(path: Path, agent: BaseAlgorithm, callbacks: Sequence[ContinualCallback]) -> None:

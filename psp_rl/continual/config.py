@@ -40,6 +40,11 @@ class SequenceConfig(_Strict):
         description="hidden: observations carry task 0 and no boundary reaches the agent; the `inference` "
         "section's detector and context choice find the tasks",
     )
+    switch: Literal["reset", "mid_episode"] = Field(
+        default="reset",
+        description="mid_episode: at a switch the running episodes go on under the next task's physics "
+        "(classic-control envs, vec_env dummy); reset: fresh episodes",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SequenceConfig:
@@ -319,6 +324,15 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"sequence.task_ids: 'hidden' with agent.method={self.agent.method!r}, a method that needs the task "
                 "id (or the task boundaries) and cannot infer it; expected method psp (infers a context) or finetune"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mid_episode(self) -> RunConfig:
+        if self.sequence.switch == "mid_episode" and self.agent.vec_env == "subproc":
+            raise ValueError(
+                "sequence.switch: 'mid_episode' moves running episodes between envs of the training process, "
+                "agent.vec_env='subproc' steps them in workers; expected vec_env: dummy"
             )
         return self
 

@@ -40,6 +40,7 @@ from psp_rl.continual.progress import SequenceProgress
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
+from psp_rl.envs.episodes import carry_episodes, restore_vec_episodes, vec_episode_states
 from psp_rl.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,17 @@ class ContinualLoop:
             raise ConfigError("--resume and --overwrite: choose one")
         self.agent_factory, self.sequence, self.seed = agent, sequence, seed
         self.run_dir, self.paths = Path(run_dir), RunDir(run_dir)
-        self.identity = identity or SettingsIdentity(
-            {
-                "seed": seed,
-                "sequence": {"name": sequence.name, "tasks": sequence.names, "schedule": list(sequence.schedule)},
-                "agent": agent.settings(),
-            }
-        )
+        # Tasks that change mid-episode: episodes go on across switches and chunks (envs/episodes.py).
+        self.carry_episodes = sequence.switch == "mid_episode"
+        if self.carry_episodes and vec_env != "dummy":
+            raise ConfigError(
+                f"vec_env={vec_env!r}: switch='mid_episode' carries episodes between envs of this process; "
+                "expected 'dummy'"
+            )
+        stream = {"name": sequence.name, "tasks": sequence.names, "schedule": list(sequence.schedule)}
+        if self.carry_episodes:
+            stream["switch"] = sequence.switch
+        self.identity = identity or SettingsIdentity({"seed": seed, "sequence": stream, "agent": agent.settings()})
         self.callbacks = list(callbacks)
         try:
             callback_names(self.callbacks)
@@ -170,6 +175,8 @@ class ContinualLoop:
         # (task, env) of the chunks being trained: one vec env per task, so subprocess workers
         # start once per task, not once per chunk.
         self._train_env: tuple[int, VecEnv] | None = None
+        # Episodes a resumed run was in (switch='mid_episode'), put into the first env it trains.
+        self._saved_episodes: list[dict[str, Any]] | None = None
         self._progress: SequenceProgress | None = None
 
     # ----------------------------------------------------------------- the loop
@@ -265,8 +272,15 @@ class ContinualLoop:
     def _train_chunk(self, stage: int, task: int, steps: int) -> None:
         chunk_seed = derive_seed(self.seed, stage, self.state.stage_steps)
         env = self._env_for(task)
-        self.agent.set_env(env)  # force_reset: every chunk starts from freshly seeded episodes ...
-        self.agent.set_random_seed(chunk_seed)  # ... seeded here (SB3 seeds the env's next reset)
+        if self._saved_episodes is not None:
+            restore_vec_episodes(env, self._saved_episodes)
+            self._saved_episodes = None
+        if self.carry_episodes and self.agent._last_obs is not None and not self.sequence.hidden:
+            self.agent._last_obs["task"][...] = task  # a carried episode's next action sees its new task
+        # Every chunk starts from freshly seeded episodes (force_reset), seeded below (SB3 seeds
+        # the env's next reset), unless episodes go on across chunks (switch='mid_episode').
+        self.agent.set_env(env, force_reset=not self.carry_episodes)
+        self.agent.set_random_seed(chunk_seed)
         if env.has_attr("set_drift_step"):  # a drifting parameter goes on from the task's steps so far
             env.env_method("set_drift_step", self.state.stage_steps, env.num_envs)
         start_steps, start = self.agent.num_timesteps, time.perf_counter()
@@ -285,9 +299,11 @@ class ContinualLoop:
         """The training env of ``task``, kept across its chunks (re-seeded by each chunk)."""
         if self._train_env is not None and self._train_env[0] == task:
             return self._train_env[1]
-        if self._train_env is not None:
-            self._train_env[1].close()
         env = self.wrap_env(self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env), task)
+        if self._train_env is not None:
+            if self.carry_episodes and self._saved_episodes is None:  # (a resume restores its own)
+                carry_episodes(self._train_env[1].unwrapped.envs, env.unwrapped.envs)
+            self._train_env[1].close()
         self._train_env = (task, env)
         return env
 
@@ -406,7 +422,10 @@ class ContinualLoop:
         self.check_finite(self._current_task_name())  # never save NaNs
         self.state.wall_time += time.perf_counter() - self._clock
         self._clock = time.perf_counter()
-        return self.store.save(self.agent, self.state, self.callbacks, fault=lambda: fault_point("checkpoint"))
+        episodes = vec_episode_states(self._train_env[1]) if self.carry_episodes and self._train_env else None
+        return self.store.save(
+            self.agent, self.state, self.callbacks, fault=lambda: fault_point("checkpoint"), episodes=episodes
+        )
 
     def _resume_or_start(self) -> BaseAlgorithm:
         """The agent to train, fresh or from the newest loadable checkpoint; sets ``self.state``."""
@@ -441,6 +460,8 @@ class ContinualLoop:
             raise CheckpointError(f"checkpoint {str(path)!r} {self.identity.difference(state.shaping_config)}")
         agent = self.agent_factory.load(path / MODEL, env)
         self.store.load_agent_extras(path, agent, self.callbacks)
+        if self.carry_episodes:
+            self._saved_episodes = self.store.read_episodes(path)
         return agent, state
 
     # ------------------------------------------------------------ stopping

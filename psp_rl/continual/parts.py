@@ -37,8 +37,10 @@ class AgentFactory:
         return self.algo(self.policy, env, seed=seed, device=self.device, **self.kwargs)
 
     def load(self, path: Path, env: VecEnv) -> BaseAlgorithm:
-        """The agent saved at ``path`` (a checkpoint's ``model.zip``), on ``env``."""
-        return self.algo.load(path, env=env, device=self.device)
+        """The agent saved at ``path`` (a checkpoint's ``model.zip``), on ``env``, with the last
+        observation it saw (episodes that go on across a resume need it; the loop decides whether
+        the next chunk starts fresh episodes)."""
+        return self.algo.load(path, env=env, device=self.device, force_reset=False)
 
 
 def _describe(value: Any) -> str:
