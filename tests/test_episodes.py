@@ -1,6 +1,9 @@
 """Tasks that change mid-episode (``sequence.switch: mid_episode``): the running episode goes on
 under the next task's physics, across chunks too, and a killed run resumes inside it exactly."""
 
+import copy
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -8,7 +11,8 @@ import yaml
 from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, parse_config
 from psp_rl.envs import get_sequence, sequence_from_spec
 from psp_rl.envs.episodes import carry_episodes
-from tests.conftest import run_train
+from tests.conftest import finished_run, run_train
+from tests.test_inference import HIDDEN_RUN
 
 
 def _stepped(sequence, task: int, steps: int, seed: int = 3):
@@ -100,3 +104,21 @@ def test_mid_episode_run_killed_resumes_exactly(tmp_path, tiny_config):
     resumed = run_train(path, tmp_path / "killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_hidden_ids_mid_episode_ppo_run_detects_and_resumes_exactly(tmp_path):
+    """Hidden ids with tasks that change mid-episode (PSP-PPO): the switch is still detected, and
+    a run killed after it resumes to the same eval.csv and inference metrics."""
+    config = copy.deepcopy(HIDDEN_RUN)
+    config["sequence"]["switch"] = "mid_episode"
+    config_path, whole = finished_run(tmp_path, config)
+    inference = json.loads((whole / "metrics.json").read_text())["TaskInference"]
+    (switch,) = inference["switches"]
+    assert switch["delay"] is not None and switch["delay"] <= 2000
+    killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:800"})
+    assert killed.returncode != 0
+    resumed = run_train(config_path, tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "killed" / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["TaskInference"] == inference
