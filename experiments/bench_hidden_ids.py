@@ -6,7 +6,7 @@ Runs the config twice per seed through the sweep runner (:mod:`psp_rl.continual.
 ``sequence.task_ids: hidden`` (into ``<out>/hidden/``) and ``announced`` (``<out>/announced/``);
 finished runs are reused and unfinished ones resumed, so the same command completes a stopped
 benchmark. Then it pools the detector's scores over seeds and writes ``<out>/table.md``,
-``table.csv`` and ``command.txt`` (default out: ``experiments/results/hidden-ids``):
+``table.csv`` and ``command.txt`` (default out: ``experiments/results/<config name>``):
 
 - switches detected within ``inference.max_delay`` env steps, over the noticeable ones (the new
   task's return under the acting context is below half its trained return);
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hidden-ids")
+    parser.add_argument("--out", type=Path, help="default: experiments/results/<the config's name>")
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="which id modes to run")
     parser.add_argument(
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finished-only", action="store_true", help="write the table from finished runs only")
     args = parser.parse_args(argv)
     base = yaml.safe_load(args.config.read_text())
+    args.out = args.out or Path(__file__).parent / "results" / base["name"]
     if not args.finished_only:
         for mode in args.modes:
             config = {**base, "sequence": {**base["sequence"], "task_ids": mode}}
