@@ -28,6 +28,8 @@ LR_SCHEDULES = ("constant", "task_linear")
 # default logit margin the "margin" loss asks of every state.
 DISTIL_BATCH, DISTIL_LR, DISTIL_MARGIN = 256, 1e-3, 5.0
 DISTIL_LOSSES = ("margin", "cross_entropy")
+# The rehearsal loss's weight against the TD loss (rehearsal_states > 0).
+REHEARSAL_WEIGHT = 1.0
 
 
 def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -136,6 +138,11 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         shared weights further (experiments/results/dqn-retention/).
     :param distil_steps: Adam steps of each distillation (agreement with Q's greedy actions on
         the task's replayed states, fast test config: 0.93 after 1,000 steps, 0.97 after 3,000).
+    :param rehearsal_states: states of each finished task kept, with its Q-values under its own
+        context at the task's end, in a rehearsal memory; every later update adds the squared error
+        between today's Q-values on a batch of them and the kept ones (``REHEARSAL_WEIGHT`` x).
+        0 (default) keeps no data, as PSP means to; a baseline that departs from that idea,
+        reported on its own (experiments/results/dqn-retention/).
     Other arguments are SB3 ``DQN``'s. The epsilon schedule (``exploration_fraction``,
     ``exploration_initial_eps``, ``exploration_final_eps``) runs over each task's own steps.
     """
@@ -146,6 +153,9 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     distil_loss: str = "cross_entropy"  # agents saved before the options distilled this way
     distil_steps: int = 1000
     distil_margin: float = DISTIL_MARGIN
+    rehearsal_states: int = 0
+    # Finished tasks' kept states and Q-values: {"obs": {key: array}, "q": array}, all tasks pooled.
+    rehearsal_memory: dict[str, Any] | None = None
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.
     replay_period: int | None = None
@@ -163,6 +173,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         distil_loss: str = "margin",
         distil_steps: int = 3000,
         distil_margin: float = DISTIL_MARGIN,
+        rehearsal_states: int = 0,
         **kwargs: Any,
     ):
         if isinstance(distil_steps, bool) or not isinstance(distil_steps, int) or distil_steps <= 0:
@@ -171,6 +182,9 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         if isinstance(distil_margin, bool) or not isinstance(distil_margin, int | float) or not distil_margin > 0:
             raise ValueError(f"distil_margin={distil_margin!r}: expected a number > 0")
         self.distil_margin = float(distil_margin)
+        if isinstance(rehearsal_states, bool) or not isinstance(rehearsal_states, int) or rehearsal_states < 0:
+            raise ValueError(f"rehearsal_states={rehearsal_states!r}: expected an int >= 0")
+        self.rehearsal_states = rehearsal_states
         if distil_loss not in DISTIL_LOSSES:
             raise ValueError(f"distil_loss={distil_loss!r}: expected one of {list(DISTIL_LOSSES)}")
         self.distil_loss = distil_loss
@@ -217,6 +231,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             if self.num_timesteps > self.task_start and self.replay_buffer is not None and self.replay_buffer.size():
                 self.distil(self.current_task)
             q_net.distilled[task] = False
+        if self.rehearsal_states and self.num_timesteps > self.task_start and self.replay_buffer.size():
+            self.remember(self.current_task)  # (also before the task's transitions are cleared)
         super().on_task_start(task, steps)
         if self.replay_on_switch == "clear" and self.replay_buffer is not None:
             self.replay_buffer.reset()
@@ -269,6 +285,27 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self.logger.record("distil/agreement", agreement)
         return agreement
 
+    def remember(self, task: int) -> None:
+        """Keep ``rehearsal_states`` of ``task``'s replayed states with their Q-values now (a task
+        that comes back replaces its earlier ones)."""
+        obs = task_states(self, task, self.rehearsal_states, seed=int(self.num_timesteps))
+        self.q_net.set_training_mode(False)
+        with torch.no_grad():
+            q = self.q_net(self.policy.obs_to_tensor(obs)[0]).cpu().numpy()
+        memory = self.rehearsal_memory
+        if memory is not None:
+            keep = memory["obs"]["task"].reshape(-1) != task
+            obs = {key: np.concatenate([memory["obs"][key][keep], value]) for key, value in obs.items()}
+            q = np.concatenate([memory["q"][keep], q])
+        self.rehearsal_memory = {"obs": obs, "q": q}
+
+    def _rehearsal_loss(self, batch_size: int) -> torch.Tensor:
+        """Squared error of today's Q-values against the kept ones, on a batch of the memory."""
+        memory = self.rehearsal_memory
+        rows = np.random.randint(len(memory["q"]), size=batch_size)
+        obs, _ = self.policy.obs_to_tensor({key: value[rows] for key, value in memory["obs"].items()})
+        return F.mse_loss(self.q_net(obs), torch.as_tensor(memory["q"][rows], device=self.device))
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0``), with the
         advantage-learning term in the TD target: SB3 has no hook for the loss. With n_envs > 1
@@ -300,6 +337,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
                 self.q_net(replay_data.observations), dim=1, index=replay_data.actions.long()
             )
             loss = F.smooth_l1_loss(current_q_values, target_q_values)
+            if self.rehearsal_memory is not None:
+                loss = loss + REHEARSAL_WEIGHT * self._rehearsal_loss(batch_size)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()

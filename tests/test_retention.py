@@ -182,6 +182,7 @@ def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
         ({"task_lr_schedule": "cosine"}, r"task_lr_schedule='cosine': expected one of"),
         ({"distil_loss": "kl"}, r"distil_loss='kl': expected one of \['margin', 'cross_entropy'\]"),
         ({"distil_margin": 0}, r"distil_margin=0: expected a number > 0"),
+        ({"rehearsal_states": -1}, r"rehearsal_states=-1: expected an int >= 0"),
     ],
 )
 def test_agent_options_bad_values(kwargs, match):
@@ -200,6 +201,7 @@ def test_agent_options_bad_values(kwargs, match):
         ({"acting": "greedy"}, r"agent\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
         ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         ({"distil_margin": -1}, r"agent\.distil_margin: input should be greater than 0, got -1"),
+        ({"rehearsal_states": -1}, r"agent\.rehearsal_states: input should be greater than or equal to 0, got -1"),
         (
             {
                 "algo": "ppo",
@@ -417,3 +419,43 @@ def test_every_ablation_variant_parses_over_its_config():
         resolved[name] = parse_config({**base, "agent": {**base["agent"], **settings}}).resolved().agent
     # the row named for the default is what `method: psp` means today
     assert resolved["psp-center-distilled-3k"] == parse_config(base).resolved().agent
+
+
+# ------------------------------------------------------------------ rehearsal memory (a baseline)
+def _q_drift_of_task_0(rehearsal_states: int) -> tuple[float, ContinualDQN]:
+    """Relative change of task 0's Q-values on its kept states while task 1 trains."""
+    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
+    agent = ContinualDQN(
+        "PSPPolicy",
+        sequence.make_vec_env(0, 1, seed=0),
+        learning_starts=100,
+        train_freq=64,
+        gradient_steps=32,
+        seed=0,
+        rehearsal_states=200,
+        policy_kwargs=dict(net_arch=[64, 64]),
+    )
+    agent.set_logger(configure(None, []))
+    agent.on_task_start(0, 1500)
+    agent.learn(1500, reset_num_timesteps=False)
+    agent.rehearsal_states = rehearsal_states or 200  # the memory to measure on, kept either way ...
+    agent.set_env(sequence.make_vec_env(1, 1, seed=1))
+    agent.on_task_start(1, 1500)
+    memory = copy.deepcopy(agent.rehearsal_memory)
+    if not rehearsal_states:
+        agent.rehearsal_memory = None  # ... and rehearsed only when asked
+    agent.learn(1500, reset_num_timesteps=False)
+    with torch.no_grad():
+        now = agent.q_net(agent.policy.obs_to_tensor(memory["obs"])[0]).numpy()
+    return float(np.linalg.norm(now - memory["q"]) / np.linalg.norm(memory["q"])), agent
+
+
+def test_rehearsal_keeps_a_finished_tasks_q_values_and_resumes(tmp_path):
+    rehearsed, agent = _q_drift_of_task_0(200)
+    plain, _ = _q_drift_of_task_0(0)
+    assert rehearsed < 0.5 * plain, (rehearsed, plain)
+    memory = agent.rehearsal_memory
+    assert len(memory["q"]) == 200 and set(memory["obs"]["task"].ravel().tolist()) == {0}
+    agent.save(tmp_path / "agent.zip")  # the memory is part of the agent: a resume rehearses the same
+    loaded = ContinualDQN.load(tmp_path / "agent.zip")
+    assert np.array_equal(loaded.rehearsal_memory["q"], memory["q"]) and loaded.rehearsal_states == 200

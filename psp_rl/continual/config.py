@@ -75,6 +75,7 @@ _DQN_ONLY = (
             "distil_loss",
             "distil_steps",
             "distil_margin",
+            "rehearsal_states",
         )
     ),
 )
@@ -95,6 +96,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "distil_loss": "margin",
         "distil_steps": 3000,
         "distil_margin": 5.0,
+        "rehearsal_states": 0,
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
@@ -179,6 +181,12 @@ class AgentConfig(_Strict):
     distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
     distil_margin: float | None = Field(
         default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 5)"
+    )
+    rehearsal_states: int | None = Field(
+        default=None,
+        ge=0,
+        description="states (with Q-values) kept per finished task and rehearsed in every update; 0 (default): "
+        "none, PSP keeps no data",
     )
     # method: ewc only (psp_rl.continual.ewc)
     ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
