@@ -15,6 +15,7 @@ every option.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def main() -> None:
     argv = sys.argv[1:]
     if "--out" not in argv and argv and Path(argv[0]).is_file():
         name = yaml.safe_load(Path(argv[0]).read_text())["name"]
-        argv += ["--out", str(Path(__file__).parent / "results" / name)]
+        # relative to the working directory, so the command.txt it writes runs on any clone
+        argv += ["--out", os.path.relpath(Path(__file__).parent / "results" / name)]
     sys.exit(cli(["sweep", *argv]))
 
 
