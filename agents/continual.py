@@ -307,8 +307,9 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         return F.mse_loss(self.q_net(obs), torch.as_tensor(memory["q"][rows], device=self.device))
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0``), with the
-        advantage-learning term in the TD target: SB3 has no hook for the loss. With n_envs > 1
+        """SB3's ``DQN.train`` (same steps, same loss when ``advantage_learning == 0`` and there is no
+        rehearsal memory), with the advantage-learning term in the TD target and the rehearsal loss:
+        SB3 has no hook for the loss. With n_envs > 1
         the number of steps keeps the one-env replay ratio (``_updates_owed``)."""
         gradient_steps = self._updates_owed(gradient_steps)
         if gradient_steps == 0 or self.updates_held:
