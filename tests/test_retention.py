@@ -345,8 +345,8 @@ def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
 
 
 # ------------------------------------------------------------------ acting from a distilled policy
-@pytest.mark.parametrize("distil_loss", ["margin", "cross_entropy"])
-def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
+def _trained_on_task_0(**kwargs) -> tuple:
+    """(sequence, a small PSP-DQN trained 1,500 steps on task 0 of default -> reversed)."""
     sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     agent = ContinualDQN(
         "PSPPolicy",
@@ -355,12 +355,19 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
         train_freq=64,
         gradient_steps=32,
         seed=0,
-        distil_loss=distil_loss,
-        policy_kwargs=dict(net_arch=[64, 64], acting="distilled"),
+        **kwargs,
     )
     agent.set_logger(configure(None, []))
     agent.on_task_start(0, 1500)
     agent.learn(1500, reset_num_timesteps=False)
+    return sequence, agent
+
+
+@pytest.mark.parametrize("distil_loss", ["margin", "cross_entropy"])
+def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
+    sequence, agent = _trained_on_task_0(
+        distil_loss=distil_loss, policy_kwargs=dict(net_arch=[64, 64], acting="distilled")
+    )
     q_net = agent.policy.q_net
     obs = task_states_tensor(agent, 0)
     with torch.no_grad():
@@ -424,20 +431,7 @@ def test_every_ablation_variant_parses_over_its_config():
 # ------------------------------------------------------------------ rehearsal memory (a baseline)
 def _q_drift_of_task_0(rehearsal_states: int) -> tuple[float, ContinualDQN]:
     """Relative change of task 0's Q-values on its kept states while task 1 trains."""
-    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
-    agent = ContinualDQN(
-        "PSPPolicy",
-        sequence.make_vec_env(0, 1, seed=0),
-        learning_starts=100,
-        train_freq=64,
-        gradient_steps=32,
-        seed=0,
-        rehearsal_states=200,
-        policy_kwargs=dict(net_arch=[64, 64]),
-    )
-    agent.set_logger(configure(None, []))
-    agent.on_task_start(0, 1500)
-    agent.learn(1500, reset_num_timesteps=False)
+    sequence, agent = _trained_on_task_0(rehearsal_states=200, policy_kwargs=dict(net_arch=[64, 64]))
     agent.rehearsal_states = rehearsal_states or 200  # the memory to measure on, kept either way ...
     agent.set_env(sequence.make_vec_env(1, 1, seed=1))
     agent.on_task_start(1, 1500)
