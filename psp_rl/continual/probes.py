@@ -57,6 +57,7 @@ PROBES_HEADER = ("step", "trained_task", "probe_task", "layer", "quantity", "val
 OUTPUT = "output"  # the layer name of the acting output (Q-values or logits)
 DISTILLED = "distilled"  # PSP-DQN's distilled policy logits, the acting output of its finished tasks
 POLICY_LAYERS = ("policy_torso", "policy_head")  # the distilled policy's layers in the Q-network
+DISTILLED_HEAD = "policy_head"  # the layer whose output is the distilled logits
 
 
 def acting_layer(rows: Any) -> str:
@@ -109,17 +110,6 @@ def acting_outputs(agent: Any, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor
     return output.float().cpu(), {name: value.float().cpu() for name, value in captured.items()}
 
 
-@torch.no_grad()
-def distilled_logits(agent: Any, obs: dict[str, np.ndarray]) -> torch.Tensor | None:
-    """The distilled policy's logits on ``obs`` (None where the agent has no distilled policy)."""
-    q_net = getattr(agent.policy, "q_net", None)
-    if getattr(q_net, "policy_torso", None) is None:
-        return None
-    agent.policy.set_training_mode(False)
-    obs_tensor, _ = agent.policy.obs_to_tensor(obs)
-    return q_net.policy_logits(obs_tensor).float().cpu()
-
-
 def is_distilled(agent: Any, task: int) -> bool:
     distilled = getattr(getattr(agent.policy, "q_net", None), "distilled", None)
     return distilled is not None and bool(distilled[task])
@@ -163,6 +153,15 @@ def layer_weights(network: nn.Module, agent: Any) -> dict[str, torch.Tensor]:
         if weights:
             out[name] = torch.cat(weights).cpu().clone()
     return out
+
+
+def crosstalk_rows(layer: str, now: torch.Tensor, before: torch.Tensor, j: int) -> list[dict[str, Any]]:
+    """Task ``j``'s relative change of ``layer``'s output, whole and split (:func:`split_change`)."""
+    total, common, spread = split_change(now, before)
+    return [
+        _row(layer, q, v, j)
+        for q, v in (("crosstalk", total), ("crosstalk_common", common), ("crosstalk_spread", spread))
+    ]
 
 
 def output_rows(layer: str, output: torch.Tensor, before: torch.Tensor, actions: torch.Tensor, j: int) -> list[dict]:
@@ -244,25 +243,15 @@ class RetentionProbes(ContinualCallback):
         obs = {key: value.numpy() for key, value in ref["obs"].items()}
         output, layers = acting_outputs(agent, obs)
         rows: list[dict[str, Any]] = []
-
-        def add(layer: str, quantity: str, value: Any) -> None:
-            rows.append(_row(layer, quantity, value, j))
-
         for name, now in [*layers.items(), (OUTPUT, output)]:
             before = ref["output"] if name == OUTPUT else ref["layers"].get(name)
             if before is None or before.shape != now.shape or (not distilled and name.startswith(POLICY_LAYERS)):
                 continue
-            total, common, spread = split_change(now, before)
-            add(name, "crosstalk", total)
-            add(name, "crosstalk_common", common)
-            add(name, "crosstalk_spread", spread)
+            rows += crosstalk_rows(name, now, before, j)
         rows += output_rows(OUTPUT, output, ref["output"], ref["actions"], j)
         if distilled and DISTILLED in ref:
-            logits = distilled_logits(agent, obs)
-            total, common, spread = split_change(logits, ref[DISTILLED])
-            add(DISTILLED, "crosstalk", total)
-            add(DISTILLED, "crosstalk_common", common)
-            add(DISTILLED, "crosstalk_spread", spread)
+            logits = layers[DISTILLED_HEAD]
+            rows += crosstalk_rows(DISTILLED, logits, ref[DISTILLED], j)
             rows += output_rows(DISTILLED, logits, ref[DISTILLED], ref[DISTILLED].argmax(1), j)
         return rows
 
@@ -272,7 +261,7 @@ class RetentionProbes(ContinualCallback):
         obs = {key: value.numpy() for key, value in ref["obs"].items()}
         _, layers = acting_outputs(agent, obs)
         ref["layers"].update({name: value for name, value in layers.items() if name.startswith(POLICY_LAYERS)})
-        logits = ref[DISTILLED] = distilled_logits(agent, obs)
+        logits = ref[DISTILLED] = layers[DISTILLED_HEAD]
         fidelity = (logits.argmax(1) == ref["actions"]).float().mean()
         return [
             _row(DISTILLED, "distil_agreement", fidelity, j),
