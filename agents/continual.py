@@ -32,20 +32,24 @@ DISTIL_LOSSES = ("margin", "cross_entropy")
 REHEARSAL_WEIGHT = 1.0
 
 
-def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Observations of ``task`` in the agent's buffer (replay, or PPO's last rollout): all of
-    them, or ``samples`` drawn without replacement under ``seed``, in buffer order."""
+def task_rows(agent: BaseAlgorithm, task: int) -> np.ndarray:
+    """Rows of ``task``'s observations in the agent's buffer (replay, or PPO's last rollout), in
+    buffer order; a row is ``position * n_envs + env``. Read them with :func:`states_at`."""
     if isinstance(agent, DQN):
         buffer = agent.replay_buffer
         size = buffer.buffer_size if buffer.full else buffer.pos
         tasks = buffer.observations["task"][:size]
     else:
-        buffer, tasks = None, agent.rollout_buffer.observations["task"]
-    rows = np.flatnonzero(tasks.reshape(-1) == task)  # row = position * n_envs + env
+        tasks = agent.rollout_buffer.observations["task"]
+    rows = np.flatnonzero(tasks.reshape(-1) == task)
     if len(rows) == 0:
         raise RuntimeError(f"no observations of task {task} in the agent's buffer")
-    if samples is not None:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(samples, len(rows)), replace=False))
+    return rows
+
+
+def states_at(agent: BaseAlgorithm, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The observations at buffer ``rows`` (:func:`task_rows`), ``{key: (len(rows), *shape)}``."""
+    buffer = agent.replay_buffer if isinstance(agent, DQN) else None
     if isinstance(buffer, CompactDictReplayBuffer):  # frames are rebuilt, not stored per row
         out = buffer.observations_at(*np.divmod(rows, buffer.n_envs))
         out["task"] = out["task"].astype(agent.observation_space["task"].dtype)
@@ -54,6 +58,15 @@ def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, see
         # (steps, n_envs, ...) or, once PPO flattened its rollout for training, (steps * n_envs, ...)
         out = {key: value.reshape(-1, *agent.observation_space[key].shape)[rows] for key, value in stored.items()}
     return {key: value.reshape(len(rows), *agent.observation_space[key].shape) for key, value in out.items()}
+
+
+def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Observations of ``task`` in the agent's buffer (replay, or PPO's last rollout): all of
+    them, or ``samples`` drawn without replacement under ``seed``, in buffer order."""
+    rows = task_rows(agent, task)
+    if samples is not None:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(samples, len(rows)), replace=False))
+    return states_at(agent, rows)
 
 
 class TaskSwitchMixin:
@@ -258,32 +271,39 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         q_net = self.policy.q_net
         if q_net.policy_torso is None:
             raise ValueError("distil: the Q-network was built with acting='q'; use acting='distilled'")
-        obs, _ = self.policy.obs_to_tensor(task_states(self, task))
-        rows = len(obs["task"])
-        q_net.set_training_mode(False)
-        with torch.no_grad():
-            labels = q_net(obs).argmax(dim=1)
+        rows = task_rows(self, task)
+        # States are read from the buffer a batch at a time (all of an image task's frames at
+        # once would not fit: ~2.8 GB for 100k Atari states), the labels in chunks.
+        labels = self._over_states(rows, lambda obs: q_net(obs).argmax(dim=1))
         params = [*q_net.policy_torso.parameters(), *q_net.policy_head.parameters()]
         optimizer = torch.optim.Adam(params, lr=DISTIL_LR)
         # Its own generator: the same task end distils the same way after a resume.
         rng = np.random.default_rng([int(self.seed or 0), int(task), int(self.num_timesteps)])
         q_net.set_training_mode(True)
         for _ in range(self.distil_steps):
-            batch = torch.as_tensor(rng.integers(rows, size=min(DISTIL_BATCH, rows)), device=self.device)
-            logits = q_net.policy_logits({key: value[batch] for key, value in obs.items()})
+            batch = rng.integers(len(rows), size=min(DISTIL_BATCH, len(rows)))
+            obs, _ = self.policy.obs_to_tensor(states_at(self, rows[batch]))
+            logits = q_net.policy_logits(obs)
+            target = labels[torch.as_tensor(batch, device=labels.device)]
             if self.distil_loss == "margin":
-                loss = F.multi_margin_loss(logits, labels[batch], margin=self.distil_margin)
+                loss = F.multi_margin_loss(logits, target, margin=self.distil_margin)
             else:
-                loss = F.cross_entropy(logits, labels[batch])
+                loss = F.cross_entropy(logits, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        q_net.set_training_mode(False)
-        with torch.no_grad():
-            agreement = float((q_net.policy_logits(obs).argmax(dim=1) == labels).float().mean())
+        acted = self._over_states(rows, lambda obs: q_net.policy_logits(obs).argmax(dim=1))
+        agreement = float((acted == labels).float().mean())
         q_net.distilled[task] = True
         self.logger.record("distil/agreement", agreement)
         return agreement
+
+    def _over_states(self, rows: np.ndarray, fn: Any, chunk: int = 4096) -> torch.Tensor:
+        """``fn(obs)`` on the states at buffer ``rows``, evaluated (no grad) ``chunk`` rows at a time."""
+        self.policy.q_net.set_training_mode(False)
+        with torch.no_grad():
+            parts = np.split(rows, range(chunk, len(rows), chunk))
+            return torch.cat([fn(self.policy.obs_to_tensor(states_at(self, part))[0]) for part in parts])
 
     def remember(self, task: int) -> None:
         """Keep ``rehearsal_states`` of ``task``'s replayed states with their Q-values now (a task

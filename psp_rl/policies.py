@@ -111,9 +111,10 @@ class PSPQNetwork(BasePolicy):
         which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
         in ``distilled`` then acts from its logits, whose margins are large, instead of from
         Q-values whose gaps are a small fraction of Q (see ``psp_rl.continual.probes``).
-        ``"auto"``: ``"distilled"`` for flat observations, ``"q"`` for images (the distilled policy
-        has an MLP torso; the retention ablation measured it on MLPs only).
-    :param distilled_arch: hidden widths of the distilled policy's torso (default ``[64, 64]``).
+        For frames the distilled policy is a second CNN of Q's torso kind. ``"auto"``:
+        ``"distilled"`` for flat observations, ``"q"`` for images (what runs saved before image
+        distillation existed built; they resume as they ran).
+    :param distilled_arch: hidden widths of the distilled policy's MLP torso (default ``[64, 64]``).
     """
 
     def __init__(
@@ -147,23 +148,28 @@ class PSPQNetwork(BasePolicy):
         self.q_head = q_head
         self.policy_torso = self.policy_head = None
         if acting == "distilled" or (acting == "auto" and len(obs_space.shape) == 1):
-            if len(obs_space.shape) != 1:
-                raise ValueError(f"acting='distilled' needs a flat observation (an MLP), got {tuple(obs_space.shape)}")
-            self.policy_torso = build_torso(
-                obs_space.shape,
-                num_tasks,
-                replace(psp, torso="mlp"),
-                net_arch=[64, 64] if distilled_arch is None else distilled_arch,
-                layer_offset=LayerIds.DISTILLED_TORSO,
-                activation_fn=nn.Tanh,
-            )
-            # The logit head reads tanh features (near zero-mean) and was measured uncentred.
+            if len(obs_space.shape) == 1:
+                self.policy_torso = build_torso(
+                    obs_space.shape,
+                    num_tasks,
+                    replace(psp, torso="mlp"),
+                    net_arch=[64, 64] if distilled_arch is None else distilled_arch,
+                    layer_offset=LayerIds.DISTILLED_TORSO,
+                    activation_fn=nn.Tanh,
+                )
+                # The logit head reads tanh features (near zero-mean) and was measured uncentred.
+                head_psp = replace(psp, center=False)
+            else:
+                if distilled_arch is not None:
+                    raise ValueError(
+                        f"distilled_arch={distilled_arch!r}: the distilled policy of image observations has "
+                        "Q's CNN torso; distilled_arch sets MLP widths"
+                    )
+                # Frames: a second CNN of Q's torso kind, whose ReLU features are centred as Q's are.
+                self.policy_torso = build_torso(obs_space.shape, num_tasks, psp, layer_offset=LayerIds.DISTILLED_TORSO)
+                head_psp = psp
             self.policy_head = build_head(
-                self.policy_torso.latent_dim,
-                n_actions,
-                num_tasks,
-                replace(psp, center=False),
-                layer_id=LayerIds.DISTILLED_HEAD,
+                self.policy_torso.latent_dim, n_actions, num_tasks, head_psp, layer_id=LayerIds.DISTILLED_HEAD
             )
             # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
             self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))

@@ -404,6 +404,46 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
         assert torch.equal(loaded.policy.q_net._predict(obs), acted)
 
 
+def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
+    """MinAtar frames: the distilled policy is a second CNN of Q's kind, the states come from the
+    compact replay buffer a batch at a time, and the finished task acts from its logits."""
+    pytest.importorskip("minatar")
+    from psp_rl.continual.build import replay_buffer_kwargs
+    from psp_rl.layers import SuperposedConv2d
+
+    sequence = get_sequence("minatar", tasks=["breakout", "spaceinvaders"])
+    env = sequence.make_vec_env(0, 1, seed=0)
+    agent = ContinualDQN(
+        "PSPPolicy",
+        env,
+        learning_starts=50,
+        train_freq=8,
+        gradient_steps=2,
+        buffer_size=2000,
+        seed=0,
+        distil_steps=300,
+        policy_kwargs=dict(acting="distilled", center=True),
+        **replay_buffer_kwargs(None, env),
+    )
+    agent.set_logger(configure(None, []))
+    agent.on_task_start(0, 600)
+    agent.learn(600, reset_num_timesteps=False)
+    q_net = agent.policy.q_net
+    assert any(isinstance(m, SuperposedConv2d) for m in q_net.policy_torso.modules())
+    obs = task_states_tensor(agent, 0)
+    agent.set_env(sequence.make_vec_env(1, 1, seed=1))
+    agent.on_task_start(1, 600)
+    assert q_net.distilled.tolist() == [True, False]
+    with torch.no_grad():
+        q_actions, acted = q_net(obs).argmax(1), q_net._predict(obs)
+        assert torch.equal(acted, q_net.policy_logits(obs).argmax(1))
+    assert float((acted == q_actions).float().mean()) >= 0.9
+    with pytest.raises(ValueError, match=r"distilled_arch=\[32\]: the distilled policy of image observations"):
+        ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="distilled", distilled_arch=[32]))
+    # what runs saved before image distillation existed built: "auto" acts from Q on frames
+    assert ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="auto")).policy.q_net.policy_torso is None
+
+
 def task_states_tensor(agent, task):
     obs, _ = agent.policy.obs_to_tensor(task_states(agent, task))
     return obs
