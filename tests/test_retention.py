@@ -328,6 +328,30 @@ def test_probe_samples_must_be_positive():
 
 
 # ------------------------------------------------------------- runs saved before the options
+def test_a_run_keeps_the_defaults_of_the_day_it_started(tmp_path):
+    """PSP-DQN's defaults changed (acting auto -> distilled, margin 5 -> 20): a run that recorded
+    the old ones resumes under the config that started it, which leaves them out; a config that
+    sets another value is refused, naming it."""
+    from psp_rl.continual import CheckpointError
+    from psp_rl.continual.build import config_for_run_dir
+
+    base = {"name": "r", "sequence": {"name": "cartpole-shift", "steps": 600}, "agent": {"algo": "dqn"}}
+    started = parse_config(base).resolved()
+    started = started.model_copy(
+        update={"agent": started.agent.model_copy(update={"acting": "auto", "distil_margin": 5.0})}
+    )
+    (tmp_path / "config.yaml").write_text(started.to_yaml())
+    resumed = config_for_run_dir(parse_config(base), tmp_path, resume=True)
+    assert (resumed.agent.acting, resumed.agent.distil_margin) == ("auto", 5.0)
+    assert config_for_run_dir(parse_config(base), tmp_path, resume=False).agent.distil_margin == 20.0  # a new run
+    other = parse_config({**base, "agent": {"algo": "dqn", "distil_margin": 20.0}})
+    with pytest.raises(CheckpointError, match="agent.distil_margin was 5.0, now 20.0"):
+        config_for_run_dir(other, tmp_path, resume=True)
+    finetune = parse_config({**base, "agent": {"algo": "dqn", "method": "finetune", "context": "none"}})
+    with pytest.raises(CheckpointError, match="written by a different config: agent.acting was 'auto', now 'q'"):
+        config_for_run_dir(finetune, tmp_path, resume=True)
+
+
 @pytest.mark.parametrize("release", ["run-v0.1", "run-v0.2", "run-v0.3-ewc", "run-v0.3-complex"])
 def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
     """A run killed mid-task by an earlier release resumes to the eval.csv that release wrote
@@ -464,8 +488,10 @@ def test_every_ablation_variant_parses_over_its_config():
     resolved = {}
     for name, settings in variants.items():
         resolved[name] = parse_config({**base, "agent": {**base["agent"], **settings}}).resolved().agent
-    # the row named for the default is what `method: psp` means today
-    assert resolved["psp-center-distilled-3k"] == parse_config(base).resolved().agent
+    # the row named for the default is what `method: psp` means today (acting "distilled" builds
+    # "auto"'s network on flat observations; the row ran before frames could distil)
+    default = resolved["psp-center-distilled-m20"].model_copy(update={"acting": "distilled"})
+    assert default == parse_config(base).resolved().agent
 
 
 # ------------------------------------------------------------------ rehearsal memory (a baseline)

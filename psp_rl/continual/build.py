@@ -167,15 +167,19 @@ class ConfigAgentFactory(AgentFactory):
 
 
 def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:
-    """``config`` as the run in ``run_dir`` saved it, when resuming one.
+    """``config`` resolved (its left-out agent options set), as the run in ``run_dir`` saved it
+    when resuming one.
 
-    A run saved before an option existed resumes as it ran (the option stays unset); a config
-    that differs in a setting that shapes the run raises :class:`CheckpointError` naming it.
+    Defaults are those of the day a run started: an agent option ``config`` leaves out takes the
+    value the run recorded (:meth:`~RunConfig.with_defaults_of`), and a run saved before an option
+    existed resumes as it ran (the option stays unset); a config that differs in a setting that
+    shapes the run raises :class:`CheckpointError` naming it.
     """
     saved = RunDir(run_dir).config
     if not resume or not saved.exists():
-        return config
+        return config.resolved()
     before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
+    config = config.with_defaults_of(before).resolved()
     if not config.matches(before.shaping()):
         raise CheckpointError(f"run dir {str(run_dir)!r} {config.difference(before.shaping())}")
     return config.as_saved_by(before.shaping())

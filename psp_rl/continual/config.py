@@ -101,9 +101,13 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
 }
 # PSP-DQN's own mechanisms (experiments/results/dqn-retention/): centring acts on superposed
-# layers only, and acting from a distilled per-task policy is how a superposed Q-network keeps
-# its finished tasks' actions (the baselines' plain networks act from Q).
-PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "auto"}, "ppo": {}}
+# layers only, and acting from a distilled per-task policy (an MLP for vectors, a CNN for frames:
+# experiments/results/minatar-distil/) is how a superposed Q-network keeps its finished tasks'
+# actions, with margins of 20 (5 paired seeds against 5); the baselines' plain networks act from Q.
+PSP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dqn": {"center": True, "acting": "distilled", "distil_margin": 20.0},
+    "ppo": {},
+}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
 _HASHED_WHEN_SET = ("activation", "task_lr_schedule", *_DQN_RETENTION)
@@ -172,15 +176,16 @@ class AgentConfig(_Strict):
     advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
     acting: Literal["q", "distilled", "auto"] | None = Field(
         default=None,
-        description="distilled: a finished task acts from a policy distilled from its Q; auto: distilled for "
-        "flat observations, q for images (default: auto for psp, q for the baselines)",
+        description="distilled: a finished task acts from a policy distilled from its Q (an MLP for vectors, a "
+        "CNN for frames); auto: distilled for flat observations, q for images (default: distilled for psp, q "
+        "for the baselines)",
     )
     distil_loss: Literal["margin", "cross_entropy"] | None = Field(
         default=None, description="how acting='distilled' distils a finished task (default margin)"
     )
     distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
     distil_margin: float | None = Field(
-        default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 5)"
+        default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 20 for psp)"
     )
     rehearsal_states: int | None = Field(
         default=None,
@@ -357,6 +362,19 @@ class RunConfig(_Strict):
     def resolved(self) -> RunConfig:
         """This config with every agent option left out set to its default (what runs)."""
         return self.model_copy(update={"agent": self.agent.resolved()})
+
+    def with_defaults_of(self, saved: RunConfig) -> RunConfig:
+        """This config with the agent options it leaves out taken from ``saved``, the config a run
+        recorded: a run keeps the defaults of the day it started, so changing a default (PSP-DQN's
+        acting, its margin) does not stop a run from resuming under the config that started it."""
+        if (saved.agent.algo, saved.agent.method) != (self.agent.algo, self.agent.method):
+            return self  # another agent: the comparison names the difference
+        taken = {
+            name: getattr(saved.agent, name)
+            for name in _HASHED_WHEN_SET
+            if getattr(self.agent, name) is None and getattr(saved.agent, name) is not None
+        }
+        return self.model_copy(update={"agent": self.agent.model_copy(update=taken)}) if taken else self
 
     def as_saved_by(self, saved_shaping: dict[str, Any]) -> RunConfig:
         """This config as a run saved with ``saved_shaping`` knew it: options that did not exist

@@ -112,7 +112,7 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
         parsed = parse_config(config, source=f"trial {config['name']}")
         paths = RunDir(run_dir)
         if paths.metrics.exists() and paths.config.exists():
-            config_for_run_dir(parsed.resolved(), run_dir, resume=True)  # another config's run raises
+            config_for_run_dir(parsed, run_dir, resume=True)  # another config's run raises
             logger.info("%s: finished before, reused", config["name"])
             return json.loads(paths.metrics.read_text())
         metrics = ContinualTrainer(parsed, run_dir, resume="or_start").run()

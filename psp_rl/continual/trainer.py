@@ -53,7 +53,7 @@ class ContinualTrainer(ContinualLoop):
     ) -> None:
         check_resume(resume)  # before the run dir's config.yaml is read
         run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-        self.config = config_for_run_dir(config.resolved(), run_dir, resume)
+        self.config = config_for_run_dir(config, run_dir, resume)
         arguments = loop_arguments(self.config)
         arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
         super().__init__(run_dir=run_dir, resume=resume, **arguments, **options)
