@@ -329,9 +329,9 @@ def test_probe_samples_must_be_positive():
 
 # ------------------------------------------------------------- runs saved before the options
 def test_a_run_keeps_the_defaults_of_the_day_it_started(tmp_path):
-    """PSP-DQN's defaults changed (acting auto -> distilled, margin 5 -> 20): a run that recorded
-    the old ones resumes under the config that started it, which leaves them out; a config that
-    sets another value is refused, naming it."""
+    """PSP-DQN's default acting changed (auto -> distilled): a run that recorded the old default
+    resumes under the config that started it, which leaves it out; a config that sets another
+    value is refused, naming it."""
     from psp_rl.continual import CheckpointError
     from psp_rl.continual.build import config_for_run_dir
 
@@ -342,10 +342,10 @@ def test_a_run_keeps_the_defaults_of_the_day_it_started(tmp_path):
     )
     (tmp_path / "config.yaml").write_text(started.to_yaml())
     resumed = config_for_run_dir(parse_config(base), tmp_path, resume=True)
-    assert (resumed.agent.acting, resumed.agent.distil_margin) == ("auto", 5.0)
-    assert config_for_run_dir(parse_config(base), tmp_path, resume=False).agent.distil_margin == 20.0  # a new run
-    other = parse_config({**base, "agent": {"algo": "dqn", "distil_margin": 20.0}})
-    with pytest.raises(CheckpointError, match="agent.distil_margin was 5.0, now 20.0"):
+    assert resumed.agent.acting == "auto"
+    assert config_for_run_dir(parse_config(base), tmp_path, resume=False).agent.acting == "distilled"  # a new run
+    other = parse_config({**base, "agent": {"algo": "dqn", "acting": "distilled"}})
+    with pytest.raises(CheckpointError, match="agent.acting was 'auto', now 'distilled'"):
         config_for_run_dir(other, tmp_path, resume=True)
     finetune = parse_config({**base, "agent": {"algo": "dqn", "method": "finetune", "context": "none"}})
     with pytest.raises(CheckpointError, match="written by a different config: agent.acting was 'auto', now 'q'"):
@@ -490,7 +490,7 @@ def test_every_ablation_variant_parses_over_its_config():
         resolved[name] = parse_config({**base, "agent": {**base["agent"], **settings}}).resolved().agent
     # the row named for the default is what `method: psp` means today (acting "distilled" builds
     # "auto"'s network on flat observations; the row ran before frames could distil)
-    default = resolved["psp-center-distilled-m20"].model_copy(update={"acting": "distilled"})
+    default = resolved["psp-default"].model_copy(update={"acting": "distilled"})
     assert default == parse_config(base).resolved().agent
 
 
