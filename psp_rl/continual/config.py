@@ -364,7 +364,7 @@ class RunConfig(_Strict):
     def with_defaults_of(self, saved: RunConfig) -> RunConfig:
         """This config with the agent options it leaves out taken from ``saved``, the config a run
         recorded: a run keeps the defaults of the day it started, so changing a default (PSP-DQN's
-        acting, its margin) does not stop a run from resuming under the config that started it."""
+        acting) does not stop a run from resuming under the config that started it."""
         if (saved.agent.algo, saved.agent.method) != (self.agent.algo, self.agent.method):
             return self  # another agent: the comparison names the difference
         taken = {
