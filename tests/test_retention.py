@@ -337,9 +337,7 @@ def test_a_run_keeps_the_defaults_of_the_day_it_started(tmp_path):
 
     base = {"name": "r", "sequence": {"name": "cartpole-shift", "steps": 600}, "agent": {"algo": "dqn"}}
     started = parse_config(base).resolved()
-    started = started.model_copy(
-        update={"agent": started.agent.model_copy(update={"acting": "auto", "distil_margin": 5.0})}
-    )
+    started = started.model_copy(update={"agent": started.agent.model_copy(update={"acting": "auto"})})
     (tmp_path / "config.yaml").write_text(started.to_yaml())
     resumed = config_for_run_dir(parse_config(base), tmp_path, resume=True)
     assert resumed.agent.acting == "auto"
