@@ -209,11 +209,15 @@ def _collect(
     outcome, waiting, running = SweepOutcome(), list(trials), {}
     metrics: dict[Trial, dict] = {}
     start = time.perf_counter()
-    while waiting or running:
+
+    def launch() -> None:
         while waiting and len(running) < max_parallel:
             trial = waiting.pop(0)
             log = out / "logs" / f"{trial.name}.log"
             running[remote.remote(configs[trial], str(out / "runs" / trial.name), str(log))] = trial
+
+    launch()
+    while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         trial = running.pop(ready[0])
         try:
@@ -221,6 +225,7 @@ def _collect(
         except Exception as exc:  # the trial's own error, after its retries
             cause = getattr(exc, "cause", None) or exc
             outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", out / "logs" / f"{trial.name}.log")
+        launch()  # before the report, so that it counts the trial just started as running
         report(
             f"sweep: {len(metrics)} done, {len(running)} running, {len(outcome.failures)} failed, "
             f"{len(waiting)} waiting ({time.perf_counter() - start:.0f} s)"
