@@ -8,6 +8,7 @@ from that.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +17,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.utils import update_learning_rate
 from torch.nn import functional as F
 
@@ -31,6 +33,7 @@ ADDED_OPTIONS = (
     "distil_loss",
     "distil_steps",
     "distil_margin",
+    "distil_visits",
     "rehearsal_states",
 )
 LR_SCHEDULES = ("constant", "task_linear")
@@ -79,6 +82,15 @@ def task_states(agent: BaseAlgorithm, task: int, samples: int | None = None, see
     return states_at(agent, rows)
 
 
+def _halves(n: int) -> tuple[int, int]:
+    return n // 2, n - n // 2
+
+
+def _indexed(states: dict[str, np.ndarray]) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], int]:
+    """``(read, size)`` of in-memory states: ``read(indices)`` gives those rows of every key."""
+    return (lambda idx: {key: value[idx] for key, value in states.items()}), len(states["task"])
+
+
 class TaskSwitchMixin:
     """Bookkeeping of the current task shared by the continual agents.
 
@@ -100,12 +112,17 @@ class TaskSwitchMixin:
             raise ValueError(f"task_lr_schedule={task_lr_schedule!r}: expected one of {list(LR_SCHEDULES)}")
         self.task_lr_schedule = task_lr_schedule
 
-    def on_task_start(self, task: int, steps: int | None = None) -> None:
+    def on_task_start(
+        self, task: int, steps: int | None = None, task_env: Callable[[int], VecEnv] | None = None
+    ) -> None:
         """Called once when training on ``task`` starts: restarts the per-task schedules
         (exploration, learning rate) and clears the optimizer's moments.
 
         :param task: the new task's id (recorded as :attr:`current_task`).
         :param steps: how many env steps the task will be trained for (task-local schedules).
+        :param task_env: ``task_env(t)`` builds a fresh env of task ``t`` (the loop's), for an agent
+            that acts in the task just finished before it moves on (``ContinualDQN``'s
+            ``distil_visits``); without it that agent works from its replay buffer alone.
         """
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
             raise ValueError(f"steps={steps!r}: expected a positive int or None")
@@ -163,6 +180,13 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         retention test (experiments/results/dqn-retention/).
     :param distil_steps: Adam steps of each distillation (agreement with Q's greedy actions on
         the task's replayed states, fast test config: 0.93 after 1,000 steps, 0.97 after 3,000).
+    :param distil_visits: env steps the distillation spends in the finished task's env, DAgger
+        style (Ross et al. 2011): half acting greedily on Q, then, after a first distillation, half
+        acting from the distilled policy; the states visited, labelled with Q's greedy action, fill
+        half of every distillation batch (the replayed states the other half). A distilled
+        policy fails on states its own actions lead to that the replay holds few of; these are
+        those states. 0 (default): the replayed states only. Needs the loop's ``task_env`` (see
+        :meth:`on_task_start`); the steps are not counted as training steps.
     :param rehearsal_states: states of each finished task kept, with its Q-values under its own
         context at the task's end, in a rehearsal memory; every later update adds the squared error
         between today's Q-values on a batch of them and the kept ones (``REHEARSAL_WEIGHT`` x).
@@ -178,6 +202,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
     distil_loss: str = "cross_entropy"  # agents saved before the options distilled this way
     distil_steps: int = 1000
     distil_margin: float = DISTIL_MARGIN  # agents saved before the option asked this margin
+    distil_visits: int = 0
     rehearsal_states: int = 0
     # Finished tasks' kept states and Q-values: {"obs": {key: array}, "q": array}, all tasks pooled.
     rehearsal_memory: dict[str, Any] | None = None
@@ -198,6 +223,7 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         distil_loss: str = "margin",
         distil_steps: int = 3000,
         distil_margin: float = DISTIL_MARGIN,
+        distil_visits: int = 0,
         rehearsal_states: int = 0,
         **kwargs: Any,
     ):
@@ -207,6 +233,9 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         if isinstance(distil_margin, bool) or not isinstance(distil_margin, int | float) or not distil_margin > 0:
             raise ValueError(f"distil_margin={distil_margin!r}: expected a number > 0")
         self.distil_margin = float(distil_margin)
+        if isinstance(distil_visits, bool) or not isinstance(distil_visits, int) or distil_visits < 0:
+            raise ValueError(f"distil_visits={distil_visits!r}: expected an int >= 0")
+        self.distil_visits = distil_visits
         if isinstance(rehearsal_states, bool) or not isinstance(rehearsal_states, int) or rehearsal_states < 0:
             raise ValueError(f"rehearsal_states={rehearsal_states!r}: expected an int >= 0")
         self.rehearsal_states = rehearsal_states
@@ -254,17 +283,19 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self._update_credit -= owed
         return owed
 
-    def on_task_start(self, task: int, steps: int | None = None) -> None:
+    def on_task_start(
+        self, task: int, steps: int | None = None, task_env: Callable[[int], VecEnv] | None = None
+    ) -> None:
         q_net = self.policy.q_net
         if q_net.policy_torso is not None:
             # The task that just ended is distilled before its transitions are cleared; the new
             # one acts (and explores) from Q while it trains, also when it comes back in a cycle.
             if self.num_timesteps > self.task_start and self.replay_buffer is not None and self.replay_buffer.size():
-                self.distil(self.current_task)
+                self.distil(self.current_task, task_env)
             q_net.distilled[task] = False
         if self.rehearsal_states and self.num_timesteps > self.task_start and self.replay_buffer.size():
             self.remember(self.current_task)  # (also before the task's transitions are cleared)
-        super().on_task_start(task, steps)
+        super().on_task_start(task, steps, task_env)
         if self.replay_on_switch == "clear" and self.replay_buffer is not None:
             self.replay_buffer.reset()
             # An emptied buffer fills again before updates resume, as at the very start.
@@ -278,9 +309,10 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
 
-    def distil(self, task: int) -> float:
-        """Distil ``task``'s greedy policy (argmax Q on its replayed states) into the Q-network's
-        policy head and let the task act from it from now on; returns the share of those states
+    def distil(self, task: int, task_env: Callable[[int], VecEnv] | None = None) -> float:
+        """Distil ``task``'s greedy policy (argmax Q on its replayed states, and with
+        ``distil_visits`` on the states visited in ``task_env(task)``) into the Q-network's policy
+        head and let the task act from it from now on; returns the share of the replayed states
         whose distilled action matches Q's.
 
         Large logit margins are the point: the crosstalk later tasks add must be larger than a
@@ -290,19 +322,52 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         if q_net.policy_torso is None:
             raise ValueError("distil: the Q-network was built with acting='q'; use acting='distilled'")
         rows = task_rows(self, task)
+
+        def greedy_q(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return q_net(obs).argmax(dim=1)
+
         # States are read from the buffer a batch at a time (all of an image task's frames at
         # once would not fit: ~2.8 GB for 100k Atari states), the labels in chunks.
-        labels = self._over_states(rows, lambda obs: q_net(obs).argmax(dim=1))
+        replayed = (lambda idx: states_at(self, rows[idx]), len(rows))
+        labels = self._over_states(*replayed, greedy_q)
         params = [*q_net.policy_torso.parameters(), *q_net.policy_head.parameters()]
         optimizer = torch.optim.Adam(params, lr=DISTIL_LR)
         # Its own generator: the same task end distils the same way after a resume.
         rng = np.random.default_rng([int(self.seed or 0), int(task), int(self.num_timesteps)])
+        if not self.distil_visits or task_env is None:
+            self._fit_policy(optimizer, rng, [(replayed, labels)], self.distil_steps)
+        else:
+            # DAgger: the states Q's greedy policy visits, then those the first distillation's own
+            # actions lead to, each labelled with Q's greedy action.
+            visited: dict[str, np.ndarray] = {}
+            for round_, (visits, steps) in enumerate(zip(_halves(self.distil_visits), _halves(self.distil_steps))):
+                q_net.distilled[task] = round_ > 0  # who acts: Q, then the distilled policy
+                new = self._visit(task_env(task), visits)
+                visited = {key: np.concatenate([visited[key], new[key]]) if visited else new[key] for key in new}
+                on_visits = _indexed(visited)
+                sets = [(replayed, labels), (on_visits, self._over_states(*on_visits, greedy_q))]
+                self._fit_policy(optimizer, rng, sets, steps)
+        acted = self._over_states(*replayed, lambda obs: q_net.policy_logits(obs).argmax(dim=1))
+        agreement = float((acted == labels).float().mean())
+        q_net.distilled[task] = True
+        self.logger.record("distil/agreement", agreement)
+        return agreement
+
+    def _fit_policy(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator, sets: list, steps: int) -> None:
+        """``steps`` Adam steps of the distillation loss; each batch draws equally from every
+        ``((read, size), labels)`` set (``read(indices)`` gives those states)."""
+        q_net = self.policy.q_net
         q_net.set_training_mode(True)
-        for _ in range(self.distil_steps):
-            batch = rng.integers(len(rows), size=min(DISTIL_BATCH, len(rows)))
-            obs, _ = self.policy.obs_to_tensor(states_at(self, rows[batch]))
-            logits = q_net.policy_logits(obs)
-            target = labels[torch.as_tensor(batch, device=labels.device)]
+        share = DISTIL_BATCH // len(sets)
+        for _ in range(steps):
+            obs_parts, targets = [], []
+            for (read, size), labels in sets:
+                batch = rng.integers(size, size=min(share, size))
+                obs_parts.append(read(batch))
+                targets.append(labels[torch.as_tensor(batch, device=labels.device)])
+            states = {key: np.concatenate([part[key] for part in obs_parts]) for key in obs_parts[0]}
+            logits = q_net.policy_logits(self.policy.obs_to_tensor(states)[0])
+            target = torch.cat(targets)
             if self.distil_loss == "margin":
                 loss = F.multi_margin_loss(logits, target, margin=self.distil_margin)
             else:
@@ -310,18 +375,25 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        acted = self._over_states(rows, lambda obs: q_net.policy_logits(obs).argmax(dim=1))
-        agreement = float((acted == labels).float().mean())
-        q_net.distilled[task] = True
-        self.logger.record("distil/agreement", agreement)
-        return agreement
 
-    def _over_states(self, rows: np.ndarray, fn: Any, chunk: int = 4096) -> torch.Tensor:
-        """``fn(obs)`` on the states at buffer ``rows``, evaluated (no grad) ``chunk`` rows at a time."""
+    def _visit(self, env: VecEnv, steps: int) -> dict[str, np.ndarray]:
+        """The observations of ``steps`` env steps acting deterministically in ``env`` (then closed)."""
+        try:
+            obs, seen = env.reset(), []
+            for _ in range(-(-steps // env.num_envs)):
+                seen.append(obs)
+                action, _ = self.predict(obs, deterministic=True)
+                obs, _, _, _ = env.step(action)
+        finally:
+            env.close()
+        return {key: np.concatenate([part[key] for part in seen])[:steps] for key in seen[0]}
+
+    def _over_states(self, read: Callable[[np.ndarray], dict], size: int, fn: Any, chunk: int = 4096) -> torch.Tensor:
+        """``fn(obs)`` (no grad) on the ``size`` states ``read(indices)`` gives, ``chunk`` at a time."""
         self.policy.q_net.set_training_mode(False)
         with torch.no_grad():
-            parts = np.split(rows, range(chunk, len(rows), chunk))
-            return torch.cat([fn(self.policy.obs_to_tensor(states_at(self, part))[0]) for part in parts])
+            parts = np.split(np.arange(size), range(chunk, size, chunk))
+            return torch.cat([fn(self.policy.obs_to_tensor(read(part))[0]) for part in parts])
 
     def remember(self, task: int) -> None:
         """Keep ``rehearsal_states`` of ``task``'s replayed states with their Q-values now (a task

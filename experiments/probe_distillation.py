@@ -1,6 +1,6 @@
 """How faithful is PSP-DQN's distilled policy, and how much does the next distillation move it?
 
-    python experiments/probe_distillation.py --seed 0 --tasks heavy-pole high-gravity
+    python experiments/probe_distillation.py --seed 0 --tasks heavy-pole high-gravity [--settings ...]
 
 Trains the DQN-retention config (experiments/configs/dqn-retention.yaml) on two tasks. At the end
 of task 0 it measures Q's greedy return (20 episodes), then distils task 0 with each setting below
@@ -25,8 +25,8 @@ from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.config import load_config
 from psp_rl.continual.evaluation import evaluate_tasks
 
-# setting -> agent attributes (distil_margin, distil_steps, distil_loss), Adam's rate, or the most
-# recent N replayed states as the distillation set
+# setting -> agent attributes (distil_margin, distil_steps, distil_loss, distil_visits), Adam's rate,
+# or the most recent N replayed states as the distillation set
 SETTINGS = {
     "default": {},
     "steps10k": {"distil_steps": 10000},
@@ -35,14 +35,16 @@ SETTINGS = {
     "cross-entropy": {"distil_loss": "cross_entropy"},
     "lr3e-4": {"lr": 3e-4, "distil_steps": 10000},
     "recent10k": {"recent": 10000},
+    "visits5k": {"distil_visits": 5000},
+    "visits5k-margin20": {"distil_visits": 5000, "distil_margin": 20.0},
 }
 EPISODES = 20
 POLICY = ("policy_torso", "policy_head", "distilled")
 
 
-def distil(agent, task: int, setting: dict) -> float:
-    """``agent.distil(task)`` under ``setting``; everything is put back afterwards."""
-    saved = {name: getattr(agent, name) for name in ("distil_margin", "distil_steps", "distil_loss")}
+def distil(agent, task: int, setting: dict, task_env) -> float:
+    """``agent.distil(task, task_env)`` under ``setting``; everything is put back afterwards."""
+    saved = {name: getattr(agent, name) for name in ("distil_margin", "distil_steps", "distil_loss", "distil_visits")}
     saved_lr, saved_states = continual.DISTIL_LR, continual.task_states
     try:
         for name, value in setting.items():
@@ -53,7 +55,7 @@ def distil(agent, task: int, setting: dict) -> float:
             continual.task_states = lambda a, t, *args, **kw: {
                 key: value[-setting["recent"] :] for key, value in saved_states(a, t).items()
             }
-        return agent.distil(task)
+        return agent.distil(task, task_env)
     finally:
         for name, value in saved.items():
             setattr(agent, name, value)
@@ -61,7 +63,8 @@ def distil(agent, task: int, setting: dict) -> float:
 
 
 class Probe(ContinualCallback):
-    def __init__(self) -> None:
+    def __init__(self, settings: list[str]) -> None:
+        self.settings = {name: SETTINGS[name] for name in settings}
         self.out: dict[str, dict] = {}
         self.after_task0: dict[str, dict] = {}
 
@@ -73,12 +76,12 @@ class Probe(ContinualCallback):
         q_net = loop.agent.policy.q_net
         trained = copy.deepcopy(q_net.state_dict())
         self.out[f"q-return-task{task}"] = self.returns(loop, task)
-        for name, setting in SETTINGS.items():
+        for name, setting in self.settings.items():
             weights = copy.deepcopy(trained)
             if stage > 0:  # this setting's own distillation of task 0 under the trained Q
                 weights.update({k: v for k, v in self.after_task0[name].items() if k.startswith(POLICY)})
             q_net.load_state_dict(weights)
-            row = {"agreement": distil(loop.agent, task, setting), "return": self.returns(loop, task)}
+            row = {"agreement": distil(loop.agent, task, setting, loop.task_env), "return": self.returns(loop, task)}
             if stage == 0:
                 self.after_task0[name] = copy.deepcopy(q_net.state_dict())
             else:
@@ -94,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs=2, default=["heavy-pole", "high-gravity"])
     parser.add_argument("--out", type=Path, default=Path("runs/probe-distillation"))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = parser.parse_args()
     config = load_config(Path(__file__).parent / "configs" / "dqn-retention.yaml")
     config = config.model_copy(
@@ -103,7 +107,7 @@ def main() -> None:
             "sequence": config.sequence.model_copy(update={"tasks": list(args.tasks)}),
         }
     )
-    probe = Probe()
+    probe = Probe(args.settings)
     label = f"{args.seed}-{'-'.join(args.tasks)}"
     trainer_from_config(config, args.out / f"run-{label}", overwrite=True, callbacks=[probe]).run()
     (args.out / f"probe-{label}.json").write_text(json.dumps(probe.out, indent=1))

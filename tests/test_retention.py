@@ -182,6 +182,7 @@ def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
         ({"task_lr_schedule": "cosine"}, r"task_lr_schedule='cosine': expected one of"),
         ({"distil_loss": "kl"}, r"distil_loss='kl': expected one of \['margin', 'cross_entropy'\]"),
         ({"distil_margin": 0}, r"distil_margin=0: expected a number > 0"),
+        ({"distil_visits": -1}, r"distil_visits=-1: expected an int >= 0"),
         ({"rehearsal_states": -1}, r"rehearsal_states=-1: expected an int >= 0"),
     ],
 )
@@ -201,6 +202,7 @@ def test_agent_options_bad_values(kwargs, match):
         ({"acting": "greedy"}, r"agent\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
         ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         ({"distil_margin": -1}, r"agent\.distil_margin: input should be greater than 0, got -1"),
+        ({"distil_visits": 1.5}, r"agent\.distil_visits: expected int, got 1\.5"),
         ({"rehearsal_states": -1}, r"agent\.rehearsal_states: input should be greater than or equal to 0, got -1"),
         (
             {
@@ -424,6 +426,42 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
 
     with torch.no_grad():
         assert torch.equal(loaded.policy.q_net._predict(obs), acted)
+
+
+def test_distil_visits_acts_in_the_finished_task_first_from_q_then_from_its_distillation():
+    """DAgger: half the visits act greedily on Q, half from the first distillation; the states
+    they reach, labelled by Q, are distilled with the replayed ones."""
+    sequence, agent = _trained_on_task_0(distil_visits=300, policy_kwargs=dict(net_arch=[64, 64], acting="distilled"))
+    q_net, built = agent.policy.q_net, []
+
+    def task_env(task):
+        built.append((task, bool(q_net.distilled[task])))  # who will act in it
+        return sequence.make_vec_env(task, 1, seed=7, training=False)
+
+    agent.set_env(sequence.make_vec_env(1, 1, seed=1))
+    agent.on_task_start(1, 1500, task_env=task_env)
+    assert built == [(0, False), (0, True)]
+    assert q_net.distilled.tolist() == [True, False]
+    visited = agent._visit(task_env(0), 500)  # where task 0's distilled policy now goes
+    assert len(visited["task"]) == 500 and set(visited["task"].ravel().tolist()) == {0}
+    obs, _ = agent.policy.obs_to_tensor(visited)
+    with torch.no_grad():
+        agreement = float((q_net.policy_logits(obs).argmax(1) == q_net(obs).argmax(1)).float().mean())
+    assert agreement >= 0.9, agreement  # the distilled policy does what Q would where it goes
+
+
+def test_a_run_with_distil_visits_resumes_exactly(tmp_path, tiny_config):
+    tiny_config["agent"]["distil_visits"] = 100
+    path = tmp_path / "visits.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert run_train(path, tmp_path / "whole").returncode == 0
+    # killed after task 0's end was saved: the resume distils it again, acting in the same envs
+    assert run_train(path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"}).returncode == -9
+    resumed = run_train(path, tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
+    saved = yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())
+    assert saved["agent"]["distil_visits"] == 100
 
 
 def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():

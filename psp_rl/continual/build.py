@@ -114,6 +114,7 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
             distil_loss=config.distil_loss,
             distil_steps=config.distil_steps,
             distil_margin=config.distil_margin,
+            distil_visits=config.distil_visits,
             rehearsal_states=config.rehearsal_states,
         )
         if config.replay_on_switch is not None:

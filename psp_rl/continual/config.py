@@ -75,6 +75,7 @@ _DQN_ONLY = (
             "distil_loss",
             "distil_steps",
             "distil_margin",
+            "distil_visits",
             "rehearsal_states",
         )
     ),
@@ -96,6 +97,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "distil_loss": "margin",
         "distil_steps": 3000,
         "distil_margin": 5.0,
+        "distil_visits": 0,
         "rehearsal_states": 0,
     },
     "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
@@ -184,6 +186,12 @@ class AgentConfig(_Strict):
     distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
     distil_margin: float | None = Field(
         default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 5)"
+    )
+    distil_visits: int | None = Field(
+        default=None,
+        ge=0,
+        description="env steps each distillation spends in the finished task's env (DAgger: Q acts, then the "
+        "distilled policy), its states labelled by Q; 0 (default): replayed states only",
     )
     rehearsal_states: int | None = Field(
         default=None,

@@ -27,6 +27,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
+from psp_rl.agents.continual import TaskSwitchMixin
 from psp_rl.continual import metrics as M
 from psp_rl.continual.callbacks import ContinualCallback, overrides_on_step
 from psp_rl.continual.checkpoints import MODEL, CheckpointError, CheckpointStore, TrainerState, callback_names
@@ -265,7 +266,9 @@ class ContinualLoop:
         # A continual agent restarts its per-task schedules (exploration, replay); the context
         # itself follows the task id that every observation carries, so a plain SB3 agent works too.
         # Hidden task ids: no boundary reaches the agent (task inference calls the hook instead).
-        if hasattr(self.agent, "on_task_start") and not self.sequence.hidden:
+        if isinstance(self.agent, TaskSwitchMixin) and not self.sequence.hidden:
+            self.agent.on_task_start(task, steps, task_env=self.task_env)
+        elif hasattr(self.agent, "on_task_start") and not self.sequence.hidden:
             self.agent.on_task_start(task, steps)
         self.writer.add_scalar("train/current_task", task, self.agent.num_timesteps)
 
@@ -306,6 +309,14 @@ class ContinualLoop:
             self._train_env[1].close()
         self._train_env = (task, env)
         return env
+
+    def task_env(self, task: int) -> VecEnv:
+        """A fresh one-env vec env of ``task``, as evaluation builds it, for an agent that acts in a
+        finished task at the switch (PSP-DQN's ``distil_visits``); seeded by the run's seed and
+        step, so a resume acts in it the same way."""
+        seed = derive_seed(self.seed, 4, self.agent.num_timesteps, task)
+        env = self.sequence.make_vec_env(task, 1, seed=seed, training=False, max_episode_steps=self.eval.max_episode_steps)
+        return self._wrap_eval_env(env, task)
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, trained_task: int) -> list[dict[str, Any]]:
