@@ -17,8 +17,8 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from psp_rl.agents.replay import CompactDictReplayBuffer
@@ -340,7 +340,8 @@ class ContinualDQN(TaskSwitchMixin, DQN):
             # DAgger: the states Q's greedy policy visits, then those the first distillation's own
             # actions lead to, each labelled with Q's greedy action.
             visited: dict[str, np.ndarray] = {}
-            for round_, (visits, steps) in enumerate(zip(_halves(self.distil_visits), _halves(self.distil_steps))):
+            rounds = zip(_halves(self.distil_visits), _halves(self.distil_steps), strict=True)
+            for round_, (visits, steps) in enumerate(rounds):
                 q_net.distilled[task] = round_ > 0  # who acts: Q, then the distilled policy
                 new = self._visit(task_env(task), visits)
                 visited = {key: np.concatenate([visited[key], new[key]]) if visited else new[key] for key in new}

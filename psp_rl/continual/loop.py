@@ -315,7 +315,9 @@ class ContinualLoop:
         finished task at the switch (PSP-DQN's ``distil_visits``); seeded by the run's seed and
         step, so a resume acts in it the same way."""
         seed = derive_seed(self.seed, 4, self.agent.num_timesteps, task)
-        env = self.sequence.make_vec_env(task, 1, seed=seed, training=False, max_episode_steps=self.eval.max_episode_steps)
+        env = self.sequence.make_vec_env(
+            task, 1, seed=seed, training=False, max_episode_steps=self.eval.max_episode_steps
+        )
         return self._wrap_eval_env(env, task)
 
     # ------------------------------------------------------------- evaluation
