@@ -309,7 +309,10 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
 
 
 def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
+    """Killed after task 0's end was saved: the resume distils task 0 again, acting in the same
+    envs (distil_visits), and probes it the same way."""
     tiny_config["probes"] = {"enabled": True, "samples": 50}
+    tiny_config["agent"]["distil_visits"] = 100
     path = tmp_path / "probes.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
 
@@ -322,6 +325,7 @@ def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
     assert resumed.returncode == 0, resumed.stderr
     for name in ("eval.csv", "probes.csv"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())["agent"]["distil_visits"] == 100
 
 
 def test_probe_samples_must_be_positive():
@@ -448,20 +452,6 @@ def test_distil_visits_acts_in_the_finished_task_first_from_q_then_from_its_dist
     with torch.no_grad():
         agreement = float((q_net.policy_logits(obs).argmax(1) == q_net(obs).argmax(1)).float().mean())
     assert agreement >= 0.9, agreement  # the distilled policy does what Q would where it goes
-
-
-def test_a_run_with_distil_visits_resumes_exactly(tmp_path, tiny_config):
-    tiny_config["agent"]["distil_visits"] = 100
-    path = tmp_path / "visits.yaml"
-    path.write_text(yaml.safe_dump(tiny_config))
-    assert run_train(path, tmp_path / "whole").returncode == 0
-    # killed after task 0's end was saved: the resume distils it again, acting in the same envs
-    assert run_train(path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"}).returncode == -9
-    resumed = run_train(path, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
-    saved = yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())
-    assert saved["agent"]["distil_visits"] == 100
 
 
 def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
