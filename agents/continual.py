@@ -339,14 +339,14 @@ class ContinualDQN(TaskSwitchMixin, DQN):
         else:
             # DAgger: the states Q's greedy policy visits, then those the first distillation's own
             # actions lead to, each labelled with Q's greedy action.
-            visited: dict[str, np.ndarray] = {}
+            visited, visited_labels = [], []
             rounds = zip(_halves(self.distil_visits), _halves(self.distil_steps), strict=True)
             for round_, (visits, steps) in enumerate(rounds):
                 q_net.distilled[task] = round_ > 0  # who acts: Q, then the distilled policy
-                new = self._visit(task_env(task), visits)
-                visited = {key: np.concatenate([visited[key], new[key]]) if visited else new[key] for key in new}
-                on_visits = _indexed(visited)
-                sets = [(replayed, labels), (on_visits, self._over_states(*on_visits, greedy_q))]
+                visited.append(self._visit(task_env(task), visits))
+                visited_labels.append(self._over_states(*_indexed(visited[-1]), greedy_q))  # Q is fixed here
+                states = {key: np.concatenate([part[key] for part in visited]) for key in visited[0]}
+                sets = [(replayed, labels), (_indexed(states), torch.cat(visited_labels))]
                 self._fit_policy(optimizer, rng, sets, steps)
         acted = self._over_states(*replayed, lambda obs: q_net.policy_logits(obs).argmax(dim=1))
         agreement = float((acted == labels).float().mean())
