@@ -308,6 +308,16 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     )  # the retention table reads what a finished task acts from: the distilled logits
 
 
+def test_probes_only_observe_a_run(tmp_path, tiny_config):
+    """Probes draw no random numbers and change no weights: a probed run trains and evaluates as
+    the same run unprobed (so an ablation may mix probed and unprobed seeds of one method)."""
+    ContinualTrainer(parse_config(tiny_config), tmp_path / "plain").run()
+    tiny_config["probes"] = {"enabled": True, "samples": 100}
+    ContinualTrainer(parse_config(tiny_config), tmp_path / "probed").run()
+    assert (tmp_path / "probed" / "probes.csv").is_file()
+    assert (tmp_path / "probed" / "eval.csv").read_bytes() == (tmp_path / "plain" / "eval.csv").read_bytes()
+
+
 def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
     """Killed after task 0's end was saved: the resume distils task 0 again, acting in the same
     envs (distil_visits), and probes it the same way."""
