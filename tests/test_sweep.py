@@ -109,3 +109,31 @@ def test_bad_sweep_arguments_give_one_line_and_exit_2(tmp_path, capsys, extra, m
     errors = [line for line in err.splitlines() if "error" in line]
     assert len(errors) == 1 and message.format(port=port) in errors[0], err
     assert "Traceback" not in err and not (tmp_path / "out" / "runs").exists()  # refused before any trial
+
+
+def _separate_run(final: list[float], random: list[float]) -> dict:
+    tasks = ["a", "b", "c", "d", "e"][: len(final)]
+    return {
+        "tasks": tasks,
+        "eval_matrix": [final],
+        "random_returns": dict(zip(tasks, random, strict=True)),
+        "normalized_final_average_return": None,
+    }
+
+
+def test_separate_learns_a_task_at_five_times_random_play_over_the_seeds_mean():
+    from psp_rl.continual.retention_table import learned_tasks, targets
+
+    # a: 5x random exactly (rounded returns); b: 4.9x; c: random 0 needs 5; d: random < 0 needs 5; e: seeds' mean
+    seeds = [
+        _separate_run([0.5, 4.9, 5.0, 4.0, 9.0], [0.1, 1.0, 0.0, -1.0, 1.0]),
+        _separate_run([0.5, 4.9, 5.0, 6.0, 0.0], [0.1, 1.0, 0.0, -1.0, 1.0]),
+    ]
+    assert learned_tasks(seeds) == (["a", "c", "d"], ["a", "b", "c", "d", "e"])
+    assert targets({"separate": seeds}, {}) == [
+        "- separate learns >= 3 of 5 tasks (final >= 5x random play): 3 of 5 (a, c, d) -> met"
+    ]
+    seeds[0]["eval_matrix"] = [[0.4, 0.0, 0.0, 0.0, 0.0]]
+    assert targets({"separate": seeds}, {})[0].endswith("-> MISSED")
+    seeds[0]["normalized_final_average_return"] = 0.5  # tasks with a reference return: no such target
+    assert targets({"separate": seeds}, {}) == []
