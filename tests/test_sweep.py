@@ -129,7 +129,7 @@ def test_separate_learns_a_task_at_five_times_random_play_over_the_seeds_mean():
         _separate_run([0.5, 4.9, 5.0, 4.0, 9.0], [0.1, 1.0, 0.0, -1.0, 1.0]),
         _separate_run([0.5, 4.9, 5.0, 6.0, 0.0], [0.1, 1.0, 0.0, -1.0, 1.0]),
     ]
-    assert learned_tasks(seeds) == (["a", "c", "d"], ["a", "b", "c", "d", "e"])
+    assert learned_tasks(seeds) == ["a", "c", "d"]
     assert targets({"separate": seeds}, {}) == [
         "- separate learns >= 3 of 5 tasks (final >= 5x random play): 3 of 5 (a, c, d) -> met"
     ]

@@ -124,7 +124,7 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
         lost = float(np.mean([task_forgetting(m, before) for m in results["finetune"]]))
         lines.append(line(f"finetune forgets >= 50% on {before!r} (before 'reversed')", f"{lost:.1%}", lost >= 0.5))
     if "separate" in results and results["separate"][0]["normalized_final_average_return"] is None:  # no reference
-        learned, tasks = learned_tasks(results["separate"])
+        learned, tasks = learned_tasks(results["separate"]), results["separate"][0]["tasks"]
         need = int(np.ceil(0.6 * len(tasks)))
         value = f"{len(learned)} of {len(tasks)} ({', '.join(learned) or 'none'})"
         lines.append(line(f"separate learns >= {need} of {len(tasks)} tasks (final >= 5x random play)", value,
@@ -136,14 +136,14 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
     return lines
 
 
-def learned_tasks(runs: list[dict]) -> tuple[list[str], list[str]]:
+def learned_tasks(runs: list[dict]) -> list[str]:
     """The tasks whose final return, mean over seeds, is >= 5x random play's (>= 5 where random play
     scores 0 or less): what "learned" means where a task has no reference return (MinAtar)."""
     tasks = runs[0]["tasks"]
     final = np.mean([m["eval_matrix"][-1] for m in runs], axis=0)
     random = np.mean([[m["random_returns"][task] for task in tasks] for m in runs], axis=0)
     bar = np.where(random > 0, 5 * random, 5.0)
-    return [task for task, f, b in zip(tasks, final, bar, strict=True) if f >= b - 1e-9], tasks  # returns are rounded
+    return [task for task, f, b in zip(tasks, final, bar, strict=True) if f >= b - 1e-9]  # returns are rounded
 
 
 def diagonal(m: dict) -> np.ndarray:
