@@ -311,7 +311,7 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
     :param activation_fn: MLP activation (default ``Tanh`` as SB3's PPO).
     :param psp: how the networks superpose their tasks (:class:`~psp_rl.settings.PSPSettings`), or
         its fields by name (``context``, ``context_seed``, ``torso``, ``input_layer``, ``heads``,
-        ``separate``); ``center`` is PSP-DQN's and refused here.
+        ``separate``, ``center``: superposed layers centre their inputs per task, as PSP-DQN's do).
     :param share_torso: one torso for actor and critic (default: only for image observations).
     :param log_std_init: initial log standard deviation of Gaussian actions.
     :param use_sde: must be False (gSDE is not supported).
@@ -339,8 +339,6 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         if not isinstance(action_space, spaces.Discrete | spaces.Box):
             raise ValueError(f"action_space {action_space}: expected Discrete or Box")
         self.psp = PSPSettings.of(psp, **settings)
-        if self.psp.center:
-            raise ValueError("center=True: input centring is PSP-DQN's (PSPActorCriticPolicy does not centre)")
         self.share_torso = len(obs_space.shape) == 3 if share_torso is None else share_torso
         self._psp_net_arch = [64, 64] if net_arch is None else net_arch
         super().__init__(

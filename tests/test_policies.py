@@ -83,6 +83,22 @@ def test_gaussian_actor_critic_on_continuous_actions(tmp_path):
     np.testing.assert_array_equal(ContinualPPO.load(tmp_path / "p.zip").predict(obs, deterministic=True)[0], actions)
 
 
+def test_centred_actor_critic_moves_only_the_trained_tasks_means_and_saves_them(cartpoles, tmp_path):
+    model = ContinualPPO("PSPPolicy", cartpoles.make_vec_env(1, 2, seed=0), n_steps=32, batch_size=32, seed=0,
+                         policy_kwargs=dict(net_arch=[32, 32], center=True))  # fmt: skip
+    centred = {name: m for name, m in model.policy.named_modules() if getattr(m, "center", False) is True}
+    # the per-task first layer has nothing to centre; the second layers and both heads do
+    assert set(centred) == {"pi_torso.layers.2", "vf_torso.layers.2", "action_head", "value_head"}
+    model.learn(64)  # two rollouts of task 1, each followed by PPO's updates (training mode)
+    for name, layer in centred.items():
+        means = layer.running_input_mean
+        assert means[1].abs().sum() > 0 and means[[0, 2]].abs().sum() == 0, name
+    model.save(tmp_path / "c.zip")
+    loaded = ContinualPPO.load(tmp_path / "c.zip")
+    obs_t, _ = model.policy.obs_to_tensor(_task_obs(cartpoles, 1))
+    torch.testing.assert_close(model.policy.predict_values(obs_t), loaded.policy.predict_values(obs_t))
+
+
 def test_evaluate_policy_and_subproc_vec_env(cartpoles):
     model = _make("dqn", cartpoles)
     model.set_env(cartpoles.make_vec_env(1, 2, seed=3, vec_env="subproc"))

@@ -220,6 +220,17 @@ def test_config_rejects_bad_retention_options(tiny_config, patch, match):
         parse_config(tiny_config)
 
 
+def test_psp_ppo_centres_only_when_asked(tiny_config):
+    from psp_rl.continual.build import policy_kwargs
+
+    ppo = {"algo": "ppo", "n_steps": 64, "batch_size": 64, "learning_rate": 3e-4}
+    for agent, centred in (({**ppo, "center": True}, True), (ppo, False)):
+        tiny_config["agent"] = {"method": "psp", "context": "binary", **agent}
+        kwargs = policy_kwargs(parse_config(tiny_config).agent, seed=0)
+        # uncentred PSP-PPO's saved policy_kwargs never named the option: older agents load as saved
+        assert kwargs.get("center", False) is centred and ("center" in kwargs) is centred
+
+
 def test_config_rejects_bad_probe_samples(tiny_config):
     with pytest.raises(ConfigError, match=r"probes\.samples: input should be greater than 0, got 0"):
         parse_config({**tiny_config, "probes": {"enabled": True, "samples": 0}})

@@ -82,7 +82,7 @@ def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
         input_layer=config.input_layer,
         heads="per_task" if config.method == "multihead" else config.heads,
         separate=config.method == "separate",
-        center=bool(config.center) if config.algo == "dqn" else False,
+        center=bool(config.center),
         drift=config.drift,
     )
 
@@ -96,8 +96,8 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
     )
     if config.algo == "dqn":
         kwargs.update(dueling=config.dueling, acting=config.acting)
-    else:
-        del kwargs["center"]  # PSP-PPO does not centre; its saved policy_kwargs never named it
+    elif not kwargs["center"]:
+        del kwargs["center"]  # an uncentred PSP-PPO's saved policy_kwargs never named it: they load as saved
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
     return kwargs

@@ -69,7 +69,6 @@ _DQN_ONLY = (
     *(
         _DQN_RETENTION := (
             "dueling",
-            "center",
             "advantage_learning",
             "acting",
             "distil_loss",
@@ -80,8 +79,9 @@ _DQN_ONLY = (
         )
     ),
 )
-# DQN settings of the continual agent and its Q-network, not of SB3's DQN constructor.
-_NOT_SB3 = ("replay_on_switch", "replay_buffer", *_DQN_RETENTION)
+# Settings of the continual agent and its networks, not of SB3's constructors ("center" is both
+# algorithms': PSP-DQN's default, an option of PSP-PPO, experiments/results/minatar/).
+_NOT_SB3 = ("replay_on_switch", "replay_buffer", "center", *_DQN_RETENTION)
 # How a run computes, not what it computes: a run may resume under other values.
 _NOT_HASHED = ("vec_env", "replay_buffer")
 # What an agent option left out (None) means, per algorithm: the same for every method (the
@@ -110,7 +110,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
 PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "distilled"}, "ppo": {}}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
-_HASHED_WHEN_SET = ("activation", "task_lr_schedule", *_DQN_RETENTION)
+_HASHED_WHEN_SET = ("activation", "task_lr_schedule", "center", *_DQN_RETENTION)
 # Chosen on DQN cartpole-shift, seed 0 (experiments/results/ewc-lambda/README.md).
 EWC_LAMBDA = 1000.0
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
