@@ -80,7 +80,7 @@ _DQN_ONLY = (
     ),
 )
 # Settings of the continual agent and its networks, not of SB3's constructors ("center" is both
-# algorithms': PSP-DQN's default, an option of PSP-PPO, experiments/results/minatar/).
+# algorithms': PSP-DQN's default, an option of PSP-PPO measured in experiments/results/minatar/).
 _NOT_SB3 = ("replay_on_switch", "replay_buffer", "center", *_DQN_RETENTION)
 # How a run computes, not what it computes: a run may resume under other values.
 _NOT_HASHED = ("vec_env", "replay_buffer")
