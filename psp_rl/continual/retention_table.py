@@ -80,7 +80,7 @@ def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[f
     for method, runs in results.items():
         out[method] = []
         for m in runs:
-            random = np.array([m["random_returns"][task] for task in m["tasks"]])
+            random = random_play(m)
             out[method].append(float(np.mean((np.array(m["eval_matrix"])[-1] - random) / (best - random))))
     return out, "the best end-of-stage return any method reached on the task"
 
@@ -141,9 +141,14 @@ def learned_tasks(runs: list[dict]) -> list[str]:
     scores 0 or less): what "learned" means where a task has no reference return (MinAtar)."""
     tasks = runs[0]["tasks"]
     final = np.mean([m["eval_matrix"][-1] for m in runs], axis=0)
-    random = np.mean([[m["random_returns"][task] for task in tasks] for m in runs], axis=0)
+    random = np.mean([random_play(m) for m in runs], axis=0)
     bar = np.where(random > 0, 5 * random, 5.0)
     return [task for task, f, b in zip(tasks, final, bar, strict=True) if f >= b - 1e-9]  # returns are rounded
+
+
+def random_play(m: dict) -> np.ndarray:
+    """Random play's return on each of the run's tasks, in the run's task order."""
+    return np.array([m["random_returns"][task] for task in m["tasks"]])
 
 
 def diagonal(m: dict) -> np.ndarray:
