@@ -80,6 +80,8 @@ def make_atari_env(
     """
     import ale_py
 
+    # ALE prints its banner to stderr at every game's start, in the middle of the CLI's own lines.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
     if not 0.0 <= sticky_actions <= 1.0:
         raise ValueError(f"sticky_actions={sticky_actions!r}: expected a probability in [0, 1]")

@@ -13,9 +13,12 @@ import warnings
 from pathlib import Path
 
 EPILOG = """examples:
-  psp-rl list                                           sequences, agents and context kinds
-  psp-rl train experiments/configs/quickstart.yaml      train (results in runs/quickstart/)
+  psp-rl list                                           shipped configs, sequences, agents, context kinds
+  psp-rl train quickstart                               train the main job (results in runs/quickstart/)
+  psp-rl train experiments/configs/quickstart.yaml      the same from a config file
   psp-rl train CONFIG --seed 3 --run-dir runs/q-seed3   another seed, another directory
+  psp-rl train CONFIG --set agent.learning_rate=1e-3 sequence.steps=50000
+                                                        change settings without editing the file
   psp-rl train CONFIG --resume                          continue a stopped or killed run
   psp-rl evaluate runs/quickstart                       re-evaluate the final model on every task
   psp-rl report runs/quickstart runs/finetune           plots + report.md comparing runs
@@ -29,6 +32,28 @@ class UserError(Exception):
     """An error in what the user asked for: printed as one line, exit status 2."""
 
 
+CONFIG_HELP = "a shipped config's name (psp-rl list) or a YAML file"
+SET_HELP = (
+    "KEY=VALUE settings over the config's, keys as in the config file (agent.learning_rate=1e-3 "
+    "sequence.steps=50000 eval.every=5000); values are YAML scalars; recorded in the run's config.yaml, "
+    "and a resume must repeat them"
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from psp_rl import __version__
+
+    parts = []
+    for package in ("torch", "stable-baselines3", "gymnasium", "ale-py"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return f"psp-rl {__version__} ({', '.join(parts)})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psp-rl",
@@ -37,11 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train an agent on a task sequence from a YAML config")
-    train.add_argument("config", type=Path, help="YAML config (see experiments/configs/)")
+    train.add_argument("config", help=CONFIG_HELP)
     train.add_argument("--seed", type=int, help="override the config's seed")
+    train.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=SET_HELP)
     train.add_argument("--run-dir", type=Path, help="where results go (default: runs/<config name>)")
     group = train.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in the run dir (it must exist)")
@@ -67,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         "resume); a failed trial is retried once, then reported with its log (OUT/logs/). Running the same "
         "command again completes a stopped sweep.",
     )
-    sweep.add_argument("config", type=Path, help="the base YAML config")
+    sweep.add_argument("config", help=f"the base config: {CONFIG_HELP}")
+    sweep.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=SET_HELP)
     sweep.add_argument("--methods", nargs="+", help="default: every built-in method and every variant")
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     sweep.add_argument("--variants", type=Path, help="YAML: method name -> agent settings over the config's")
@@ -78,17 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
     sweep.add_argument("--finished-only", action="store_true", help="tabulate finished trials only, train none")
 
-    sub.add_parser("list", help="list built-in sequences, agents and context kinds")
+    sub.add_parser("list", help="list shipped configs, built-in sequences, agents and context kinds")
     return parser
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from psp_rl.continual import ContinualTrainer, RunInterrupted, load_config
+    from psp_rl.continual.config import find_config
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: expected a non-negative int")
     overrides = {"seed": args.seed} if args.seed is not None else None
-    config = load_config(args.config, overrides)
+    config = load_config(find_config(args.config), overrides, args.set)
     trainer = ContinualTrainer(
         config,
         args.run_dir,
@@ -96,7 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    resume = f"psp-rl train {args.config} --run-dir {trainer.run_dir} --resume"
+    settings = f" --set {' '.join(args.set)}" if args.set else ""
+    resume = f"psp-rl train {args.config}{settings} --run-dir {trainer.run_dir} --resume"
     try:
         metrics = trainer.run()
     except RunInterrupted as exc:
@@ -169,13 +199,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
-    from psp_rl.continual.config import load_config
+    from psp_rl.continual.config import apply_settings, find_config, parse_config, read_config
     from psp_rl.continual.io import atomic_write_text
     from psp_rl.continual.retention_table import write_tables
     from psp_rl.continual.sweep import METHODS, finished_trials, method_table, run_sweep
 
-    load_config(args.config)  # the base config itself must be valid (one-line error if not)
-    base = yaml.safe_load(args.config.read_text())
+    path = find_config(args.config)
+    base = read_config(path)
+    if isinstance(base, dict) and args.set:
+        base = apply_settings(base, args.set)
+    source = f"{path} with --set {' '.join(args.set)}" if args.set else str(path)
+    parse_config(base, source)  # the base config itself must be valid (one-line error if not)
     overlays = {}
     if args.variants is not None:
         if not args.variants.is_file():
@@ -213,9 +247,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_list(_: argparse.Namespace) -> int:
     from psp_rl.contexts import CONTEXT_KINDS
     from psp_rl.continual.build import AGENT_CLASSES
-    from psp_rl.continual.config import AgentConfig
+    from psp_rl.continual.config import AgentConfig, shipped_configs
     from psp_rl.envs import get_sequence, list_sequences
 
+    print("shipped configs (psp-rl train NAME):")
+    for name, path in sorted(shipped_configs().items()):
+        print(f"  {name:<24} {_first_comment(path)}")
     print("sequences (sequence.name), their tasks (sequence.tasks) and action spaces:")
     for name, description in list_sequences().items():
         print(f"  {name:<20} {description}")
@@ -230,6 +267,13 @@ def _cmd_list(_: argparse.Namespace) -> int:
     print("methods (agent.method):  " + ", ".join(methods))
     print("context kinds (agent.context):  " + ", ".join(CONTEXT_KINDS))
     return 0
+
+
+def _first_comment(path: Path) -> str:
+    """A config file's first comment line: what it runs."""
+    line = next((line for line in path.read_text().splitlines() if line.startswith("#")), "# -")
+    text = line.lstrip("# ").strip()
+    return text if len(text) <= 90 else text[:87] + "..."
 
 
 COMMANDS = {

@@ -11,6 +11,25 @@ import yaml
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--learning-seed",
+        type=int,
+        default=0,
+        help="seed of the learning tests (marked `learning`); experiments/learning_margins.py runs them at "
+        "seeds 0-4 on every float path of the machine",
+    )
+
+
+@pytest.fixture
+def learning_seed(request) -> int:
+    """The seed a learning test trains with (``--learning-seed``, 0 by default). A different CPU picks
+    different float kernels and acts like a different seed, so each learning test's threshold has a
+    margin measured over seeds 0-4 on several float paths (its docstring says which)."""
+    return request.config.getoption("--learning-seed")
+
+
 TINY_CONFIG = {
     "name": "tiny",
     "seed": 0,

@@ -24,6 +24,8 @@ def test_list_shows_sequences_agents_and_contexts(capsys):
     out = capsys.readouterr().out
     for word in ("cartpole-shift", "minatar", "atari-cora", "ContinualDQN", "ContinualPPO", "binary", "rotation"):
         assert word in out
+    for word in ("shipped configs", "quickstart ", "The main job: PSP-PPO"):
+        assert word in out
 
 
 def test_train_evaluate_report_smoke(tmp_path, tiny_config, capsys):
@@ -44,7 +46,8 @@ def test_train_evaluate_report_smoke(tmp_path, tiny_config, capsys):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["train", "missing.yaml"], "config file 'missing.yaml': not found"),
+        (["train", "missing.yaml"], "config 'missing.yaml': neither a file nor a shipped config"),
+        (["train", "quickstrat"], "did you mean 'quickstart'? shipped: acrobot-shift, "),
         (["evaluate", "nowhere"], "config file 'nowhere/config.yaml': not found"),
         (["report", "nowhere"], "'nowhere/eval.csv': missing"),
         (["evaluate", "."], "config file 'config.yaml': not found"),

@@ -107,14 +107,17 @@ def test_mid_episode_run_killed_resumes_exactly(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
-def test_hidden_ids_mid_episode_ppo_run_detects_and_resumes_exactly(tmp_path):
+@pytest.mark.learning
+def test_hidden_ids_mid_episode_ppo_run_detects_and_resumes_exactly(tmp_path, learning_seed, record_property):
     """Hidden ids with tasks that change mid-episode (PSP-PPO): the switch is still detected, and
     a run killed after it resumes to the same eval.csv and inference metrics."""
     config = copy.deepcopy(HIDDEN_RUN)
     config["sequence"]["switch"] = "mid_episode"
+    config["seed"] = learning_seed
     config_path, whole = finished_run(tmp_path, config)
     inference = json.loads((whole / "metrics.json").read_text())["TaskInference"]
     (switch,) = inference["switches"]
+    record_property("delay", float(switch["delay"] if switch["delay"] is not None else float("inf")))
     assert switch["delay"] is not None and switch["delay"] <= 2000
     killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:800"})
     assert killed.returncode != 0

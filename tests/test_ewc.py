@@ -18,8 +18,9 @@ from tests.conftest import run_train as _train
 PPO_AGENT = {"algo": "ppo", "method": "ewc", "context": "none", "net_arch": [32, 32], "n_steps": 64, "batch_size": 64}
 
 
-def _ewc_config(algo: str, strength: float) -> dict:
+def _ewc_config(algo: str, strength: float, seed: int = 0) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
+    config["seed"] = seed
     if algo == "ppo":
         config["agent"] = dict(PPO_AGENT)
     config["agent"].update(method="ewc", context="none", ewc_lambda=strength)
@@ -35,12 +36,13 @@ class _Snapshot(ContinualCallback):
             self.weights = {n: p.detach().clone() for n, p in trainer.agent.policy.named_parameters()}
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
-def test_penalty_holds_the_weights_that_matter_to_task_zero(tmp_path, algo):
+def test_penalty_holds_the_weights_that_matter_to_task_zero(tmp_path, algo, learning_seed, record_property):
     moved = {}
     for strength in (0.0, 1e5):
         snapshot = _Snapshot()
-        trainer = ContinualTrainer(parse_config(_ewc_config(algo, strength)), tmp_path / str(strength),
+        trainer = ContinualTrainer(parse_config(_ewc_config(algo, strength, learning_seed)), tmp_path / str(strength),
                                    callbacks=[snapshot])  # fmt: skip
         trainer.run()
         if strength > 0:  # the penalty during task 1 reaches TensorBoard
@@ -50,6 +52,7 @@ def test_penalty_holds_the_weights_that_matter_to_task_zero(tmp_path, algo):
         moved[strength] = sum(
             float((f * (params[n].detach() - snapshot.weights[n]) ** 2).sum()) for n, f in snapshot.fisher.items()
         )
+    record_property("held_over_free", float(moved[1e5] / moved[0.0]))
     assert moved[0.0] > 0
     assert moved[1e5] < 0.1 * moved[0.0]  # the Fisher-weighted distance from task 0's weights shrinks
 

@@ -276,14 +276,18 @@ HIDDEN_RUN = {
 
 
 @pytest.fixture(scope="module")
-def hidden_run(tmp_path_factory):
-    return finished_run(tmp_path_factory.mktemp("hidden"), HIDDEN_RUN)
+def hidden_run(tmp_path_factory, request):
+    config = {**HIDDEN_RUN, "seed": request.config.getoption("--learning-seed")}
+    return finished_run(tmp_path_factory.mktemp("hidden"), config)
 
 
-def test_a_hidden_id_run_detects_the_switch_and_takes_a_fresh_context(hidden_run):
+@pytest.mark.learning
+def test_a_hidden_id_run_detects_the_switch_and_takes_a_fresh_context(hidden_run, record_property):
     _, run_dir = hidden_run
     inference = json.loads((run_dir / "metrics.json").read_text())["TaskInference"]
     (switch,) = inference["switches"]
+    record_property("delay", float(switch["delay"] if switch["delay"] is not None else float("inf")))
+    record_property("false_alarms", float(inference["false_alarms"]))
     assert switch["noticeable"] and switch["delay"] is not None and switch["delay"] <= 2000
     assert [c[1:] for c in inference["choices"]] == [[1, "fresh"]]
     assert inference["false_alarms"] == 0
@@ -302,23 +306,28 @@ def test_a_killed_hidden_id_run_resumes_exactly(hidden_run, tmp_path):
     assert a == b
 
 
-def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run):
+@pytest.mark.learning
+def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run, record_property):
     _, run_dir = hidden_run
     result = run_cli("evaluate", str(run_dir), "--episodes", "4")
     assert result.returncode == 0, result.stderr
     rows = (run_dir / "evaluate.csv").read_text().splitlines()[1:]
     means = {row.split(",")[0]: float(row.split(",")[1]) for row in rows}
     final = {r.split(",")[2]: float(r.split(",")[3]) for r in (run_dir / "eval.csv").read_text().splitlines()[-2:]}
+    record_property("reversed", float(means["reversed"]))
+    record_property("reversed_over_run", float(means["reversed"] / final["reversed"]))
     # context 0 plays the reversed task at ~9; the inference's contexts give what the run's own evaluation got
     assert means["reversed"] > 2 * 9.5 and means["reversed"] >= 0.5 * final["reversed"]
 
 
 @pytest.mark.slow  # 12 s: the default suite keeps PPO's hidden-id run
-def test_psp_dqn_runs_under_hidden_ids(tmp_path, tiny_config):
+@pytest.mark.learning
+def test_psp_dqn_runs_under_hidden_ids(tmp_path, tiny_config, learning_seed):
     """The inference holds and restarts DQN as it does PPO (its replay stores the chosen contexts)."""
     from psp_rl.continual import ContinualTrainer
 
     tiny_config["sequence"]["task_ids"] = "hidden"
+    tiny_config["seed"] = learning_seed
     tiny_config["inference"] = {"warmup_episodes": 5, "trial_episodes": 2}
     metrics = ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()
     inference = metrics["TaskInference"]

@@ -145,8 +145,13 @@ def _switch(context: str, seed: int, steps: int = 30_000) -> tuple[float, float,
 
 
 @pytest.mark.slow
-def test_switching_task_keeps_task_zero_for_binary_not_for_none():
-    binary, none = _switch("binary", seed=0), _switch("none", seed=0)
+@pytest.mark.learning
+def test_switching_task_keeps_task_zero_for_binary_not_for_none(learning_seed, record_property):
+    binary, none = _switch("binary", seed=learning_seed), _switch("none", seed=learning_seed)
+    for name, (kept, before, after) in (("binary", binary), ("none", none)):
+        record_property(f"{name}_kept", float(kept))
+        record_property(f"{name}_before", float(before))
+        record_property(f"{name}_after", float(after))
     print(f"binary: kept {binary[0]:.3f}, return {binary[1]:.0f}->{binary[2]:.0f}; "
           f"none: kept {none[0]:.3f}, return {none[1]:.0f}->{none[2]:.0f}")  # fmt: skip
     assert binary[1] >= 400 and none[1] >= 400  # both learned task 0

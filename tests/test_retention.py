@@ -79,10 +79,15 @@ def _common_mode_after_other_task(center: bool, seed: int) -> tuple[float, float
     return common, spread
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("seed", [0, 1])
-def test_centring_removes_the_common_mode_crosstalk(seed):
+def test_centring_removes_the_common_mode_crosstalk(seed, learning_seed, record_property):
+    seed += 2 * learning_seed
     plain_common, plain_spread = _common_mode_after_other_task(center=False, seed=seed)
     centred_common, centred_spread = _common_mode_after_other_task(center=True, seed=seed)
+    record_property("plain_common_share", float(plain_common / np.hypot(plain_common, plain_spread)))
+    record_property("centred_over_plain_common", float(centred_common / plain_common))
+    record_property("centred_over_plain_spread", float(centred_spread / plain_spread))
     assert plain_common > 0.3 * np.hypot(plain_common, plain_spread)  # uncentred: a large shared shift
     # centred on task 0's own mean, the shift every state shares is gone; the spread stays
     assert centred_common < 0.01 * plain_common
@@ -118,9 +123,9 @@ def test_dueling_value_stream_cannot_flip_a_greedy_action():
 
 
 # ------------------------------------------------------------------- the agent's options
-def _dqn(env, **kwargs):
+def _dqn(env, seed=0, **kwargs):
     return ContinualDQN(
-        "PSPPolicy", env, learning_starts=0, batch_size=16, seed=0, policy_kwargs=dict(net_arch=[16]), **kwargs
+        "PSPPolicy", env, learning_starts=0, batch_size=16, seed=seed, policy_kwargs=dict(net_arch=[16]), **kwargs
     )
 
 
@@ -144,13 +149,14 @@ def test_train_matches_sb3_dqn_without_advantage_learning():
         assert torch.equal(value, after[1][name]), name
 
 
-def test_advantage_learning_widens_the_action_gap():
+@pytest.mark.learning
+def test_advantage_learning_widens_the_action_gap(learning_seed, record_property):
     sequence = get_sequence("cartpole-shift", tasks=["default"])
     gaps = {}
     for alpha in (0.0, 0.9):
-        env = sequence.make_vec_env(0, 1, seed=0)
-        agent = _filled(_dqn(env, train_freq=1000, advantage_learning=alpha, learning_rate=1e-3))
-        agent.set_random_seed(3)
+        env = sequence.make_vec_env(0, 1, seed=learning_seed)
+        agent = _filled(_dqn(env, learning_seed, train_freq=1000, advantage_learning=alpha, learning_rate=1e-3))
+        agent.set_random_seed(3 + learning_seed)
         for _ in range(40):  # fitted Q-iteration on the same data: 40 target syncs of 25 steps
             agent.train(gradient_steps=25, batch_size=16)
             agent.q_net_target.load_state_dict(agent.q_net.state_dict())
@@ -158,6 +164,7 @@ def test_advantage_learning_widens_the_action_gap():
         with torch.no_grad():
             q = agent.q_net(obs)
         gaps[alpha] = float(margins(q, q.argmax(1)).median())
+    record_property("gap_ratio", float(gaps[0.9] / gaps[0.0]))
     assert gaps[0.9] > 1.5 * gaps[0.0]
 
 
@@ -249,34 +256,38 @@ def test_probe_of_a_frozen_network_reads_zero():
     assert all(split_change(layers_again[name], layers[name])[0] == 0.0 for name in layers)
 
 
-def _crosstalk_after_other_task(context: str) -> dict[str, float]:
+def _crosstalk_after_other_task(context: str, seed: int) -> dict[str, float]:
     """Task 0's relative output change per layer after 200 updates on task 1's transitions."""
     sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     agent = ContinualDQN(
         "PSPPolicy",
-        sequence.make_vec_env(1, 1, seed=0),
+        sequence.make_vec_env(1, 1, seed=seed),
         learning_starts=0,
         batch_size=32,
         train_freq=10_000,
         learning_rate=1e-3,
-        seed=0,
+        seed=seed,
         policy_kwargs=dict(net_arch=[256, 256], context=context, input_layer="per_task", center=False),
     )
     agent.learn(500)  # task 1's transitions; no update yet
     states = agent.replay_buffer.sample(200).observations
     obs = {"obs": states["obs"].numpy(), "task": np.zeros_like(states["task"].numpy())}  # read as task 0
     before, layers_before = acting_outputs(agent, obs)
-    agent.set_random_seed(1)
+    agent.set_random_seed(seed + 1)
     agent.train(gradient_steps=200, batch_size=32)
     after, layers_after = acting_outputs(agent, obs)
     out = {name: split_change(layers_after[name], layers_before[name])[0] for name in layers_before}
     return {**out, "output": split_change(after, before)[0]}
 
 
-def test_probes_show_none_moves_more_than_binary_on_the_same_updates():
-    plain, binary = _crosstalk_after_other_task("none"), _crosstalk_after_other_task("binary")
+@pytest.mark.learning
+def test_probes_show_none_moves_more_than_binary_on_the_same_updates(learning_seed, record_property):
+    plain = _crosstalk_after_other_task("none", learning_seed)
+    binary = _crosstalk_after_other_task("binary", learning_seed)
     # task 0's own input layer (per task in both networks) is untouched by task 1's updates
     assert binary["torso.layers.0"] == plain["torso.layers.0"] == 0.0
+    for layer in ("torso.layers.2", "q_head", "output"):
+        record_property(f"binary_over_plain[{layer}]", float(binary[layer] / plain[layer]))
     for layer in ("torso.layers.2", "q_head", "output"):
         assert binary[layer] < 0.5 * plain[layer], layer
 
@@ -394,16 +405,16 @@ def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
 
 
 # ------------------------------------------------------------------ acting from a distilled policy
-def _trained_on_task_0(**kwargs) -> tuple:
+def _trained_on_task_0(seed: int = 0, **kwargs) -> tuple:
     """(sequence, a small PSP-DQN trained 1,500 steps on task 0 of default -> reversed)."""
     sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
     agent = ContinualDQN(
         "PSPPolicy",
-        sequence.make_vec_env(0, 1, seed=0),
+        sequence.make_vec_env(0, 1, seed=seed),
         learning_starts=100,
         train_freq=64,
         gradient_steps=32,
-        seed=0,
+        seed=seed,
         **kwargs,
     )
     agent.set_logger(configure(None, []))
@@ -412,10 +423,11 @@ def _trained_on_task_0(**kwargs) -> tuple:
     return sequence, agent
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("distil_loss", ["margin", "cross_entropy"])
-def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
+def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss, learning_seed, record_property):
     sequence, agent = _trained_on_task_0(
-        distil_loss=distil_loss, policy_kwargs=dict(net_arch=[64, 64], acting="distilled")
+        learning_seed, distil_loss=distil_loss, policy_kwargs=dict(net_arch=[64, 64], acting="distilled")
     )
     q_net = agent.policy.q_net
     obs = task_states_tensor(agent, 0)
@@ -431,6 +443,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
             with torch.no_grad():
                 logits = q_net.policy_logits(obs)
             medians[margin] = float(margins(logits, logits.argmax(1)).median())
+            record_property(f"median_margin[{margin}]", float(medians[margin]))
         assert medians[20.0] >= 2 * medians[2.0] >= 4, medians
         q_net.load_state_dict(start)
         agent.distil_margin = 5.0
@@ -439,6 +452,7 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
     assert q_net.distilled.tolist() == [True, False]
     with torch.no_grad():
         acted = q_net._predict(obs)
+        record_property("agreement", float((acted == q_actions).float().mean()))
         assert float((acted == q_actions).float().mean()) >= 0.95
         for param in [*q_net.torso.parameters(), *q_net.q_head.parameters()]:
             param.add_(torch.randn_like(param))  # Q changes a lot; task 0's actions do not
@@ -453,10 +467,15 @@ def test_distilled_policy_acts_for_a_finished_task(tmp_path, distil_loss):
         assert torch.equal(loaded.policy.q_net._predict(obs), acted)
 
 
-def test_distil_visits_acts_in_the_finished_task_first_from_q_then_from_its_distillation():
+@pytest.mark.learning
+def test_distil_visits_acts_in_the_finished_task_first_from_q_then_from_its_distillation(
+    learning_seed, record_property
+):
     """DAgger: half the visits act greedily on Q, half from the first distillation; the states
     they reach, labelled by Q, are distilled with the replayed ones."""
-    sequence, agent = _trained_on_task_0(distil_visits=300, policy_kwargs=dict(net_arch=[64, 64], acting="distilled"))
+    sequence, agent = _trained_on_task_0(
+        learning_seed, distil_visits=300, policy_kwargs=dict(net_arch=[64, 64], acting="distilled")
+    )
     q_net, built = agent.policy.q_net, []
 
     def task_env(task):
@@ -472,10 +491,12 @@ def test_distil_visits_acts_in_the_finished_task_first_from_q_then_from_its_dist
     obs, _ = agent.policy.obs_to_tensor(visited)
     with torch.no_grad():
         agreement = float((q_net.policy_logits(obs).argmax(1) == q_net(obs).argmax(1)).float().mean())
+    record_property("agreement", float(agreement))
     assert agreement >= 0.9, agreement  # the distilled policy does what Q would where it goes
 
 
-def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
+@pytest.mark.learning
+def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches(learning_seed, record_property):
     """MinAtar frames: the distilled policy is a second CNN of Q's kind, the states come from the
     compact replay buffer a batch at a time, and the finished task acts from its logits."""
     pytest.importorskip("minatar")
@@ -483,7 +504,7 @@ def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
     from psp_rl.layers import SuperposedConv2d
 
     sequence = get_sequence("minatar", tasks=["breakout", "spaceinvaders"])
-    env = sequence.make_vec_env(0, 1, seed=0)
+    env = sequence.make_vec_env(0, 1, seed=learning_seed)
     agent = ContinualDQN(
         "PSPPolicy",
         env,
@@ -491,7 +512,7 @@ def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
         train_freq=8,
         gradient_steps=2,
         buffer_size=2000,
-        seed=0,
+        seed=learning_seed,
         distil_steps=300,
         policy_kwargs=dict(acting="distilled", center=True),
         **replay_buffer_kwargs(None, env),
@@ -508,6 +529,7 @@ def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches():
     with torch.no_grad():
         q_actions, acted = q_net(obs).argmax(1), q_net._predict(obs)
         assert torch.equal(acted, q_net.policy_logits(obs).argmax(1))
+    record_property("agreement", float((acted == q_actions).float().mean()))
     assert float((acted == q_actions).float().mean()) >= 0.9
     with pytest.raises(ValueError, match=r"distilled_arch=\[32\]: the distilled policy of image observations"):
         ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="distilled", distilled_arch=[32]))
@@ -542,9 +564,9 @@ def test_every_ablation_variant_parses_over_its_config():
 
 
 # ------------------------------------------------------------------ rehearsal memory (a baseline)
-def _q_drift_of_task_0(rehearsal_states: int) -> tuple[float, ContinualDQN]:
+def _q_drift_of_task_0(rehearsal_states: int, seed: int) -> tuple[float, ContinualDQN]:
     """Relative change of task 0's Q-values on its kept states while task 1 trains."""
-    sequence, agent = _trained_on_task_0(rehearsal_states=200, policy_kwargs=dict(net_arch=[64, 64]))
+    sequence, agent = _trained_on_task_0(seed, rehearsal_states=200, policy_kwargs=dict(net_arch=[64, 64]))
     agent.rehearsal_states = rehearsal_states or 200  # the memory to measure on, kept either way ...
     agent.set_env(sequence.make_vec_env(1, 1, seed=1))
     agent.on_task_start(1, 1500)
@@ -557,9 +579,11 @@ def _q_drift_of_task_0(rehearsal_states: int) -> tuple[float, ContinualDQN]:
     return float(np.linalg.norm(now - memory["q"]) / np.linalg.norm(memory["q"])), agent
 
 
-def test_rehearsal_keeps_a_finished_tasks_q_values_and_resumes(tmp_path):
-    rehearsed, agent = _q_drift_of_task_0(200)
-    plain, _ = _q_drift_of_task_0(0)
+@pytest.mark.learning
+def test_rehearsal_keeps_a_finished_tasks_q_values_and_resumes(tmp_path, learning_seed, record_property):
+    rehearsed, agent = _q_drift_of_task_0(200, learning_seed)
+    plain, _ = _q_drift_of_task_0(0, learning_seed)
+    record_property("rehearsed_over_plain", float(rehearsed / plain))
     assert rehearsed < 0.5 * plain, (rehearsed, plain)
     memory = agent.rehearsal_memory
     assert len(memory["q"]) == 200 and set(memory["obs"]["task"].ravel().tolist()) == {0}

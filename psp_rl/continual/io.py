@@ -31,6 +31,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def atomic_savefig(fig: Any, path: str | Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG under a temporary name beside ``path``, then rename it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+
+
 def atomic_write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

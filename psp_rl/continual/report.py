@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from psp_rl.continual.io import atomic_write_text
+from psp_rl.continual.io import atomic_savefig, atomic_write_text
 from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
 from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.run_dir import RunDir
@@ -130,9 +130,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         if r.probes:
             figures[f"probes-{_file_label(r.label)}.png"] = probes_figure(r.probes, acting_layer(r.probes))
     for name, fig in figures.items():
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(out / name)
+        atomic_savefig(fig, out / name)
 
     lines = [f"# psp-rl report: {', '.join(r.label for r in runs)}", ""]
     keys = [

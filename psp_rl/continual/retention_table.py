@@ -1,8 +1,9 @@
 """The retention table of a sweep: per method the final average return, forgetting, transfer,
-parameters and speed over seeds (mean and 95% t-interval), the targets, and the report's plots.
+parameters and speed over seeds (means with 95% bootstrap intervals), the normalized scores'
+IQM and mean (rliable), the targets, and the report's plots.
 
-Written to ``<out>/table.csv``, ``table.md``, ``targets.md`` and ``report.md`` (seed 0 of every
-method) by :func:`write_tables`.
+Written to ``<out>/table.csv``, ``table.md``, ``aggregates.md``, ``performance_profile.png``,
+``targets.md`` and ``report.md`` (seed 0 of every method) by :func:`write_tables`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from psp_rl.continual.aggregates import (
+    Estimate,
+    aggregate_scores,
+    improvement_probabilities,
+    mean_interval,
+    plot_performance_profiles,
+)
 from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.report import write_report
@@ -65,24 +73,32 @@ def task_forgetting(m: dict, task: str) -> float:
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
-def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
-    """Per-seed normalized final averages: 0 = random play, 1 = the task's reference return.
+def normalized_scores(results: dict[str, list[dict]]) -> tuple[dict[str, np.ndarray], str]:
+    """Per method, the normalized final return of each run on each task, shape ``(runs, tasks)``:
+    0 = random play, 1 = the task's reference return.
 
     The reference is the run's own (the env's reward threshold or ``eval.reference_returns``);
     where a task has none (MinAtar), it is the best end-of-stage return any method reached on
     that task in this benchmark, so a task nobody learned cannot blow the average up.
     """
-    key = "normalized_final_average_return"
-    if all(m[key] is not None for runs in results.values() for m in runs):
-        return {method: [m[key] for m in runs] for method, runs in results.items()}, "the reference return"
+    key = "normalized_final_returns"
+    if all(None not in m[key].values() for runs in results.values() for m in runs):
+        return {
+            method: np.array([[m[key][task] for task in m["tasks"]] for m in runs]) for method, runs in results.items()
+        }, "the reference return"
     best = np.max([np.max(m["eval_matrix"], axis=0) for runs in results.values() for m in runs], axis=0)
     out = {}
     for method, runs in results.items():
-        out[method] = []
-        for m in runs:
-            random = random_play(m)
-            out[method].append(float(np.mean((np.array(m["eval_matrix"])[-1] - random) / (best - random))))
+        out[method] = np.array(
+            [(np.array(m["eval_matrix"])[-1] - random_play(m)) / (best - random_play(m)) for m in runs]
+        )
     return out, "the best end-of-stage return any method reached on the task"
+
+
+def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
+    """Per-seed normalized final averages (the mean over tasks of :func:`normalized_scores`)."""
+    scores, normalized_by = normalized_scores(results)
+    return {method: [float(np.mean(row)) for row in matrix] for method, matrix in scores.items()}, normalized_by
 
 
 def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) -> list[str]:
@@ -157,14 +173,26 @@ def diagonal(m: dict) -> np.ndarray:
     return np.array([matrix[m["stages"].index(task), j] for j, task in enumerate(m["tasks"])])
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval."""
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return float(arr.mean()), float("nan")
-    from scipy import stats  # the sweep extra's
-
-    return float(arr.mean()), float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
+def aggregates_text(
+    scores: dict[str, np.ndarray], aggregates: dict[str, dict[str, Estimate]], normalized_by: str, seed_note: str
+) -> str:
+    """``aggregates.md``: IQM and mean of the normalized final returns per method (``aggregates``
+    of ``scores``), and the probability that each PSP method improves on each other method, with
+    95% stratified bootstrap intervals (rliable)."""
+    rows = [[method, str(a["iqm"]), str(a["mean"])] for method, a in aggregates.items()]
+    lines = [
+        f"Normalized final returns (0 = random play, 1 = {normalized_by}) over every (seed, task); seeds: "
+        f"{seed_note}. Point estimate [95% stratified bootstrap interval] (rliable).",
+        "",
+        markdown_table(["method", "IQM", "mean"], rows),
+    ]
+    for method in [m for m in scores if m.startswith("psp")]:
+        probabilities = improvement_probabilities(scores, method)
+        lines += ["", f"P({method} > baseline): a run of {method} scores higher on a task picked at random "
+                  "(ties count half).", ""]  # fmt: skip
+        lines.append(markdown_table(["baseline", "probability"], [[b, str(p)] for b, p in probabilities.items()]))
+    lines += ["", "![performance profiles](performance_profile.png)", ""]
+    return "\n".join(lines)
 
 
 def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, list[Path]], out: Path) -> list[str]:
@@ -176,22 +204,29 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
 
     scratch = [diagonal(m) for m in results.get("separate", [])]
-    normalized, normalized_by = normalized_returns(results)
-    header = ["method", "final_avg_return", "ci95", "just_learned_avg", "normalized_final_avg", "relative_forgetting",
-              "ci95_forgetting",
+    scores, normalized_by = normalized_scores(results)
+    normalized = {method: [float(np.mean(row)) for row in matrix] for method, matrix in scores.items()}
+    aggregates = aggregate_scores(scores)
+    header = ["method", "final_avg_return", "final_ci95_low", "final_ci95_high", "just_learned_avg",
+              "normalized_final_avg", "normalized_ci95_low", "normalized_ci95_high",
+              "iqm_normalized", "iqm_ci95_low", "iqm_ci95_high",
+              "relative_forgetting", "forgetting_ci95_low", "forgetting_ci95_high",
               "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s",
               *(f"probe_{q}" for q in PROBE_COLUMNS)]  # fmt: skip
     rows = []
     for method, runs in results.items():
-        final, final_ci = interval([m["final_average_return"] for m in runs])
-        forget, forget_ci = interval([relative_forgetting(m) for m in runs])
+        final = mean_interval([m["final_average_return"] for m in runs])
+        forget = mean_interval([relative_forgetting(m) for m in runs])
+        mean, iqm = aggregates[method]["mean"], aggregates[method]["iqm"]
         transfer = (
             f"{np.mean([np.mean(diagonal(m) - s) for m, s in zip(runs, scratch, strict=False)]):.1f}" if scratch else ""
         )
         rows.append([
-            method, f"{final:.1f}", f"{final_ci:.1f}", f"{np.mean([diagonal(m).mean() for m in runs]):.1f}",
-            f"{np.mean(normalized[method]):.3f}" if method in normalized else "",
-            f"{forget:.3f}", f"{forget_ci:.3f}", transfer, runs[0]["parameters"],
+            method, f"{final.value:.1f}", f"{final.low:.1f}", f"{final.high:.1f}",
+            f"{np.mean([diagonal(m).mean() for m in runs]):.1f}",
+            f"{mean.value:.3f}", f"{mean.low:.3f}", f"{mean.high:.3f}", f"{iqm.value:.3f}", f"{iqm.low:.3f}",
+            f"{iqm.high:.3f}", f"{forget.value:.3f}", f"{forget.low:.3f}", f"{forget.high:.3f}", transfer,
+            runs[0]["parameters"],
             f"{np.mean([m['env_steps_per_s'] for m in runs]):.0f}", f"{np.mean([m['wall_time_s'] for m in runs]):.0f}",
             *(f"{np.nanmean([m['probes'].get(q, np.nan) for m in runs]):.3f}"
               if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
@@ -200,9 +235,13 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
     lines = markdown_table(header, rows).split("\n")
     atomic_write_text(
         out / "table.md",
-        f"Seeds per method: {seed_note}; mean and 95% t-interval half-width; normalized: 0 = random play, "
-        f"1 = {normalized_by}.\n\n" + "\n".join(lines) + "\n",
+        f"Seeds per method: {seed_note}; means with 95% bootstrap intervals over seeds (rliable); normalized: "
+        f"0 = random play, 1 = {normalized_by}; IQM: the interquartile mean over every (seed, task).\n\n"
+        + "\n".join(lines)
+        + "\n",
     )
+    atomic_write_text(out / "aggregates.md", aggregates_text(scores, aggregates, normalized_by, seed_note))
+    plot_performance_profiles(scores, out / "performance_profile.png")
     goals = targets(results, normalized)
     atomic_write_text(out / "targets.md", f"Targets (means over seeds: {seed_note}):\n\n" + "\n".join(goals) + "\n")
     write_report([dirs[0] for dirs in run_dirs.values()], out)
