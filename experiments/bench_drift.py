@@ -1,4 +1,4 @@
-"""Drifting gravity: does a context that follows the drift beat one fixed context?
+"""A drifting physics parameter: does a context that follows the drift beat one fixed context?
 
     python experiments/bench_drift.py experiments/configs/cartpole-drift.yaml --seeds 0 1 2 --max-parallel 2
 
@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "experiments/bench_drift.py", *(argv if argv is not None else sys.argv[1:])])
     table = markdown_table(header, [list(row.values()) for row in rows])
     text = (
-        f"# Drifting gravity: the context follows theta\n\n`{command}`\n\nFinal models, {args.episodes} deterministic "
-        f"episodes at each fixed {drift['name']} (the drift held still):\n\n{table}\n\n"
+        f"# Drifting {drift['name']}: the context follows theta\n\n`{command}`\n\n"
+        f"Final models, {args.episodes} deterministic episodes at each fixed {drift['name']} "
+        f"(the drift held still):\n\n{table}\n\n"
         "Target: the drifting (smooth) context's mean return over the range >= the fixed context's, per seed:\n\n"
     )
     atomic_write_text(args.out / "table.md", text + "\n".join(lines) + "\n")

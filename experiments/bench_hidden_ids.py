@@ -100,8 +100,9 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
             f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'} (reused a stored context rather than a fresh "
             f"one: {pooled['reused']}/{pooled['returning']})",
-            f"- final average return within 10% of announced ids: {hidden_mean:.1f} vs {announced_mean:.1f} over "
-            f"{len(paired)} seed(s), ratio {ratio:.2f} (per seed {per_seed}) -> {'met' if ratio >= 0.9 else 'MISSED'}",
+            f"- final average return at most 10% below announced ids' on every seed: {hidden_mean:.1f} vs "
+            f"{announced_mean:.1f} over {len(paired)} seed(s), ratio of means {ratio:.2f}, per seed {per_seed} -> "
+            f"{'met' if paired and min(r['ratio'] for r in paired) >= 0.9 else 'MISSED'}",
         ]
     return rows, targets
 

@@ -106,14 +106,35 @@ def main(argv: list[str] | None = None) -> None:
     table = args.out / "margins.csv"
     rows = read_rows(table)
     done = {(r["path"], int(r["seed"])) for r in rows}
-    for path in args.paths:
-        for seed in args.seeds:
+    for seed in args.seeds:  # every path of a seed before the next seed: a stopped table covers the paths alike
+        for path in args.paths:
             if (path, seed) in done:
                 continue
             rows += run_pytest(args.tests, args.marker, path, seed, args.workers)
             write_rows(table, rows)
             print(f"{path} seed {seed}: done", flush=True)
-    print(summary(rows))
+    text = summary(rows)
+    header = f"# Learning tests over seeds and float paths\n\nMachine: {_machine()}\n\n```\n"
+    tmp = args.out / "summary.md.tmp"
+    tmp.write_text(header + text + "\n```\n")
+    tmp.replace(args.out / "summary.md")
+    print(text)
+
+
+def _machine() -> str:
+    """CPU model, core count and torch version: what the float paths of this table ran on."""
+    import platform
+
+    import torch
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    ) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    native = "AMX/AVX512-BF16" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2 or older"
+    return f"{model}, {os.cpu_count()} cores, native path {native}; torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from psp_rl.continual import ConfigError, ContinualCallback, ContinualTrainer, p
 from psp_rl.envs import get_sequence, sequence_from_spec
 from psp_rl.envs.episodes import carry_episodes
 from tests.conftest import finished_run, run_train
-from tests.test_inference import HIDDEN_RUN
+from tests.test_inference import HIDDEN_KILL, HIDDEN_RUN
 
 
 def _stepped(sequence, task: int, steps: int, seed: int = 3):
@@ -119,7 +119,7 @@ def test_hidden_ids_mid_episode_ppo_run_detects_and_resumes_exactly(tmp_path, le
     (switch,) = inference["switches"]
     record_property("delay", float(switch["delay"] if switch["delay"] is not None else float("inf")))
     assert switch["delay"] is not None and switch["delay"] <= 2000
-    killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:800"})
+    killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": HIDDEN_KILL})
     assert killed.returncode != 0
     resumed = run_train(config_path, tmp_path / "killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -1,6 +1,22 @@
 """One fast retention check per agent (default suite): after a second task, the default PSP
 agent keeps task 0's return where the plain network (fine-tuning) loses it. CI fails if
-retention regresses. PSP and its control are separate tests, so that parallel workers share them."""
+retention regresses. PSP and its control are separate tests, so that parallel workers share them.
+
+A different CPU picks other float kernels and acts like another seed, so the bounds carry margins
+measured over seeds 0-4 on the native, AVX2 and baseline float paths of an Intel Xeon with AVX-512
+(``python experiments/learning_margins.py tests/test_retention_fast.py``; the table is in
+``experiments/results/learning-margins/``). The budgets learn task 0 only part of the way (DQN's
+task 0 ends at MARGINS_DQN_BEFORE), so what is asserted is the share of task 0's own return kept:
+
+- PSP keeps >= 0.5 of it: measured MARGINS_PSP (DQN; PPO);
+- fine-tuning keeps < 0.5: measured MARGINS_FT (DQN; PPO): the reversed task's policy
+  pushes the wrong way, ~9 a episode;
+- task 0 learned at all, >= 40 (random play ~22): measured MARGINS_LEARNED.
+
+``kept``, the share of task 0's greedy actions the final agent still takes on the states its own
+policy visited, is recorded, not asserted: a half-learned policy has many near-ties, and it
+overlapped between PSP (0.58-0.98) and fine-tuning (0.17-0.50) on some seeds.
+"""
 
 import numpy as np
 import pytest
@@ -8,13 +24,12 @@ import pytest
 from psp_rl.continual import ContinualCallback, ContinualTrainer, parse_config
 
 EPISODES = 20  # evaluation episodes of task 0
-STATES = 1000  # task-0 states whose greedy actions are compared
-LEARNED = 50  # task 0's return at its end: over twice random play's ~22
-KEPT = 0.8  # share of task 0's greedy actions still taken
-RETURN_KEPT = 0.5  # share of task 0's return still got
+STATES = 1000  # task-0 states whose greedy actions are compared (recorded as `kept`)
+LEARNED = 40  # task 0's return at its end: nearly twice random play's ~22
+RETURN_KEPT = 0.5  # share of task 0's return still got: PSP at least, fine-tuning less
 
 AGENTS = {
-    # rl-baselines3-zoo's CartPole settings, smaller networks and budgets
+    # rl-baselines3-zoo's CartPole settings, smaller networks and budgets; (settings, steps a task, seeds)
     "dqn": (
         {
             "algo": "dqn",
@@ -31,6 +46,7 @@ AGENTS = {
             "exploration_final_eps": 0.04,
         },
         12_000,
+        3,  # seeds averaged: one DQN seed in ~15 forgets or fails to learn a task at this budget
     ),
     "ppo": (
         {
@@ -46,6 +62,7 @@ AGENTS = {
             "clip_range": 0.2,
         },
         20_000,
+        1,
     ),
 }
 
@@ -67,12 +84,11 @@ class _GreedyActions(ContinualCallback):
             self.actions = loop.agent.predict(self.states, deterministic=True)[0]
 
 
-def task0_retention(tmp_path, algo: str, method: str, seed: int = 0, steps: int | None = None) -> dict[str, float]:
+def task0_retention(tmp_path, algo: str, method: str, seed: int = 0) -> dict[str, float]:
     """Task 0's (default) mean return after training it (``before``) and after training 'reversed'
-    next (``after``), and the share of task 0's greedy actions the final agent still takes
-    (``kept``) on the states task 0's policy visited."""
-    agent, default_steps = AGENTS[algo]
-    steps = steps or default_steps
+    next (``after``), reversed's own return (``task1``), and the share of task 0's greedy actions
+    the final agent still takes (``kept``) on the states task 0's policy visited."""
+    agent, steps, _ = AGENTS[algo]
     config = {
         "name": f"{algo}-{method}",
         "seed": seed,
@@ -82,30 +98,39 @@ def task0_retention(tmp_path, algo: str, method: str, seed: int = 0, steps: int 
         "checkpoint": {"every": steps, "replay_buffer": False},
     }
     greedy = _GreedyActions()
-    trainer = ContinualTrainer(parse_config(config), tmp_path / f"{algo}-{method}", callbacks=[greedy])
+    trainer = ContinualTrainer(parse_config(config), tmp_path / f"{algo}-{method}-{seed}", callbacks=[greedy])
     matrix = np.array(trainer.run()["eval_matrix"])
     kept = float((trainer.agent.predict(greedy.states, deterministic=True)[0] == greedy.actions).mean())
-    return {"before": float(matrix[0, 0]), "after": float(matrix[1, 0]), "kept": kept}
+    return {"before": float(matrix[0, 0]), "after": float(matrix[1, 0]), "task1": float(matrix[1, 1]), "kept": kept}
+
+
+def share_kept(tmp_path, algo: str, method: str, learning_seed: int, record_property) -> tuple[float, float]:
+    """Task 0's return after 'reversed' over its return before, averaged over the agent's seeds for
+    this learning seed, and the lowest return before; every seed's numbers are recorded."""
+    seeds = AGENTS[algo][2]
+    shares, befores = [], []
+    for seed in range(seeds * learning_seed, seeds * (learning_seed + 1)):
+        result = task0_retention(tmp_path, algo, method, seed)
+        for key, value in result.items():
+            record_property(f"{key}[{seed}]", value)
+        shares.append(result["after"] / result["before"])
+        befores.append(result["before"])
+    record_property("share_kept", float(np.mean(shares)))
+    return float(np.mean(shares)), min(befores)
 
 
 @pytest.mark.learning
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
 def test_default_psp_agent_keeps_task_0(tmp_path, algo, learning_seed, record_property):
-    result = task0_retention(tmp_path, algo, "psp", learning_seed)
-    for key, value in result.items():
-        record_property(key, value)
-    assert result["before"] >= LEARNED, result  # task 0 was learned at all
-    assert result["kept"] >= KEPT, result
-    assert result["after"] >= RETURN_KEPT * result["before"], result
+    kept, learned = share_kept(tmp_path, algo, "psp", learning_seed, record_property)
+    assert learned >= LEARNED, learned  # task 0 was learned at all
+    assert kept >= RETURN_KEPT, kept
 
 
 @pytest.mark.learning
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
 def test_finetuning_loses_task_0_on_the_same_budget(tmp_path, algo, learning_seed, record_property):
     """The control: the same agent with a plain network forgets, so the check above can fail."""
-    result = task0_retention(tmp_path, algo, "finetune", learning_seed)
-    for key, value in result.items():
-        record_property(key, value)
-    assert result["before"] >= LEARNED, result
-    assert result["kept"] < KEPT, result
-    assert result["after"] < RETURN_KEPT * result["before"], result
+    kept, learned = share_kept(tmp_path, algo, "finetune", learning_seed, record_property)
+    assert learned >= LEARNED, learned
+    assert kept < RETURN_KEPT, kept

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from psp_rl.continual.io import atomic_savefig
+from psp_rl.continual.io import atomic_savefig, markdown_table
 
 REPS = 5_000  # bootstrap resamples per interval
 INSTALL = 'rliable is needed for aggregate scores and performance profiles: pip install "psp-rl[report]"'
@@ -82,13 +82,14 @@ def mean_interval(values: list[float], reps: int = REPS, seed: int = 0) -> Estim
 
 
 def improvement_probabilities(
-    scores: dict[str, np.ndarray], method: str, reps: int = REPS, seed: int = 0
+    scores: dict[str, np.ndarray], method: str, baselines: list[str] | None = None, reps: int = REPS, seed: int = 0
 ) -> dict[str, Estimate]:
-    """P(``method`` > baseline) for every other method of ``scores``: the chance that a run of
-    ``method`` scores higher than a run of the baseline on a task picked at random (ties count
-    half), with its 95% stratified bootstrap interval."""
+    """P(``method`` > baseline) for each of ``baselines`` (default: every other method of
+    ``scores``): the chance that a run of ``method`` scores higher than a run of the baseline on a
+    task picked at random (ties count half), with its 95% stratified bootstrap interval."""
     _, metrics = _rliable()
-    pairs = {other: (scores[method], scores[other]) for other in scores if other != method}
+    others = [other for other in scores if other != method] if baselines is None else baselines
+    pairs = {other: (scores[method], scores[other]) for other in others}
     if not pairs:
         return {}
     points, intervals = _interval_estimates(pairs, metrics.probability_of_improvement, reps, seed)
@@ -129,3 +130,55 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
     atomic_savefig(fig, path)
     plt.close(fig)
     return path
+
+
+def normalized_scores(results: dict[str, list[dict]]) -> tuple[dict[str, np.ndarray], str]:
+    """Per method, the normalized final return of each run on each task, shape ``(runs, tasks)``:
+    0 = random play, 1 = the task's reference return.
+
+    The reference is the run's own (the env's reward threshold or ``eval.reference_returns``);
+    where a task has none (MinAtar), it is the best end-of-stage return any method reached on
+    that task in this benchmark, so a task nobody learned cannot blow the average up.
+    """
+    key = "normalized_final_returns"
+    if all(None not in m[key].values() for runs in results.values() for m in runs):
+        return {
+            method: np.array([[m[key][task] for task in m["tasks"]] for m in runs]) for method, runs in results.items()
+        }, "the reference return"
+    best = np.max([np.max(m["eval_matrix"], axis=0) for runs in results.values() for m in runs], axis=0)
+    out = {}
+    for method, runs in results.items():
+        out[method] = np.array(
+            [(np.array(m["eval_matrix"])[-1] - random_play(m)) / (best - random_play(m)) for m in runs]
+        )
+    return out, "the best end-of-stage return any method reached on the task"
+
+
+def random_play(m: dict) -> np.ndarray:
+    """Random play's return on each of the run's tasks, in the run's task order."""
+    return np.array([m["random_returns"][task] for task in m["tasks"]])
+
+
+def aggregates_text(
+    scores: dict[str, np.ndarray], aggregates: dict[str, dict[str, Estimate]], normalized_by: str, seed_note: str
+) -> str:
+    """``aggregates.md``: IQM and mean of the normalized final returns per method (``aggregates``
+    of ``scores``), and the probability that each PSP method (``psp*``) improves on each baseline
+    (every other method), with 95% stratified bootstrap intervals (rliable)."""
+    rows = [[method, str(a["iqm"]), str(a["mean"])] for method, a in aggregates.items()]
+    lines = [
+        f"Normalized final returns (0 = random play, 1 = {normalized_by}) over every (seed, task); seeds: "
+        f"{seed_note}. Point estimate [95% stratified bootstrap interval] (rliable).",
+        "",
+        markdown_table(["method", "IQM", "mean"], rows),
+    ]
+    baselines = [m for m in scores if not m.startswith("psp")]  # the ablations' psp rows are compared to these
+    for method in [m for m in scores if m.startswith("psp")]:
+        probabilities = improvement_probabilities(scores, method, baselines)
+        if not probabilities:
+            continue
+        lines += ["", f"P({method} > baseline): a run of {method} scores higher on a task picked at random "
+                  "(ties count half).", ""]  # fmt: skip
+        lines.append(markdown_table(["baseline", "probability"], [[b, str(p)] for b, p in probabilities.items()]))
+    lines += ["", "![performance profiles](performance_profile.png)", ""]
+    return "\n".join(lines)

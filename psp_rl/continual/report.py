@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from psp_rl.continual.aggregates import aggregate_scores, aggregates_text, normalized_scores, plot_performance_profiles
 from psp_rl.continual.io import atomic_savefig, atomic_write_text
 from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
 from psp_rl.continual.probes import acting_layer
@@ -109,8 +111,25 @@ def _probe_lines(run: RunData) -> list[str]:
     return lines
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
-    """Write ``report.md`` and its PNGs into ``out_dir`` (default: the first run dir)."""
+def _aggregate_lines(finished: list[RunData], out: Path) -> list[str]:
+    """With two or more finished runs of the same tasks: rliable's IQM and mean of the normalized
+    final returns per method (runs named ``<method>-s<seed>`` pool their seeds) with stratified
+    bootstrap intervals, P(PSP > each other method), and ``performance_profile.png``."""
+    if len(finished) < 2 or len({tuple(r.tasks) for r in finished}) != 1:
+        return []
+    groups: dict[str, list[dict]] = {}
+    for r in finished:
+        groups.setdefault(re.sub(r"-s\d+$", "", r.label), []).append(r.metrics)
+    scores, normalized_by = normalized_scores(groups)
+    seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in groups.items())
+    text = aggregates_text(scores, aggregate_scores(scores), normalized_by, seed_note)
+    plot_performance_profiles(scores, out / "performance_profile.png")
+    return ["", "## Aggregate scores", "", text]
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, aggregates: bool = True) -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir`` (default: the first run dir); with
+    ``aggregates``, rliable's scores over the runs too (:func:`_aggregate_lines`)."""
     runs = [RunData(d) for d in run_dirs]
     _unique_labels(runs)
     out = Path(out_dir) if out_dir is not None else runs[0].run_dir
@@ -161,5 +180,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         for r in probed:
             lines += _probe_lines(r)
         lines += [""] + [f"![retention probes {r.label}](probes-{_file_label(r.label)}.png)" for r in probed]
+    if aggregates:
+        lines += _aggregate_lines(finished, out)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"

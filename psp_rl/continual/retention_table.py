@@ -9,17 +9,19 @@ Written to ``<out>/table.csv``, ``table.md``, ``aggregates.md``, ``performance_p
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from psp_rl.continual.aggregates import (
-    Estimate,
     aggregate_scores,
-    improvement_probabilities,
+    aggregates_text,
     mean_interval,
+    normalized_scores,
     plot_performance_profiles,
+    random_play,
 )
 from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.probes import acting_layer
@@ -73,28 +75,6 @@ def task_forgetting(m: dict, task: str) -> float:
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
-def normalized_scores(results: dict[str, list[dict]]) -> tuple[dict[str, np.ndarray], str]:
-    """Per method, the normalized final return of each run on each task, shape ``(runs, tasks)``:
-    0 = random play, 1 = the task's reference return.
-
-    The reference is the run's own (the env's reward threshold or ``eval.reference_returns``);
-    where a task has none (MinAtar), it is the best end-of-stage return any method reached on
-    that task in this benchmark, so a task nobody learned cannot blow the average up.
-    """
-    key = "normalized_final_returns"
-    if all(None not in m[key].values() for runs in results.values() for m in runs):
-        return {
-            method: np.array([[m[key][task] for task in m["tasks"]] for m in runs]) for method, runs in results.items()
-        }, "the reference return"
-    best = np.max([np.max(m["eval_matrix"], axis=0) for runs in results.values() for m in runs], axis=0)
-    out = {}
-    for method, runs in results.items():
-        out[method] = np.array(
-            [(np.array(m["eval_matrix"])[-1] - random_play(m)) / (best - random_play(m)) for m in runs]
-        )
-    return out, "the best end-of-stage return any method reached on the task"
-
-
 def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
     """Per-seed normalized final averages (the mean over tasks of :func:`normalized_scores`)."""
     scores, normalized_by = normalized_scores(results)
@@ -125,6 +105,20 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
             worst = float(np.min(learned / scratch))
             name = f"{psp} every just-learned return >= 0.90 x separate's"
             lines.append(line(name, f"min {worst:.2f}x", worst >= 0.9))
+            scratch = {m["seed"]: m for m in results["separate"] if m.get("seed") is not None}
+            pairs = [(m, scratch[m["seed"]]) for m in results[psp] if m.get("seed") in scratch]
+            if len(pairs) >= 2:
+                paired = mean_interval([m["final_average_return"] - s["final_average_return"] for m, s in pairs])
+                lines.append(
+                    f"- {psp} minus separate, final average paired by seed ({len(pairs)} seeds): "
+                    f"{paired.value:.1f}, 95% bootstrap interval [{paired.low:.1f}, {paired.high:.1f}]"
+                )
+        kept = [kept_share(m) for m in results[psp]]
+        held = sum(k >= 0.9 for shares in kept for k in shares)
+        total = sum(len(shares) for shares in kept)
+        lines.append(line(f"{psp} every earlier task's final return >= 0.9x its end-of-stage return, every seed",
+                          f"{held} of {total} (seed, task) pairs, lowest {min(min(k, default=1.0) for k in kept):.2f}x",
+                          held == total))  # fmt: skip
         forget = float(np.mean([relative_forgetting(m) for m in results[psp]]))
         lines.append(line(f"{psp} forgetting <= 10% of the trained return", f"{forget:.1%}", forget <= 0.10))
         if "finetune" in results:
@@ -152,6 +146,24 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
     return lines
 
 
+def trial_seed(run_dir: Path) -> int | None:
+    """The seed a sweep trial's directory is named for (``<method>-s<seed>``), else None."""
+    match = re.search(r"-s(\d+)$", Path(run_dir).name)
+    return int(match.group(1)) if match else None
+
+
+def kept_share(m: dict) -> list[float]:
+    """For each task trained before the last stage, its final return over its return at the end of
+    its own (first) stage (1.0 where that return was 0 or less)."""
+    matrix = np.array(m["eval_matrix"])
+    shares = []
+    for j, task in enumerate(m["tasks"]):
+        stage = m["stages"].index(task)
+        if stage < len(m["stages"]) - 1:
+            shares.append(float(matrix[-1, j] / matrix[stage, j]) if matrix[stage, j] > 0 else 1.0)
+    return shares
+
+
 def learned_tasks(runs: list[dict]) -> list[str]:
     """The tasks whose final return, mean over seeds, is >= 5x random play's (>= 5 where random play
     scores 0 or less): what "learned" means where a task has no reference return (MinAtar)."""
@@ -162,37 +174,10 @@ def learned_tasks(runs: list[dict]) -> list[str]:
     return [task for task, f, b in zip(tasks, final, bar, strict=True) if f >= b - 1e-9]  # returns are rounded
 
 
-def random_play(m: dict) -> np.ndarray:
-    """Random play's return on each of the run's tasks, in the run's task order."""
-    return np.array([m["random_returns"][task] for task in m["tasks"]])
-
-
 def diagonal(m: dict) -> np.ndarray:
     """Return on each task right after first training it."""
     matrix = np.array(m["eval_matrix"])
     return np.array([matrix[m["stages"].index(task), j] for j, task in enumerate(m["tasks"])])
-
-
-def aggregates_text(
-    scores: dict[str, np.ndarray], aggregates: dict[str, dict[str, Estimate]], normalized_by: str, seed_note: str
-) -> str:
-    """``aggregates.md``: IQM and mean of the normalized final returns per method (``aggregates``
-    of ``scores``), and the probability that each PSP method improves on each other method, with
-    95% stratified bootstrap intervals (rliable)."""
-    rows = [[method, str(a["iqm"]), str(a["mean"])] for method, a in aggregates.items()]
-    lines = [
-        f"Normalized final returns (0 = random play, 1 = {normalized_by}) over every (seed, task); seeds: "
-        f"{seed_note}. Point estimate [95% stratified bootstrap interval] (rliable).",
-        "",
-        markdown_table(["method", "IQM", "mean"], rows),
-    ]
-    for method in [m for m in scores if m.startswith("psp")]:
-        probabilities = improvement_probabilities(scores, method)
-        lines += ["", f"P({method} > baseline): a run of {method} scores higher on a task picked at random "
-                  "(ties count half).", ""]  # fmt: skip
-        lines.append(markdown_table(["baseline", "probability"], [[b, str(p)] for b, p in probabilities.items()]))
-    lines += ["", "![performance profiles](performance_profile.png)", ""]
-    return "\n".join(lines)
 
 
 def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, list[Path]], out: Path) -> list[str]:
@@ -201,6 +186,7 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
     for method, runs in results.items():
         for metrics, run_dir in zip(runs, run_dirs[method], strict=True):
             metrics.setdefault("probes", probe_summary(run_dir))
+            metrics.setdefault("seed", trial_seed(run_dir))
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
 
     scratch = [diagonal(m) for m in results.get("separate", [])]
@@ -243,6 +229,10 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
     atomic_write_text(out / "aggregates.md", aggregates_text(scores, aggregates, normalized_by, seed_note))
     plot_performance_profiles(scores, out / "performance_profile.png")
     goals = targets(results, normalized)
-    atomic_write_text(out / "targets.md", f"Targets (means over seeds: {seed_note}):\n\n" + "\n".join(goals) + "\n")
-    write_report([dirs[0] for dirs in run_dirs.values()], out)
+    atomic_write_text(
+        out / "targets.md",
+        f"Targets (means over seeds: {seed_note}; normalized: 0 = random play, 1 = {normalized_by}, over the methods "
+        f"of this table):\n\n" + "\n".join(goals) + "\n",
+    )
+    write_report([dirs[0] for dirs in run_dirs.values()], out, aggregates=False)
     return lines + ["", *goals]
