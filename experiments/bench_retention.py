@@ -7,7 +7,8 @@ The same as ``psp-rl sweep CONFIG ... --out experiments/results/<config name>`` 
 :mod:`psp_rl.continual.sweep`): each method is the config with another ``agent.method`` /
 ``agent.context`` (a baseline is a config, not another loop), run as a Ray trial into
 ``<out>/runs/<method>-s<seed>/`` (finished ones reused, unfinished ones resumed); the table goes
-to ``<out>/table.csv`` and ``table.md`` (mean and 95% t-interval over seeds), the targets to
+to ``<out>/table.csv`` and ``table.md`` (means with 95% bootstrap intervals over seeds; rliable's IQM,
+probability of improvement and performance profiles in ``aggregates.md``), the targets to
 ``targets.md``, the plots to ``report.md`` (seed 0 of every method). ``--variants FILE`` adds
 named methods (``name -> agent settings`` over the config's). ``psp-rl sweep --help`` lists
 every option.

@@ -240,7 +240,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"sweep {str(out)!r}: no finished trial to tabulate")
     print("\n".join(write_tables(outcome.results, outcome.run_dirs, out)))
     atomic_write_text(out / "command.txt", "psp-rl " + " ".join(args.argv) + "\n")
-    print(f"written: {out}/table.csv, table.md, targets.md, report.md, command.txt")
+    print(f"written: {out}/table.csv, per_task.csv, table.md, aggregates.md, targets.md, report.md, command.txt")
     return 1 if outcome.failures else 0
 
 

@@ -254,9 +254,10 @@ def test_bad_hidden_id_settings_are_one_line_errors(change, message):
     assert "\n" not in str(info.value)
 
 
-# 8,192 steps a task: at 4,096 PPO's default task was half learned on some seeds, its training
-# returns still climbing, and the return-drop detector missed the switch on seed 1 on every float
-# path (its reference spread inflated by the learning curve); see test_a_hidden_id_run_detects_...
+# 8,192 steps a task: at 4,096, seed 1 learned the default task to 141 only, with training returns
+# still climbing, and the switch went undetected on every float path: context 0 relearned the
+# reversed task (171) before the return-drop statistic, whose reference spread the climb had
+# inflated, reached its threshold.
 HIDDEN_STEPS = 8192
 HIDDEN_KILL = "learn:1200"  # vec-env steps of 8 envs: env step 9,600, in task 2, after its detection
 HIDDEN_RUN = {
@@ -293,6 +294,8 @@ def hidden_run(tmp_path_factory, request):
 
 @pytest.mark.learning
 def test_a_hidden_id_run_detects_the_switch_and_takes_a_fresh_context(hidden_run, record_property):
+    """Seeds 0-4 on the native, AVX2 and baseline float paths (experiments/learning_margins.py):
+    detected 280-488 env steps after the switch (bound 2,000), no false alarm, a fresh context."""
     _, run_dir = hidden_run
     inference = json.loads((run_dir / "metrics.json").read_text())["TaskInference"]
     (switch,) = inference["switches"]
@@ -319,6 +322,9 @@ def test_a_killed_hidden_id_run_resumes_exactly(hidden_run, tmp_path):
 
 @pytest.mark.learning
 def test_psp_rl_evaluate_uses_the_runs_inference(hidden_run, record_property):
+    """Seeds 0-4, three float paths: the reversed task evaluates at 112-500 through the run's
+    inference (bound > 19, twice what context 0 gets), 0.79-1.13 of the run's own last evaluation
+    (bound 0.5)."""
     _, run_dir = hidden_run
     result = run_cli("evaluate", str(run_dir), "--episodes", "4")
     assert result.returncode == 0, result.stderr

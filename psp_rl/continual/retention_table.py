@@ -2,8 +2,9 @@
 parameters and speed over seeds (means with 95% bootstrap intervals), the normalized scores'
 IQM and mean (rliable), the targets, and the report's plots.
 
-Written to ``<out>/table.csv``, ``table.md``, ``aggregates.md``, ``performance_profile.png``,
-``targets.md`` and ``report.md`` (seed 0 of every method) by :func:`write_tables`.
+Written to ``<out>/table.csv``, ``per_task.csv`` (just-learned and final return per task, means
+over seeds), ``table.md``, ``aggregates.md``, ``performance_profile.png``, ``targets.md`` and
+``report.md`` (seed 0 of every method) by :func:`write_tables`.
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
               if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
         ])  # fmt: skip
     atomic_write_csv(out / "table.csv", header, rows)
+    per_task = [
+        [method, task, f"{np.mean([diagonal(m)[j] for m in runs]):.1f}",
+         f"{np.mean([m['eval_matrix'][-1][j] for m in runs]):.1f}"]
+        for method, runs in results.items() for j, task in enumerate(runs[0]["tasks"])
+    ]  # fmt: skip
+    atomic_write_csv(out / "per_task.csv", ["method", "task", "just_learned", "final"], per_task)
     lines = markdown_table(header, rows).split("\n")
     atomic_write_text(
         out / "table.md",
