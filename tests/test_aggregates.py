@@ -67,3 +67,9 @@ def test_missing_rliable_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", without_rliable)
     with pytest.raises(ImportError, match=r'pip install "psp-rl\[report\]"'):
         aggregates.aggregate_scores(SCORES)
+
+
+def test_performance_profile_of_an_ablation_with_more_methods_than_colours(tmp_path):
+    rng = np.random.default_rng(0)
+    many = {f"psp-{i}": rng.random((2, 3)) for i in range(23)}
+    assert plot_performance_profiles(many, tmp_path / "profile.png", reps=20).is_file()

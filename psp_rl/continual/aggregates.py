@@ -19,7 +19,7 @@ import numpy as np
 
 from psp_rl.continual.io import atomic_savefig, markdown_table
 
-REPS = 5_000  # bootstrap resamples per interval
+REPS = 2_000  # bootstrap resamples per interval (rliable's own default for profiles)
 INSTALL = 'rliable is needed for aggregate scores and performance profiles: pip install "psp-rl[report]"'
 
 
@@ -120,7 +120,8 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
         profiles, bands = library.create_performance_profile(scores, taus, reps=reps)
     finally:
         np.random.set_state(state)
-    colors = dict(zip(scores, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(scores) <= 10 else plt.get_cmap("tab20").colors
+    colors = {method: palette[i % len(palette)] for i, method in enumerate(scores)}  # an ablation has 20+ rows
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     plot_utils.plot_performance_profiles(
         profiles, taus, performance_profile_cis=bands, colors=colors, ax=ax, xlabel=r"normalized score $\tau$",
