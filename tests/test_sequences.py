@@ -234,3 +234,12 @@ def test_envs_import_and_build_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_atari_game_starts_without_ale_banner(capfd):
+    """ALE prints its banner to stderr at every game's start; the CLI's own lines come without it."""
+    env = get_sequence("atari-small").make_env(0)
+    env.reset(seed=0)
+    env.close()
+    captured = capfd.readouterr()
+    assert "A.L.E" not in captured.err + captured.out
