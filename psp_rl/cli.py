@@ -199,17 +199,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
-    from psp_rl.continual.config import apply_settings, find_config, parse_config, read_config
+    from psp_rl.continual.config import find_config, load_config, read_config
     from psp_rl.continual.io import atomic_write_text
     from psp_rl.continual.retention_table import write_tables
     from psp_rl.continual.sweep import METHODS, finished_trials, method_table, run_sweep
 
     path = find_config(args.config)
-    base = read_config(path)
-    if isinstance(base, dict) and args.set:
-        base = apply_settings(base, args.set)
-    source = f"{path} with --set {' '.join(args.set)}" if args.set else str(path)
-    parse_config(base, source)  # the base config itself must be valid (one-line error if not)
+    load_config(path, settings=args.set)  # the base config itself must be valid (one-line error if not)
+    base = read_config(path, args.set)
     overlays = {}
     if args.variants is not None:
         if not args.variants.is_file():

@@ -512,15 +512,17 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
 
 
-def read_config(path: str | Path) -> Any:
-    """A YAML config file as data (``yaml.safe_load``), not yet validated."""
+def read_config(path: str | Path, settings: Sequence[str] = ()) -> Any:
+    """A YAML config file as data (``yaml.safe_load``) with ``key.path=value`` ``settings`` applied
+    (:func:`apply_settings`), not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r}: not found")
     try:
-        return yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r}: not valid YAML ({exc})") from None
+    return apply_settings(data, settings) if isinstance(data, dict) and settings else data
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -547,15 +549,12 @@ def find_config(name: str | Path) -> Path:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, settings: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config, apply top-level ``overrides`` and ``key.path=value`` ``settings``
-    (:func:`apply_settings`), and validate it."""
-    data = read_config(path)
+    """Read a YAML config with its ``key.path=value`` ``settings`` (:func:`read_config`), apply
+    top-level ``overrides`` and validate it."""
+    data = read_config(path, settings)
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
-    if isinstance(data, dict) and settings:
-        data = apply_settings(data, settings)
-    source = f"{path} with --set {' '.join(settings)}" if settings else str(path)
-    return parse_config(data, source=source)
+    return parse_config(data, source=f"{path} with --set {' '.join(settings)}" if settings else str(path))
 
 
 def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:

@@ -76,12 +76,6 @@ def task_forgetting(m: dict, task: str) -> float:
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
-def normalized_returns(results: dict[str, list[dict]]) -> tuple[dict[str, list[float]], str]:
-    """Per-seed normalized final averages (the mean over tasks of :func:`normalized_scores`)."""
-    scores, normalized_by = normalized_scores(results)
-    return {method: [float(np.mean(row)) for row in matrix] for method, matrix in scores.items()}, normalized_by
-
-
 def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) -> list[str]:
     """The issue's targets as met / MISSED lines, from the mean over seeds."""
 
@@ -106,8 +100,8 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
             worst = float(np.min(learned / scratch))
             name = f"{psp} every just-learned return >= 0.90 x separate's"
             lines.append(line(name, f"min {worst:.2f}x", worst >= 0.9))
-            scratch = {m["seed"]: m for m in results["separate"] if m.get("seed") is not None}
-            pairs = [(m, scratch[m["seed"]]) for m in results[psp] if m.get("seed") in scratch]
+            by_seed = {m["seed"]: m for m in results["separate"] if m.get("seed") is not None}
+            pairs = [(m, by_seed[m["seed"]]) for m in results[psp] if m.get("seed") in by_seed]
             if len(pairs) >= 2:
                 paired = mean_interval([m["final_average_return"] - s["final_average_return"] for m, s in pairs])
                 lines.append(
