@@ -18,6 +18,8 @@ def test_permutations_start_with_the_identity_and_rotation_is_continuous():
 @pytest.mark.slow
 @pytest.mark.learning
 def test_k10_binary_keeps_task_zero_and_none_forgets_it(learning_seed, record_property):
+    """Seeds 0-3 (two a learning seed) on three float paths: binary 0.82-0.89 (bound 0.75), none
+    0.09-0.14 (bound 0.30)."""
     seeds = (2 * learning_seed, 2 * learning_seed + 1)
     binary = np.mean([train_permuted("binary", 10, seed=s)[-1, 0] for s in seeds])
     none = np.mean([train_permuted("none", 10, seed=s)[-1, 0] for s in seeds])
