@@ -127,13 +127,10 @@ def _machine() -> str:
 
     import torch
 
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "unknown CPU",
-    ) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    native = "AMX/AVX512-BF16" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2 or older"
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    model = names[0] if names else platform.processor() or "unknown CPU"
+    native = "AMX/AVX512-BF16" if "amx_bf16" in cpuinfo else "AVX-512" if "avx512f" in cpuinfo else "AVX2 or older"
     return f"{model}, {os.cpu_count()} cores, native path {native}; torch {torch.__version__}"
 
 
