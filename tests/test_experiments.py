@@ -136,3 +136,19 @@ def test_readme_python_example_runs(monkeypatch, tmp_path):
     assert (tmp_path / "runs" / "my-ppo" / "eval.csv").exists()
     exec(example.replace("steps=20_000", "steps=512"), namespace)  # again: resumes, trains nothing
     assert namespace["metrics"]["final_returns"] == metrics["final_returns"]
+
+
+def test_learning_margins_tabulates_a_learning_test_per_path_and_resumes(tmp_path):
+    from experiments.learning_margins import main as margins
+    from experiments.learning_margins import read_rows
+
+    test = "tests/test_retention.py::test_centring_removes_the_common_mode_crosstalk"
+    margins([test, "--seeds", "0", "--paths", "native", "avx2", "--workers", "1", "--out", str(tmp_path)])
+    rows = read_rows(tmp_path / "margins.csv")
+    assert {(r["path"], r["seed"]) for r in rows} == {("native", "0"), ("avx2", "0")}
+    assert {r["outcome"] for r in rows} == {"passed"} and len({r["test"] for r in rows}) == 2  # its two params
+    assert {r["key"] for r in rows} >= {"plain_common_share", "centred_over_plain_common"}
+    assert "2/2 passed" in (tmp_path / "summary.md").read_text()  # per test: the two float paths
+    before = (tmp_path / "margins.csv").read_bytes()
+    margins([test, "--seeds", "0", "--paths", "native", "--workers", "1", "--out", str(tmp_path)])
+    assert (tmp_path / "margins.csv").read_bytes() == before  # a (path, seed) already there is not rerun
