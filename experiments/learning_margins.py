@@ -25,6 +25,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+
 FLOAT_PATHS = {
     "native": {},
     "avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -64,12 +66,7 @@ def read_rows(table: Path) -> list[dict]:
 
 def write_rows(table: Path, rows: list[dict]) -> None:
     """Atomically: a killed run leaves the previous table whole."""
-    tmp = table.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(table)
+    atomic_write_csv(table, FIELDS, [[row[field] for field in FIELDS] for row in rows])
 
 
 def summary(rows: list[dict]) -> str:
@@ -115,9 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path} seed {seed}: done", flush=True)
     text = summary(rows)
     header = f"# Learning tests over seeds and float paths\n\nMachine: {_machine()}\n\n```\n"
-    tmp = args.out / "summary.md.tmp"
-    tmp.write_text(header + text + "\n```\n")
-    tmp.replace(args.out / "summary.md")
+    atomic_write_text(args.out / "summary.md", header + text + "\n```\n")
     print(text)
 
 

@@ -11,6 +11,8 @@ extra (``pip install "psp-rl[report]"``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,23 @@ def _rliable() -> tuple[Any, Any]:
     return library, metrics
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """numpy's global generator seeded for the block and put back after: rliable 1.2 resamples with
+    it (bootstrap intervals and profiles alike), whatever ``random_state`` it is handed."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _interval_estimates(scores: dict[str, Any], func: Any, reps: int, seed: int) -> tuple[dict, dict]:
     """rliable's stratified bootstrap, seeded: (point estimates, intervals) per key of ``scores``."""
     library, _ = _rliable()
-    state = np.random.get_state()
-    np.random.seed(seed)  # rliable 1.2 resamples with numpy's global generator, whatever random_state says
-    try:
+    with _seeded(seed):
         return library.get_interval_estimates(scores, func, reps=reps)
-    finally:
-        np.random.set_state(state)
 
 
 @dataclass(frozen=True)
@@ -114,12 +124,8 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
 
     flat = np.concatenate([s.ravel() for s in scores.values()])
     taus = np.linspace(min(0.0, float(np.nanmin(flat))), max(1.0, float(np.nanmax(flat))), 101)
-    state = np.random.get_state()
-    np.random.seed(seed)  # rliable's profile bootstrap draws from numpy's global generator
-    try:
+    with _seeded(seed):
         profiles, bands = library.create_performance_profile(scores, taus, reps=reps)
-    finally:
-        np.random.set_state(state)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(scores) <= 10 else plt.get_cmap("tab20").colors
     colors = {method: palette[i % len(palette)] for i, method in enumerate(scores)}  # an ablation has 20+ rows
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)

@@ -457,13 +457,18 @@ def _describe(value: Any) -> str:
     return repr(value) if not isinstance(value, dict | list) else type(value).__name__
 
 
+def _section(model: type[BaseModel] | None, key: Any) -> type[BaseModel] | None:
+    """The settings model of ``model``'s field ``key`` where that field is a section, else None."""
+    field = model.model_fields.get(str(key)) if model is not None else None
+    annotation = field.annotation if field is not None else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def _did_you_mean(loc: tuple[Any, ...]) -> str:
     """``"; did you mean 'learning_rate'?"`` for a misspelled key of a known section."""
     model: type[BaseModel] | None = RunConfig
     for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if model is not None else None
-        annotation = field.annotation if field is not None else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section(model, part)
     if model is None:
         return ""
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
@@ -592,11 +597,10 @@ def _check_setting_key(item: str, parts: list[str]) -> None:
             close = difflib.get_close_matches(part, list(model.model_fields), n=1)
             hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])!r}?" if close else ""
             raise ConfigError(f"--set {item!r}: unknown key {'.'.join(parts[: depth + 1])!r}{hint}")
-        annotation = model.model_fields[part].annotation
-        nested = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if not nested and depth < len(parts) - 1:
+        section = _section(model, part)
+        if section is None and depth < len(parts) - 1:
             raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])!r} is a setting, not a section")
-        model = annotation if nested else None
+        model = section
 
 
 def dump_config(config: RunConfig) -> str:

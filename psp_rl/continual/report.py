@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from psp_rl.continual.io import atomic_savefig, atomic_write_text
 from psp_rl.continual.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
 from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.sweep import Trial
 
 
 class RunData:
@@ -119,7 +119,8 @@ def _aggregate_lines(finished: list[RunData], out: Path) -> list[str]:
         return []
     groups: dict[str, list[dict]] = {}
     for r in finished:
-        groups.setdefault(re.sub(r"-s\d+$", "", r.label), []).append(r.metrics)
+        trial = Trial.from_name(r.label)
+        groups.setdefault(trial.method if trial else r.label, []).append(r.metrics)
     scores, normalized_by = normalized_scores(groups)
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in groups.items())
     text = aggregates_text(scores, aggregate_scores(scores), normalized_by, seed_note)

@@ -10,7 +10,6 @@ over seeds), ``table.md``, ``aggregates.md``, ``performance_profile.png``, ``tar
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_ta
 from psp_rl.continual.probes import acting_layer
 from psp_rl.continual.report import write_report
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.sweep import Trial
 
 PROBE_COLUMNS = (
     "crosstalk_common",
@@ -141,12 +141,6 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
     return lines
 
 
-def trial_seed(run_dir: Path) -> int | None:
-    """The seed a sweep trial's directory is named for (``<method>-s<seed>``), else None."""
-    match = re.search(r"-s(\d+)$", Path(run_dir).name)
-    return int(match.group(1)) if match else None
-
-
 def kept_share(m: dict) -> list[float]:
     """For each task trained before the last stage, its final return over its return at the end of
     its own (first) stage (1.0 where that return was 0 or less)."""
@@ -181,7 +175,8 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
     for method, runs in results.items():
         for metrics, run_dir in zip(runs, run_dirs[method], strict=True):
             metrics.setdefault("probes", probe_summary(run_dir))
-            metrics.setdefault("seed", trial_seed(run_dir))
+            trial = Trial.from_name(Path(run_dir).name)
+            metrics.setdefault("seed", trial.seed if trial else None)
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
 
     scratch = [diagonal(m) for m in results.get("separate", [])]

@@ -58,6 +58,12 @@ class Trial:
     def name(self) -> str:
         return f"{self.method}-s{self.seed}"
 
+    @classmethod
+    def from_name(cls, name: str) -> Trial | None:
+        """The trial a run directory is named for (``<method>-s<seed>``), else None."""
+        method, sep, seed = name.rpartition("-s")
+        return cls(method, int(seed)) if sep and method and seed.isdigit() else None
+
 
 @dataclass
 class SweepOutcome:
