@@ -1,13 +1,9 @@
-"""SB3-compatible continual agents (package ``psp_rl.agents``)."""
+"""SB3-compatible continual agents (package ``psp_rl.agents``): ``ContinualDQN``, ``ContinualPPO``,
+the task switch they share, and reading a task's states back from their buffers."""
 
-from psp_rl.agents.continual import ContinualDQN, ContinualPPO, TaskSwitchMixin, task_states
+from psp_rl.agents.dqn import ContinualDQN
+from psp_rl.agents.ppo import ContinualPPO
 from psp_rl.agents.replay import CompactDictReplayBuffer, compact_encoding
+from psp_rl.agents.task_switch import TaskSwitchMixin
 
-__all__ = [
-    "CompactDictReplayBuffer",
-    "ContinualDQN",
-    "ContinualPPO",
-    "TaskSwitchMixin",
-    "compact_encoding",
-    "task_states",
-]
+__all__ = ["CompactDictReplayBuffer", "ContinualDQN", "ContinualPPO", "TaskSwitchMixin", "compact_encoding"]

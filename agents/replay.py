@@ -23,6 +23,8 @@ from stable_baselines3.common.buffers import BaseBuffer, DictReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
+from psp_rl.checks import is_int
+
 
 def compact_encoding(space: spaces.Space) -> str | None:
     """How :class:`CompactDictReplayBuffer` would store frames of ``space``: ``"uint8"``,
@@ -73,7 +75,7 @@ class CompactDictReplayBuffer(DictReplayBuffer):
                 "or 0/1 observations; use replay_buffer: dict"
             )
         shape = observation_space["obs"].shape
-        if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or not frame_stack >= 1:
+        if not is_int(frame_stack) or not frame_stack >= 1:
             raise ValueError(f"frame_stack={frame_stack!r}: expected a positive int")
         if frame_stack > 1 and (len(shape) < 2 or shape[0] != frame_stack):
             raise ValueError(f"frame_stack={frame_stack}: expected obs of shape ({frame_stack}, ...), got {shape}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from psp_rl.checks import is_int
 from psp_rl.envs.episodes import check_carryable
 from psp_rl.envs.factories import FACTORIES
 from psp_rl.envs.wrappers import TaskObservation
@@ -79,10 +80,10 @@ class TaskSequence:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"sequence {name!r}: task names must be unique, repeated: {duplicates}")
-        if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        if not is_int(cycles) or cycles < 1:
             raise ValueError(f"sequence {name!r}: cycles={cycles!r}, expected a positive int")
         max_tasks = len(tasks) if max_tasks is None else max_tasks
-        if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < len(tasks):
+        if not is_int(max_tasks) or max_tasks < len(tasks):
             raise ValueError(f"sequence {name!r}: max_tasks={max_tasks!r}, expected an int >= {len(tasks)}")
         if task_ids not in TASK_IDS:
             raise ValueError(f"sequence {name!r}: task_ids={task_ids!r}, expected one of {list(TASK_IDS)}")
@@ -155,7 +156,7 @@ class TaskSequence:
             if task not in self.names:
                 raise ValueError(f"task {task!r}: not in sequence {self.name!r}; tasks are {self.names}")
             return self.names.index(task)
-        if isinstance(task, bool) or not isinstance(task, numbers.Integral) or not 0 <= task < len(self.tasks):
+        if not is_int(task) or not 0 <= task < len(self.tasks):
             raise ValueError(f"task={task!r}: expected a task name or an id in [0, {len(self.tasks)})")
         return int(task)
 
@@ -189,7 +190,7 @@ class TaskSequence:
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        if not is_int(n_envs) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected a positive int")
         if vec_env not in VEC_ENVS:
             raise ValueError(f"vec_env={vec_env!r}: expected one of {list(VEC_ENVS)}")

@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from psp_rl.checks import is_int
+
 
 class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Turn any env's observation into ``{"obs": <original>, "task": <int>}``.
@@ -31,7 +33,7 @@ class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, task: int, max_tasks: int) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, task=task, max_tasks=max_tasks)
         super().__init__(env)
-        if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
+        if not is_int(max_tasks) or max_tasks < 1:
             raise ValueError(f"max_tasks={max_tasks!r}: expected a positive int")
         self.max_tasks = max_tasks
         entries = {"obs": env.observation_space, "task": spaces.Discrete(max_tasks)}
@@ -43,7 +45,7 @@ class TaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
 
     def set_task(self, task: int) -> None:
         """Change the task id reported from the next observation on (an environment change)."""
-        if isinstance(task, bool) or not isinstance(task, numbers.Integral) or not 0 <= task < self.max_tasks:
+        if not is_int(task) or not 0 <= task < self.max_tasks:
             raise ValueError(f"task={task!r}: expected an int in [0, {self.max_tasks})")
         self.task = int(task)
 
@@ -192,7 +194,7 @@ class DriftingParam(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """
 
     def __init__(self, env: gym.Env, name: str, low: float, high: float, period: int, frozen: bool = False) -> None:
-        if isinstance(period, bool) or not isinstance(period, int) or period < 2:
+        if not is_int(period) or period < 2:
             raise ValueError(f"drift period={period!r}: expected an int >= 2 (env steps per sweep)")
         if not float(high) > float(low):
             raise ValueError(f"drift high={high!r}: expected a value above low={low!r}")

@@ -2,7 +2,7 @@
 
     python experiments/bench_drift.py experiments/configs/cartpole-drift.yaml --seeds 0 1 2 --max-parallel 2
 
-Three variants of the config's agent, run through the sweep runner (:mod:`psp_rl.continual.sweep`,
+Three variants of the config's agent, run through the sweep runner (:mod:`psp_rl.sweep.runner`,
 finished runs reused, unfinished ones resumed) into ``<out>/runs/<variant>-s<seed>/``:
 
 - ``drift-fixed``: one context (``agent.drift: none``), the agent sees theta but its context does not move;
@@ -27,13 +27,13 @@ import torch
 import yaml
 
 from psp_rl.agents import ContinualPPO
-from psp_rl.continual.build import build_sequence
+from psp_rl.config.build import build_sequence
+from psp_rl.config.schema import parse_config
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
-from psp_rl.continual.config import parse_config
 from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
-from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
+from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.run_dir import RunDir
-from psp_rl.continual.sweep import run_sweep
+from psp_rl.sweep.runner import run_sweep
 
 VARIANTS = {
     "drift-fixed": {"drift": "none"},

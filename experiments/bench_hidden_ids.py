@@ -2,7 +2,7 @@
 
     python experiments/bench_hidden_ids.py experiments/configs/hidden-ids.yaml --seeds 0 1 2 --max-parallel 2
 
-Runs the config twice per seed through the sweep runner (:mod:`psp_rl.continual.sweep`): with
+Runs the config twice per seed through the sweep runner (:mod:`psp_rl.sweep.runner`): with
 ``sequence.task_ids: hidden`` (into ``<out>/hidden/``) and ``announced`` (``<out>/announced/``);
 finished runs are reused and unfinished ones resumed, so the same command completes a stopped
 benchmark. Then it pools the detector's scores over seeds and writes ``<out>/table.md``,
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from psp_rl.continual.inference import returning_tasks
-from psp_rl.continual.io import atomic_write_csv, atomic_write_text, markdown_table
-from psp_rl.continual.sweep import run_sweep
+from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
+from psp_rl.plugins.inference.task_inference import returning_tasks
+from psp_rl.sweep.runner import run_sweep
 
 MODES = ("hidden", "announced")
 

@@ -34,8 +34,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from psp_rl.agents import CompactDictReplayBuffer
-from psp_rl.continual.build import build_agent, replay_buffer_kwargs
-from psp_rl.continual.config import AgentConfig
+from psp_rl.config.build import build_agent, replay_buffer_kwargs
+from psp_rl.config.schema import AgentConfig
 from psp_rl.envs import get_sequence
 from psp_rl.hyperparams import DQN_CARTPOLE, DQN_CARTPOLE_NET, PPO_CARTPOLE
 from psp_rl.threads import set_threads

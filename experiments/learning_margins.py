@@ -25,7 +25,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
-from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+from psp_rl.continual.files import atomic_write_csv, atomic_write_text
 
 FLOAT_PATHS = {
     "native": {},

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-import psp_rl.agents.continual as continual
-from psp_rl.continual.build import trainer_from_config
+import psp_rl.agents.distillation as distillation
+from psp_rl.config import ContinualTrainer
+from psp_rl.config.schema import load_config
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.config import load_config
 from psp_rl.continual.evaluation import evaluate_tasks
 
 # setting -> agent attributes (distil_margin, distil_steps, distil_loss, distil_visits), Adam's rate,
@@ -45,21 +45,20 @@ POLICY = ("policy_torso", "policy_head", "distilled")
 def distil(agent, task: int, setting: dict, task_env) -> float:
     """``agent.distil(task, task_env)`` under ``setting``; everything is put back afterwards."""
     saved = {name: getattr(agent, name) for name in ("distil_margin", "distil_steps", "distil_loss", "distil_visits")}
-    saved_lr, saved_states = continual.DISTIL_LR, continual.task_states
+    saved_lr, saved_rows = distillation.DISTIL_LR, agent.task_rows
     try:
         for name, value in setting.items():
             if name in saved:
                 setattr(agent, name, value)
-        continual.DISTIL_LR = setting.get("lr", saved_lr)
-        if "recent" in setting:
-            continual.task_states = lambda a, t, *args, **kw: {
-                key: value[-setting["recent"] :] for key, value in saved_states(a, t).items()
-            }
+        distillation.DISTIL_LR = setting.get("lr", saved_lr)
+        if "recent" in setting:  # the task's most recent replayed states only
+            agent.task_rows = lambda t: saved_rows(t)[-setting["recent"] :]
         return agent.distil(task, task_env)
     finally:
         for name, value in saved.items():
             setattr(agent, name, value)
-        continual.DISTIL_LR, continual.task_states = saved_lr, saved_states
+        distillation.DISTIL_LR = saved_lr
+        vars(agent).pop("task_rows", None)
 
 
 class Probe(ContinualCallback):
@@ -109,7 +108,7 @@ def main() -> None:
     )
     probe = Probe(args.settings)
     label = f"{args.seed}-{'-'.join(args.tasks)}"
-    trainer_from_config(config, args.out / f"run-{label}", overwrite=True, callbacks=[probe]).run()
+    ContinualTrainer(config, args.out / f"run-{label}", overwrite=True, callbacks=[probe]).run()
     (args.out / f"probe-{label}.json").write_text(json.dumps(probe.out, indent=1))
 
 

@@ -111,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from psp_rl.continual import ContinualTrainer, RunInterrupted, load_config
-    from psp_rl.continual.config import find_config
+    from psp_rl.config import ContinualTrainer, load_config
+    from psp_rl.config.schema import find_config
+    from psp_rl.errors import RunInterrupted
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: expected a non-negative int")
@@ -144,9 +145,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from psp_rl.continual import CheckpointError, ContinualTrainer, RunDir, evaluate_tasks, load_config
+    from psp_rl.config import ContinualTrainer, load_config
+    from psp_rl.continual import RunDir, evaluate_tasks
     from psp_rl.continual.checkpoints import MODEL
-    from psp_rl.continual.io import atomic_write_csv
+    from psp_rl.continual.files import atomic_write_csv
+    from psp_rl.errors import CheckpointError
     from psp_rl.threads import set_threads
 
     if args.episodes <= 0:
@@ -186,7 +189,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from psp_rl.continual.report import write_report
+    from psp_rl.reporting.report import write_report
 
     try:
         path = write_report(args.run_dirs, args.out)
@@ -199,10 +202,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
-    from psp_rl.continual.config import find_config, load_config, read_config
-    from psp_rl.continual.io import atomic_write_text
-    from psp_rl.continual.retention_table import write_tables
-    from psp_rl.continual.sweep import METHODS, finished_trials, method_table, run_sweep
+    from psp_rl.config.schema import find_config, load_config, read_config
+    from psp_rl.continual.files import atomic_write_text
+    from psp_rl.reporting.retention_table import write_tables
+    from psp_rl.sweep.runner import METHODS, finished_trials, method_table, run_sweep
 
     path = find_config(args.config)
     load_config(path, settings=args.set)  # the base config itself must be valid (one-line error if not)
@@ -237,14 +240,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"sweep {str(out)!r}: no finished trial to tabulate")
     print("\n".join(write_tables(outcome.results, outcome.run_dirs, out)))
     atomic_write_text(out / "command.txt", "psp-rl " + " ".join(args.argv) + "\n")
-    print(f"written: {out}/table.csv, per_task.csv, table.md, aggregates.md, targets.md, report.md, command.txt")
+    print(f"written: {out}/table.csv, per_task.csv, table.md, aggregates.md, report.md, command.txt")
     return 1 if outcome.failures else 0
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
+    from psp_rl.config.build import AGENT_CLASSES
+    from psp_rl.config.schema import AgentConfig, shipped_configs
     from psp_rl.contexts import CONTEXT_KINDS
-    from psp_rl.continual.build import AGENT_CLASSES
-    from psp_rl.continual.config import AgentConfig, shipped_configs
     from psp_rl.envs import get_sequence, list_sequences
 
     print("shipped configs (psp-rl train NAME):")
@@ -292,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="psp-rl: %(message)s")
     logging.getLogger("psp_rl").setLevel(logging.INFO)  # the run's own news: start, resume, evaluations
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from psp_rl.continual import CheckpointError, ConfigError, NumericalError, RunInterrupted
-    from psp_rl.continual.io import RunDirBusy
+    from psp_rl.errors import CheckpointError, ConfigError, NumericalError, RunDirBusy, RunInterrupted
 
     try:
         return COMMANDS[args.command](args)

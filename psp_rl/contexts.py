@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psp_rl.checks import is_int
+
 ContextKind = Literal["binary", "complex", "rotation", "none"]
 CONTEXT_KINDS: tuple[str, ...] = get_args(ContextKind)
 
@@ -47,7 +49,7 @@ def check_kind(kind: str) -> str:
 
 def _generator(seed: int, layer: int, task: int) -> torch.Generator:
     for name, value in (("seed", seed), ("layer", layer), ("task", task)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        if not is_int(value) or value < 0:
             raise ValueError(f"{name}={value!r}: expected a non-negative int")
     # SeedSequence mixes the three integers so (1, 0, 2) and (0, 1, 2) give unrelated streams.
     state = np.random.SeedSequence([int(seed), int(layer), int(task)]).generate_state(2, dtype=np.uint32)
@@ -80,7 +82,7 @@ def make_context(kind: str, size: int, *, seed: int = 0, layer: int = 0, task: i
         ``complex``, ``(n, n)`` float32 orthogonal matrix for ``rotation``.
     """
     check_kind(kind)
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    if not is_int(size) or size <= 0:
         raise ValueError(f"size={size!r}: expected a positive int (the layer's input width)")
     gen = _generator(seed, layer, task)
     if kind == "none":
@@ -95,7 +97,7 @@ def make_context(kind: str, size: int, *, seed: int = 0, layer: int = 0, task: i
 
 def make_contexts(kind: str, size: int, num_tasks: int, *, seed: int = 0, layer: int = 0) -> torch.Tensor:
     """Contexts of tasks ``0 .. num_tasks - 1`` stacked on a leading task axis."""
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks <= 0:
+    if not is_int(num_tasks) or num_tasks <= 0:
         raise ValueError(f"num_tasks={num_tasks!r}: expected a positive int")
     return torch.stack([make_context(kind, size, seed=seed, layer=layer, task=k) for k in range(num_tasks)])
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psp_rl.checks import is_int
 from psp_rl.contexts import Context, context_class, kind_of_code
 
 TaskArg = int | torch.Tensor
@@ -89,7 +90,7 @@ class _Superposed(TaskModule):
     def _setup_contexts(self, num_tasks: int, context: str, seed: int, layer_id: int, size: int) -> None:
         kind = context_class(context)
         for name, value in (("num_tasks", num_tasks), ("seed", seed), ("layer_id", layer_id)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_tasks" else 0):
+            if not is_int(value) or value < (1 if name == "num_tasks" else 0):
                 raise ValueError(f"{name}={value!r}: expected an int >= {1 if name == 'num_tasks' else 0}")
         self.num_tasks, self.context, self.seed, self.layer_id = num_tasks, context, seed, layer_id
         self.contexts = kind(size, num_tasks, seed=seed, layer=layer_id)
@@ -162,7 +163,7 @@ class SuperposedLinear(_Superposed):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name}={value!r}: expected a positive int")
         if not 0 < center_momentum <= 1:
             raise ValueError(f"center_momentum={center_momentum!r}: expected 0 < center_momentum <= 1")
@@ -283,7 +284,7 @@ class SuperposedConv2d(_Superposed):
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name}={value!r}: expected a positive int")
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)

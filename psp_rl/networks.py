@@ -13,7 +13,7 @@ therefore handles its first layer by ``input_layer``:
 - ``"superposed"``: the first layer is superposed like the others (wide inputs);
 - ``"auto"`` (default): ``per_task`` when the input is narrower than :data:`NARROW_INPUT` and the
   context is not ``none``, else ``superposed``. Measured on a two-task switch in
-  ``tests/test_policies.py`` and ``experiments/bench_input_layer.py``.
+  ``tests/core/test_policies.py`` and ``experiments/bench_input_layer.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from psp_rl.checks import is_int
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, per_task_groups
 from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings
 
@@ -150,7 +151,7 @@ def mlp_torso(
     :param layer_offset: first ``layer_id`` used (:class:`LayerIds`).
     """
     psp = PSPSettings.of(psp)
-    if not net_arch or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in net_arch):
+    if not net_arch or any(not is_int(w) or w <= 0 for w in net_arch):
         raise ValueError(f"net_arch={list(net_arch)!r}: expected a non-empty list of positive ints")
     input_layer = psp.input_layer
     if input_layer == "auto":

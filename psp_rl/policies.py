@@ -110,7 +110,7 @@ class PSPQNetwork(BasePolicy):
         superposed policy network (its own ``distilled_arch`` tanh torso and a logit head) into
         which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
         in ``distilled`` then acts from its logits, whose margins are large, instead of from
-        Q-values whose gaps are a small fraction of Q (see ``psp_rl.continual.probes``).
+        Q-values whose gaps are a small fraction of Q (see ``psp_rl.plugins.probes``).
         For frames the distilled policy is a second CNN of Q's torso kind. ``"auto"``:
         ``"distilled"`` for flat observations, ``"q"`` for images (what runs saved before image
         distillation existed built; they resume as they ran).

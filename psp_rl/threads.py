@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from psp_rl.checks import is_int
+
 Threads = int | Literal["auto"]
 
 # What torch chose at start-up (its default, or OMP_NUM_THREADS): what "auto" restores.
@@ -24,7 +26,7 @@ def set_threads(threads: Threads) -> int:
     :param threads: a positive int, or ``"auto"`` for torch's own default (the number of cores,
         unless ``OMP_NUM_THREADS`` said otherwise when the process started).
     """
-    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    if threads != "auto" and (not is_int(threads) or threads < 1):
         raise ValueError(f"threads={threads!r}: expected a positive int or 'auto'")
     previous = torch.get_num_threads()
     torch.set_num_threads(_TORCH_DEFAULT if threads == "auto" else threads)

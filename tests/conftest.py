@@ -1,8 +1,10 @@
+import copy
 import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,7 +32,7 @@ def learning_seed(request) -> int:
     return request.config.getoption("--learning-seed")
 
 
-TINY_CONFIG = {
+_TINY = {
     "name": "tiny",
     "seed": 0,
     "sequence": {"name": "cartpole-shift", "tasks": ["default", "reversed"], "steps": 1500},
@@ -49,12 +51,36 @@ TINY_CONFIG = {
 }
 
 
+def tiny(changes: dict[str, Any] | None = None) -> dict:
+    """The tiny config: a 2-task cartpole-shift DQN run of 2 x 1500 steps (a few seconds), a fresh
+    copy, with ``changes`` set by dotted key (``{"sequence.steps": 300}``; :data:`DELETE` removes one)."""
+    config = copy.deepcopy(_TINY)
+    for dotted, value in (changes or {}).items():
+        *parents, last = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return config
+
+
+class _Delete:
+    """Marks a key for :func:`tiny` to remove; its repr keeps test ids stable across processes (xdist)."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
+
+
 @pytest.fixture
 def tiny_config() -> dict:
-    """A 2-task cartpole-shift DQN run of 2 x 1500 steps (a few seconds)."""
-    import copy
-
-    return copy.deepcopy(TINY_CONFIG)
+    """:func:`tiny`'s config, for a test to change."""
+    return tiny()
 
 
 def train_command(config_path: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -91,3 +117,41 @@ def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Pa
     path = Path(directory) / name
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def small_dqn(env, seed: int = 0, **kwargs):
+    """A PSP-DQN with one 16-unit layer that updates from its first step (agent-level tests)."""
+    from psp_rl.agents import ContinualDQN
+
+    return ContinualDQN(
+        "PSPPolicy", env, learning_starts=0, batch_size=16, seed=seed, policy_kwargs=dict(net_arch=[16]), **kwargs
+    )
+
+
+def filled(agent, steps: int = 300):
+    """``agent`` after ``agent.learn(steps)``."""
+    agent.learn(steps)
+    return agent
+
+
+def trained_on_task_0(seed: int = 0, **kwargs) -> tuple:
+    """(sequence, a small PSP-DQN trained 1,500 steps on task 0 of default -> reversed)."""
+    from stable_baselines3.common.logger import configure
+
+    from psp_rl.agents import ContinualDQN
+    from psp_rl.envs import get_sequence
+
+    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"])
+    agent = ContinualDQN(
+        "PSPPolicy",
+        sequence.make_vec_env(0, 1, seed=seed),
+        learning_starts=100,
+        train_freq=64,
+        gradient_steps=32,
+        seed=seed,
+        **kwargs,
+    )
+    agent.set_logger(configure(None, []))
+    agent.on_task_start(0, 1500)
+    agent.learn(1500, reset_num_timesteps=False)
+    return sequence, agent

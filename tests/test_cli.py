@@ -67,7 +67,7 @@ def test_bad_arguments_exit_2():
 
 
 def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_the_lock(tmp_path, tiny_config):
-    from psp_rl.continual.io import RunLock
+    from psp_rl.continual.files import RunLock
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(tiny_config))
@@ -127,7 +127,7 @@ def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, ti
 
 
 def test_a_run_that_fails_before_its_first_step_leaves_no_run_dir(tmp_path, tiny_config, monkeypatch):
-    from psp_rl.continual import ContinualTrainer, build, parse_config
+    from psp_rl.config import ContinualTrainer, build, parse_config
 
     def broken(*args, **kwargs):
         raise RuntimeError("agent construction failed")
@@ -175,8 +175,9 @@ def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config):
 
 
 def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tmp_path, tiny_config, monkeypatch):
-    from psp_rl.continual import ContinualTrainer, parse_config, plots
-    from psp_rl.continual.report import write_report
+    from psp_rl.config import ContinualTrainer, parse_config
+    from psp_rl.reporting import plots
+    from psp_rl.reporting.report import write_report
 
     tiny_config["eval"]["every"] = 250
     for parent, steps in (("a", 500), ("b", 750)):
@@ -195,7 +196,7 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
         drawn.update(boundaries)
         return original(runs, tasks, boundaries)
 
-    monkeypatch.setattr("psp_rl.continual.report.returns_figure", spy)
+    monkeypatch.setattr("psp_rl.reporting.report.returns_figure", spy)
     report = write_report([tmp_path / "a" / "run", tmp_path / "b" / "run", partial], tmp_path / "out").read_text()
     last = partial_rows[-1].split(",")[0]
     assert list(drawn) == ["a/run", "b/run", f"run (partial, step {last})"]
@@ -211,7 +212,7 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
 
 
 def test_progress_bar_ends_at_the_total_and_a_resume_shows_the_last_evaluation(tmp_path, tiny_config):
-    from psp_rl.continual import ContinualTrainer, parse_config
+    from psp_rl.config import ContinualTrainer, parse_config
 
     tiny_config["sequence"]["steps"] = 300
     trainer = ContinualTrainer(parse_config(tiny_config), tmp_path / "run", progress=True)
@@ -226,7 +227,7 @@ def test_progress_bar_ends_at_the_total_and_a_resume_shows_the_last_evaluation(t
 def test_current_task_steps_at_each_switch(tmp_path, tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from psp_rl.continual import ContinualTrainer, parse_config
+    from psp_rl.config import ContinualTrainer, parse_config
 
     tiny_config["sequence"]["steps"] = 300
     metrics = ContinualTrainer(parse_config(tiny_config), tmp_path / "run").run()

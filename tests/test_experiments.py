@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_CONFIG
+from tests.conftest import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,12 +57,12 @@ def test_experiment_script_runs(monkeypatch, capsys, module, argv, printed):
 
 
 def test_bench_retention_tabulates_through_the_sweep(monkeypatch, tmp_path):
-    """The script is a front of `psp-rl sweep` (whose trials tests/test_sweep.py runs on Ray):
+    """The script is a front of `psp-rl sweep` (whose trials tests/sweep/test_sweep.py runs on Ray):
     here it tabulates a finished trial without starting Ray."""
-    from psp_rl.continual import ContinualTrainer, parse_config
-    from psp_rl.continual.sweep import METHODS, Trial, trial_config
+    from psp_rl.config import ContinualTrainer, parse_config
+    from psp_rl.sweep.runner import METHODS, Trial, trial_config
 
-    config = {**TINY_CONFIG, "sequence": {**TINY_CONFIG["sequence"], "steps": 300}, "eval": {"every": 300}}
+    config = tiny({"sequence.steps": 300, "eval": {"every": 300}})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     trial = Trial("finetune", 0)
@@ -75,14 +75,15 @@ def test_bench_retention_tabulates_through_the_sweep(monkeypatch, tmp_path):
     assert exit_.value.code == 0
     table = (out / "table.csv").read_text().splitlines()
     assert table[0].startswith("method,") and [row.split(",")[0] for row in table[1:]] == ["finetune"]
+    assert "Targets (means over seeds: finetune 1" in (out / "targets.md").read_text()  # the script's own lines
 
 
 TINY_PPO = {"algo": "ppo", "net_arch": [16, 16], "n_envs": 4, "n_steps": 32, "batch_size": 64, "n_epochs": 2}
 
 
 def _finished_trial(config: dict, method: str, out: Path, methods: dict) -> None:
-    from psp_rl.continual import ContinualTrainer, parse_config
-    from psp_rl.continual.sweep import Trial, trial_config
+    from psp_rl.config import ContinualTrainer, parse_config
+    from psp_rl.sweep.runner import Trial, trial_config
 
     trial = Trial(method, 0)
     ContinualTrainer(parse_config(trial_config(config, trial, methods)), out / "runs" / trial.name).run()
@@ -90,7 +91,7 @@ def _finished_trial(config: dict, method: str, out: Path, methods: dict) -> None
 
 def test_bench_hidden_ids_scores_finished_runs(tmp_path, capsys):
     from experiments.bench_hidden_ids import main
-    from psp_rl.continual.sweep import METHODS
+    from psp_rl.sweep.runner import METHODS
 
     sequence = {"name": "cartpole-shift", "tasks": ["default", "reversed"], "steps": 512, "cycles": 2}
     config = {"name": "tiny-hidden", "sequence": sequence, "agent": TINY_PPO, "eval": {"every": 512, "episodes": 2}}
@@ -142,7 +143,7 @@ def test_learning_margins_tabulates_a_learning_test_per_path_and_resumes(tmp_pat
     from experiments.learning_margins import main as margins
     from experiments.learning_margins import read_rows
 
-    test = "tests/test_retention.py::test_centring_removes_the_common_mode_crosstalk"
+    test = "tests/core/test_centring.py::test_centring_removes_the_common_mode_crosstalk"
     margins([test, "--seeds", "0", "--paths", "native", "avx2", "--workers", "1", "--out", str(tmp_path)])
     rows = read_rows(tmp_path / "margins.csv")
     assert {(r["path"], r["seed"]) for r in rows} == {("native", "0"), ("avx2", "0")}

@@ -23,7 +23,8 @@ policy has many near-ties, and it overlapped (PSP 0.58-0.99, fine-tuning 0.17-0.
 import numpy as np
 import pytest
 
-from psp_rl.continual import ContinualCallback, ContinualTrainer, parse_config
+from psp_rl.config import ContinualTrainer, parse_config
+from psp_rl.continual import ContinualCallback
 
 EPISODES = 20  # evaluation episodes of task 0
 STATES = 1000  # task-0 states whose greedy actions are compared (recorded as `kept`)

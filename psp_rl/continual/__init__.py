@@ -1,33 +1,28 @@
-"""The continual loop: sequence trainer, evaluation matrix, metrics, TensorBoard, checkpoints, reports."""
+"""The engine: the continual loop, its callbacks, evaluation, metrics, checkpoints and run directory.
 
-from psp_rl.continual.build import trainer_from_config
+It is handed its parts (an agent factory, a task sequence, settings objects, callbacks) and imports
+nothing of the config: :mod:`psp_rl.config` builds a run from a YAML file, :mod:`psp_rl.plugins`
+holds the callbacks the baselines and task inference bring.
+"""
+
 from psp_rl.continual.callbacks import ContinualCallback, LoopView
-from psp_rl.continual.checkpoints import CheckpointError
-from psp_rl.continual.config import ConfigError, RunConfig, load_config, parse_config
 from psp_rl.continual.evaluation import evaluate_tasks
-from psp_rl.continual.loop import ContinualLoop, NumericalError, RunInterrupted
+from psp_rl.continual.loop import ContinualLoop
 from psp_rl.continual.metrics import compute_metrics
 from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
 from psp_rl.continual.run_dir import RunDir
-from psp_rl.continual.trainer import ContinualTrainer
+from psp_rl.continual.settings import CheckpointConfig, EvalConfig
 
 __all__ = [
     "AgentFactory",
-    "CheckpointError",
-    "ConfigError",
+    "CheckpointConfig",
     "ContinualCallback",
     "ContinualLoop",
-    "ContinualTrainer",
+    "EvalConfig",
     "LoopView",
-    "NumericalError",
-    "RunConfig",
     "RunDir",
     "RunIdentity",
-    "RunInterrupted",
     "SettingsIdentity",
     "compute_metrics",
     "evaluate_tasks",
-    "load_config",
-    "parse_config",
-    "trainer_from_config",
 ]

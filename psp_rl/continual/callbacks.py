@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
     from torch.utils.tensorboard import SummaryWriter
 
-    from psp_rl.continual.config import EvalConfig
     from psp_rl.continual.run_dir import RunDir
+    from psp_rl.continual.settings import EvalConfig
     from psp_rl.envs import TaskSequence
 
 

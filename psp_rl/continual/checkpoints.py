@@ -21,7 +21,8 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.io import atomic_write_text
+from psp_rl.continual.files import atomic_write_text
+from psp_rl.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ T = TypeVar("T")
 # The files of one checkpoint directory (state.json is written last: without it, it never finished).
 MODEL, REPLAY_BUFFER, CALLBACKS, STATE = "model.zip", "replay_buffer.pkl", "callbacks.pt", "state.json"
 EPISODES = "episodes.pkl"  # the training envs' running episodes (tasks that change mid-episode)
-
-
-class CheckpointError(ValueError):
-    """No checkpoint of the run directory could be loaded, or one belongs to another config."""
 
 
 @dataclass

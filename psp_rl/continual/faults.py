@@ -22,8 +22,3 @@ def fault_point(point: str) -> None:
     _, count, *name = target.split(":")
     if _COUNTS[point] == int(count):
         os.kill(os.getpid(), getattr(signal, name[0]) if name else signal.SIGKILL)
-
-
-def reset_counts() -> None:
-    """Forget how often each point was reached (several runs in one test process)."""
-    _COUNTS.clear()

@@ -22,46 +22,33 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
-from psp_rl.agents.continual import TaskSwitchMixin
-from psp_rl.continual import metrics as M
-from psp_rl.continual.callbacks import ContinualCallback, overrides_on_step
-from psp_rl.continual.checkpoints import MODEL, CheckpointError, CheckpointStore, TrainerState, callback_names
-from psp_rl.continual.config import CheckpointConfig, ConfigError, EvalConfig
-from psp_rl.continual.evaluation import derive_seed, evaluate_tasks, random_returns, reference_returns
+import psp_rl.continual.metrics as M
+from psp_rl.agents.task_switch import TaskSwitchMixin, relabel_last_observation
+from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.checkpoints import CheckpointStore, callback_names
+from psp_rl.continual.evaluation import derive_seed, evaluate_tasks, reference_returns
 from psp_rl.continual.faults import fault_point
-from psp_rl.continual.io import atomic_write_csv, atomic_write_text
+from psp_rl.continual.files import atomic_write_csv, atomic_write_text
+from psp_rl.continual.learn_hook import LearnHook
 from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
-from psp_rl.continual.plots import matrix_figure
 from psp_rl.continual.progress import SequenceProgress
+from psp_rl.continual.resume import ResumableRun
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.settings import CheckpointConfig, EvalConfig
 from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
-from psp_rl.envs.episodes import carry_episodes, restore_vec_episodes, vec_episode_states
+from psp_rl.envs.episodes import carry_episodes, restore_vec_episodes
+from psp_rl.errors import ConfigError, NumericalError, RunInterrupted
+from psp_rl.reporting.plots import matrix_figure
 from psp_rl.threads import set_threads
 
 log = logging.getLogger(__name__)
 
 EVAL_HEADER = ("step", "trained_task", "eval_task", "mean", "std", "episodes")
-
-
-class RunInterrupted(RuntimeError):
-    """The run was stopped by a signal after writing a checkpoint.
-
-    :param signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
-    """
-
-    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
-        super().__init__(message)
-        self.signal_name = signal_name
-
-
-class NumericalError(RuntimeError):
-    """Training produced non-finite weights; the last good checkpoint is kept."""
 
 
 def check_resume(resume: object) -> None:
@@ -70,29 +57,7 @@ def check_resume(resume: object) -> None:
         raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
 
 
-class _LearnHook(BaseCallback):
-    """Inside SB3's learn: training returns to TensorBoard, step hooks, progress, stop requests, NaN watch."""
-
-    def __init__(self, loop: ContinualLoop, task_name: str) -> None:
-        super().__init__()
-        self.loop, self.task_name = loop, task_name
-        self.step_hooks = [cb for cb in loop.callbacks if overrides_on_step(cb)]
-
-    def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            if "episode" in info:
-                self.loop.writer.add_scalar(f"train/{self.task_name}/return", info["episode"]["r"], self.num_timesteps)
-        for cb in self.step_hooks:
-            cb.on_step(self.loop, self.locals)
-        self.loop.advance_progress()
-        fault_point("learn")
-        return self.loop.keep_training()
-
-    def _on_rollout_end(self) -> None:
-        self.loop.check_finite(self.task_name)
-
-
-class ContinualLoop:
+class ContinualLoop(ResumableRun):
     """Trains one agent on a task sequence; writes the run directory (see :mod:`~psp_rl.continual.run_dir`).
 
     :param agent: builds the agent, or loads it from a checkpoint on resume.
@@ -179,6 +144,9 @@ class ContinualLoop:
         # Episodes a resumed run was in (switch='mid_episode'), put into the first env it trains.
         self._saved_episodes: list[dict[str, Any]] | None = None
         self._progress: SequenceProgress | None = None
+        # Set by run(): the agent (fresh or resumed), the loop's state and the TensorBoard writer.
+        self.agent: BaseAlgorithm | None = None
+        self.writer: SummaryWriter | None = None
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -215,7 +183,7 @@ class ContinualLoop:
             if self._train_env is not None:
                 self._train_env[1].close()
                 self._train_env = None
-            if hasattr(self, "writer"):
+            if self.writer is not None:
                 self.writer.close()
             lock.release()
 
@@ -278,8 +246,8 @@ class ContinualLoop:
         if self._saved_episodes is not None:
             restore_vec_episodes(env, self._saved_episodes)
             self._saved_episodes = None
-        if self.carry_episodes and self.agent._last_obs is not None and not self.sequence.hidden:
-            self.agent._last_obs["task"][...] = task  # a carried episode's next action sees its new task
+        if self.carry_episodes and not self.sequence.hidden:
+            relabel_last_observation(self.agent, task)  # a carried episode's next action sees its new task
         # Every chunk starts from freshly seeded episodes (force_reset), seeded below (SB3 seeds
         # the env's next reset), unless episodes go on across chunks (switch='mid_episode').
         self.agent.set_env(env, force_reset=not self.carry_episodes)
@@ -289,7 +257,7 @@ class ContinualLoop:
         start_steps, start = self.agent.num_timesteps, time.perf_counter()
         self._chunk = (start_steps, start_steps + steps, start)
         self.agent.learn(
-            steps, reset_num_timesteps=False, callback=_LearnHook(self, self.sequence[task].name), progress_bar=False
+            steps, reset_num_timesteps=False, callback=LearnHook(self, self.sequence[task].name), progress_bar=False
         )
         if self.stop.abandon_chunk:  # nothing of this chunk is kept: the resume redoes it from the last checkpoint
             raise RunInterrupted(self._abandon_message(), self.stop.requested or "SIGINT")
@@ -395,9 +363,10 @@ class ContinualLoop:
             self.state.random_returns,
             reference_returns(self.sequence, self.eval.reference_returns),
         )
-        n_params = sum(p.numel() for p in self.agent.policy.parameters())
-        if hasattr(self.agent, "q_net_target"):  # the target copy is not part of the model's capacity
-            n_params -= sum(p.numel() for p in self.agent.q_net_target.parameters())
+        # Target networks (SB3 names them *_target) are lagged copies, not part of the model's capacity.
+        n_params = sum(
+            p.numel() for name, p in self.agent.policy.named_parameters() if not name.split(".")[0].endswith("_target")
+        )
         result.update(
             parameters=n_params,
             wall_time_s=self.state.wall_time,
@@ -420,89 +389,6 @@ class ContinualLoop:
             run_name="hparams",
         )
         return result
-
-    # ------------------------------------------------------------ checkpoints
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.paths.checkpoints
-
-    def checkpoints(self) -> list[Path]:
-        """Completed checkpoints, newest first."""
-        return self.store.list()
-
-    def _checkpoint(self) -> Path:
-        """Save agent, replay buffer, loop state and callback states (atomically)."""
-        self.check_finite(self._current_task_name())  # never save NaNs
-        self.state.wall_time += time.perf_counter() - self._clock
-        self._clock = time.perf_counter()
-        episodes = vec_episode_states(self._train_env[1]) if self.carry_episodes and self._train_env else None
-        return self.store.save(
-            self.agent, self.state, self.callbacks, fault=lambda: fault_point("checkpoint"), episodes=episodes
-        )
-
-    def _resume_or_start(self) -> BaseAlgorithm:
-        """The agent to train, fresh or from the newest loadable checkpoint; sets ``self.state``."""
-        self._clock = time.perf_counter()
-        self.store.remove_unfinished()
-        checkpoints = self.checkpoints() if self.resume else []
-        env = self._env_for(0)
-        if not checkpoints:
-            if self.resume and not self._created_dir:
-                log.info("no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
-            self.state = TrainerState(fingerprint=self.identity.fingerprint(), shaping_config=self.identity.shaping())
-            self.state.random_returns = random_returns(
-                self.sequence, self.eval.episodes, self.seed, self.eval.max_episode_steps
-            )
-            self._write_eval_csv()
-            return self.agent_factory.build(env, self.seed)
-        path, (agent, self.state) = self.store.load_newest(lambda path: self._load_checkpoint(path, env))
-        self._write_eval_csv()  # drop rows a killed run wrote after this checkpoint
-        stages = len(self.sequence.schedule)
-        if self.state.stage >= stages:
-            log.info("the run in %s had finished (%d steps): nothing to train", self.run_dir, agent.num_timesteps)
-        else:
-            log.info(
-                "resuming from checkpoint %s: step %d, task %d/%d (%s)",
-                path, agent.num_timesteps, self.state.stage + 1, stages, self._current_task_name(),
-            )  # fmt: skip
-        return agent
-
-    def _load_checkpoint(self, path: Path, env: VecEnv) -> tuple[BaseAlgorithm, TrainerState]:
-        state = self.store.read_state(path)
-        if not self.identity.matches(state.shaping_config):
-            raise CheckpointError(f"checkpoint {str(path)!r} {self.identity.difference(state.shaping_config)}")
-        agent = self.agent_factory.load(path / MODEL, env)
-        self.store.load_agent_extras(path, agent, self.callbacks)
-        if self.carry_episodes:
-            self._saved_episodes = self.store.read_episodes(path)
-        return agent, state
-
-    # ------------------------------------------------------------ stopping
-    def keep_training(self) -> bool:
-        """Asked at every env step: False once a stop request abandons the chunk (:class:`GracefulStop`)."""
-        if not self.stop.requested:
-            return True
-        rate = self.agent.num_timesteps / self.state.train_steps_time if self.state.train_steps_time else 0.0
-        return self.stop.keep_training(self._chunk, self.agent.num_timesteps, rate)
-
-    def _interrupt_message(self) -> str:
-        return (
-            f"stopped by {self.stop.requested} at step {self.agent.num_timesteps}; checkpoint written to "
-            f"{str(self.checkpoint_dir)!r}{self._approximate_note()}"
-        )
-
-    def _abandon_message(self) -> str:
-        kept = self.checkpoints()
-        where = f"checkpoint {kept[0].name}" if kept else "the start (no checkpoint yet)"
-        return (
-            f"stopped by {self.stop.requested} at step {self.agent.num_timesteps}, mid-way through a chunk; the "
-            f"run resumes from {where}{self._approximate_note()}"
-        )
-
-    def _approximate_note(self) -> str:
-        if self.store.replay_buffer or not hasattr(self.agent, "replay_buffer"):
-            return ""
-        return " (checkpoint.replay_buffer is false: the resume refills replay, so it is approximate)"
 
     def _current_task(self) -> int:
         """The task of the stage being trained (the last one once the sequence is done)."""
@@ -542,7 +428,7 @@ class ContinualLoop:
             return
         schedule = self.sequence.schedule
         done = sum(self.sequence[t].steps for t in schedule[: self.state.stage]) + self.state.stage_steps
-        if hasattr(self, "agent") and self.state.stage < len(schedule) and self._chunk[1]:  # inside a chunk
+        if self.agent is not None and self.state.stage < len(schedule) and self._chunk[1]:  # inside a chunk
             done += max(0, self.agent.num_timesteps - self._chunk[0])
         stage = min(self.state.stage + 1, len(schedule))
         self._progress.update(done, f"task {stage}/{len(schedule)} {self._current_task_name()}")

@@ -12,8 +12,6 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from psp_rl.continual.config import first_difference
-
 
 class AgentFactory:
     """Builds the agent of a fresh run and loads it from a checkpoint on resume.
@@ -99,3 +97,12 @@ class SettingsIdentity:
 
     def hparams(self) -> dict[str, Any]:
         return {k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)}
+
+
+def first_difference(saved: Any, current: Any, path: str = "") -> str:
+    """Which setting differs between a saved config and the current one, as a sentence."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            if saved.get(key) != current.get(key):
+                return first_difference(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
+    return f"was written by a different config: {path or 'config'} was {saved!r}, now {current!r}"

@@ -18,8 +18,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from psp_rl.continual.config import ConfigError
-from psp_rl.continual.io import RunLock
+from psp_rl.continual.files import RunLock
+from psp_rl.errors import ConfigError
 
 
 class RunDir:

@@ -1,0 +1,239 @@
+"""A continual run built from a :class:`~psp_rl.config.schema.RunConfig`: its parts, and
+:class:`ContinualTrainer`, the loop they make (what ``psp-rl train`` runs).
+
+The only place that reads ``agent.method``: a baseline is a choice of network (``multihead``,
+``separate``), of context (``finetune``: ``none``) or a callback (``ewc``); the loop itself
+knows none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+
+from psp_rl.agents import CompactDictReplayBuffer, ContinualDQN, ContinualPPO, compact_encoding
+from psp_rl.config.schema import AgentConfig, RunConfig, SequenceConfig, parse_config
+from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.loop import ContinualLoop, check_resume
+from psp_rl.continual.parts import AgentFactory
+from psp_rl.continual.run_dir import RunDir
+from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
+from psp_rl.errors import CheckpointError, ConfigError
+from psp_rl.plugins.ewc import OnlineEWC
+from psp_rl.plugins.inference.task_inference import TaskInference
+from psp_rl.plugins.probes import RetentionProbes
+from psp_rl.settings import PSPSettings
+
+AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def build_sequence(config: SequenceConfig) -> TaskSequence:
+    """The task sequence of a config; bad names or specs raise :class:`ConfigError` naming the field."""
+    try:
+        if config.name is not None:
+            return get_sequence(
+                config.name,
+                steps=config.steps,
+                tasks=config.tasks,
+                cycles=config.cycles,
+                max_tasks=config.max_tasks,
+                task_ids=config.task_ids,
+                switch=config.switch,
+            )
+        spec = dict(config.spec or {})
+        for key in ("steps", "cycles", "max_tasks", "task_ids", "switch"):
+            if getattr(config, key) is not None and key not in spec:
+                spec[key] = getattr(config, key)
+        return sequence_from_spec(spec)
+    except ValueError as exc:
+        raise ConfigError(f"sequence: {exc}") from None
+
+
+def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
+    """Refuse, before any run dir is touched, an algorithm that cannot act in the sequence's actions."""
+    observation_space, action_space = sequence.spaces
+    if config.drift != "none" and "theta" not in observation_space.spaces:
+        raise ConfigError(
+            f"agent.drift: {config.drift!r} needs a drifting task (a 'theta' observation); sequence "
+            f"{sequence.name!r} has none"
+        )
+    if config.algo == "dqn" and not isinstance(action_space, spaces.Discrete):
+        raise ConfigError(
+            f"agent.algo: 'dqn' needs a discrete action space; sequence {sequence.name!r} has {action_space} "
+            "(use algo: ppo)"
+        )
+
+
+def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
+    """How the agent's networks superpose: ``method`` picks the baseline's network."""
+    config = config.resolved()
+    return PSPSettings(
+        context=config.context,
+        context_seed=seed if config.context_seed is None else config.context_seed,
+        torso=config.torso,
+        input_layer=config.input_layer,
+        heads="per_task" if config.method == "multihead" else config.heads,
+        separate=config.method == "separate",
+        center=bool(config.center),
+        drift=config.drift,
+    )
+
+
+def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
+    """SB3's ``policy_kwargs``: the PSP settings by name (saved in ``model.zip`` as plain values,
+    so every later release loads them) and the network's other options."""
+    config = config.resolved()
+    kwargs: dict[str, Any] = dict(
+        **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.activation]
+    )
+    if config.algo == "dqn":
+        kwargs.update(dueling=config.dueling, acting=config.acting)
+    elif not kwargs["center"]:
+        del kwargs["center"]  # an uncentred PSP-PPO's saved policy_kwargs never named it: they load as saved
+    if config.net_arch is not None:
+        kwargs["net_arch"] = config.net_arch
+    return kwargs
+
+
+def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
+    """A fresh continual agent on ``env``."""
+    kwargs = config.sb3_kwargs()
+    config = config.resolved()
+    kwargs["task_lr_schedule"] = config.task_lr_schedule
+    if config.algo == "dqn":
+        kwargs.update(
+            advantage_learning=config.advantage_learning,
+            distil_loss=config.distil_loss,
+            distil_steps=config.distil_steps,
+            distil_margin=config.distil_margin,
+            distil_visits=config.distil_visits,
+            rehearsal_states=config.rehearsal_states,
+        )
+        if config.replay_on_switch is not None:
+            kwargs["replay_on_switch"] = config.replay_on_switch
+        kwargs.update(replay_buffer_kwargs(config.replay_buffer, env))
+    return AGENT_CLASSES[config.algo](
+        "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
+    )
+
+
+def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
+    """SB3's ``replay_buffer_class`` / ``replay_buffer_kwargs`` for ``agent.replay_buffer``."""
+    space = env.observation_space["obs"]
+    encoding = compact_encoding(space)
+    image = len(space.shape) >= 2
+    if choice == "dict" or (choice in (None, "auto") and not (image and encoding)):
+        return {}
+    if encoding is None:
+        raise ConfigError(
+            f"agent.replay_buffer: 'compact' stores uint8 or 0/1 observations, got {space}; use 'dict' or 'auto'"
+        )
+    # Atari's FrameStackObservation: a new frame per step, so the stack is rebuilt from single frames.
+    frame_stack = int(env.get_attr("stack_size")[0]) if env.has_attr("stack_size") else 1
+    return {"replay_buffer_class": CompactDictReplayBuffer, "replay_buffer_kwargs": {"frame_stack": frame_stack}}
+
+
+def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
+    """The loop hooks a run needs: online EWC for ``method: ewc``, the retention probes if enabled,
+    task inference for PSP under hidden task ids."""
+    callbacks: list[ContinualCallback] = []
+    agent = config.agent
+    if config.sequence.task_ids == "hidden" and agent.method == "psp":
+        callbacks.append(TaskInference(**config.inference.model_dump()))
+    if agent.method == "ewc":
+        settings = {"strength": agent.ewc_lambda, "decay": agent.ewc_decay, "samples": agent.ewc_samples}
+        callbacks.append(OnlineEWC(**{key: value for key, value in settings.items() if value is not None}))
+    if config.probes.enabled:
+        callbacks.append(RetentionProbes(samples=config.probes.samples))
+    return callbacks
+
+
+class ConfigAgentFactory(AgentFactory):
+    """The agent an :class:`AgentConfig` describes (its replay buffer chosen from the env)."""
+
+    def __init__(self, config: AgentConfig, device: str = "auto") -> None:
+        super().__init__(AGENT_CLASSES[config.algo], device=device)
+        self.config = config
+
+    def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
+        return build_agent(self.config, env, seed, self.device)
+
+
+def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:
+    """``config`` resolved (its left-out agent options set), as the run in ``run_dir`` saved it
+    when resuming one.
+
+    Defaults are those of the day a run started: an agent option ``config`` leaves out takes the
+    value the run recorded (:meth:`~RunConfig.with_defaults_of`), and a run saved before an option
+    existed resumes as it ran (the option stays unset); a config that differs in a setting that
+    shapes the run raises :class:`CheckpointError` naming it.
+    """
+    saved = RunDir(run_dir).config
+    if not resume or not saved.exists():
+        return config.resolved()
+    before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
+    config = config.with_defaults_of(before).resolved()
+    if not config.matches(before.shaping()):
+        raise CheckpointError(f"run dir {str(run_dir)!r} {config.difference(before.shaping())}")
+    return config.as_saved_by(before.shaping())
+
+
+def loop_arguments(config: RunConfig) -> dict[str, Any]:
+    """The :class:`~psp_rl.continual.loop.ContinualLoop` arguments ``config`` describes."""
+    sequence = build_sequence(config.sequence)
+    check_agent_fits(config.agent, sequence)
+    return dict(
+        agent=ConfigAgentFactory(config.agent, config.device),
+        sequence=sequence,
+        identity=config,
+        callbacks=build_callbacks(config),
+        eval=config.eval,
+        checkpoint=config.checkpoint,
+        seed=config.seed,
+        n_envs=config.agent.n_envs,
+        vec_env=config.agent.vec_env,
+        threads=config.threads,
+    )
+
+
+class ContinualTrainer(ContinualLoop):
+    """Trains the agent a config describes on its task sequence; writes ``runs/<name>/``.
+
+    :param config: the validated run config; options left out take their defaults now, so
+        ``config.yaml`` and the checkpoints record what ran whatever later releases change them to.
+    :param run_dir: the run directory (default ``runs/<config.name>``).
+    :param resume: ``True``: continue the run in ``run_dir``; ``"or_start"``: continue it if there
+        is one, else start one. A config that differs from the saved run in a setting that shapes
+        it raises :class:`~psp_rl.continual.checkpoints.CheckpointError`.
+    :param callbacks: hooks run after those the config brings (``method: ewc`` brings
+        :class:`~psp_rl.plugins.ewc.OnlineEWC`, ``probes.enabled`` the retention probes).
+    :param options: ``overwrite``, ``progress``, ``stop_within_s`` (see :class:`ContinualLoop`).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool | Literal["or_start"] = False,
+        callbacks: Sequence[ContinualCallback] = (),
+        **options: object,
+    ) -> None:
+        check_resume(resume)  # before the run dir's config.yaml is read
+        run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
+        self.config = config_for_run_dir(config, run_dir, resume)
+        arguments = loop_arguments(self.config)
+        arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
+        super().__init__(run_dir=run_dir, resume=resume, **arguments, **options)
+
+    @property
+    def name(self) -> str:
+        return self.config.name

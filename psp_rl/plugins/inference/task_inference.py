@@ -1,0 +1,330 @@
+"""Task inference under hidden task ids: detect a change, choose a context, keep learning.
+
+With ``sequence.task_ids: hidden`` every observation carries task 0 and the agent is told of no
+boundary. :class:`TaskInference` (a loop callback) decides which context acts instead:
+
+1. it watches the episode returns of the acting context (:class:`~psp_rl.plugins.inference.detection.ReturnDrop`);
+2. on an alarm, it *tries* contexts for a few episodes each, the current one first, then the
+   others most recently used first (:class:`~psp_rl.plugins.inference.context_trials.ContextTrials`),
+   while the agent's updates are held so trial episodes train nothing;
+3. it keeps the first stored context that fits (its trial return is within ``1 - fit`` of that
+   context's usual return), or takes a fresh context when none does; once all ``max_tasks``
+   contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
+
+The choice reaches the network by rewriting the ``task`` entry of the observations
+(:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
+that entry works unchanged.
+Evaluation uses the same trials (one episode per candidate, starting from the acting context,
+no fresh context), and the trial episodes count in the reported return: the return a deployed
+agent would get. The loop still knows the true schedule; this module uses it only to score the
+detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from psp_rl.checks import check_int
+from psp_rl.continual.callbacks import ContinualCallback, LoopView
+from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+from psp_rl.continual.settings import validated
+from psp_rl.plugins.inference.context_trials import (
+    ContextTrials,
+    Deployment,
+    FixedContext,
+    InferredTaskEnv,
+    relative_return,
+)
+from psp_rl.plugins.inference.detection import ReturnDrop
+from psp_rl.plugins.inference.settings import InferenceConfig
+
+
+class TaskInference(ContinualCallback):
+    """Chooses the acting context when task ids are hidden (see the module's docstring).
+
+    :param settings: the fields of :class:`~psp_rl.plugins.inference.settings.InferenceConfig` (the
+        detector's ``threshold``, ``slack``, ``warmup_episodes``, ``min_scale``; the trials' ``fit``,
+        ``trial_episodes``, ``select``, ``order``; the scoring's ``max_delay``), defaults and checks
+        there; a bad one raises ``ValueError`` naming it.
+    :param probe_episodes: episodes measuring, at each true switch, the new task under the old
+        context (a switch that context handles is not one to detect).
+    """
+
+    name = "TaskInference"
+
+    def __init__(self, probe_episodes: int = 5, **settings: Any) -> None:
+        config = validated(InferenceConfig, "inference", settings)
+        self.detector = ReturnDrop(config.threshold, config.slack, config.warmup_episodes, config.min_scale)
+        self.order, self.fit, self.select = config.order, config.fit, config.select
+        self.trial_episodes, self.max_delay = config.trial_episodes, config.max_delay
+        self.probe_episodes = check_int("probe_episodes", probe_episodes)
+        self.context = 0
+        self.used: list[int] = [0]  # contexts taken, least recently chosen first
+        self.trials: ContextTrials | None = None
+        self.detections: list[list[int]] = []  # [step, acting context, true task]
+        self.choices: list[list[Any]] = []  # [step, chosen context, how: kept|stored|fresh|exhausted]
+        self.switches: list[dict[str, Any]] = []  # one per stage after the first (scoring)
+        self.stage_contexts: list[list[int]] = []  # per stage: env steps under each context
+        self._deployments: dict[str, Deployment] = {}  # eval task -> its deployment at the last evaluation
+        self._last_eval: dict[str, float] = {}
+        self._restored = False
+        self.loop: LoopView | None = None
+
+    # --------------------------------------------------------------- hooks
+    def before_training(self, loop: LoopView) -> None:
+        self.loop = loop
+        if not hasattr(loop.agent, "updates_held"):
+            raise ValueError(
+                f"task inference: agent {type(loop.agent).__name__} cannot hold its updates during context trials; "
+                "expected a continual agent (ContinualPPO, ContinualDQN)"
+            )
+        loop.agent.updates_held = self.trials is not None
+        if not self._restored:
+            self.detector.watch(self.context)
+            if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
+                loop.agent.on_task_start(self.context)
+
+    def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
+        if training:
+            return InferredTaskEnv(env, self)
+        deployment = self._deployment()
+        self._deployments[loop.sequence[task].name] = deployment
+        return InferredTaskEnv(env, deployment)
+
+    def before_task(self, loop: LoopView, stage: int, task: int) -> None:
+        self.stage_contexts.append([0] * loop.sequence.max_tasks)
+        if stage == 0:
+            return
+        # Scoring only: how the new task does under the context that is acting now.
+        (result,) = evaluate_tasks(
+            loop.agent,
+            loop.sequence,
+            episodes=self.probe_episodes,
+            seed=lambda t: derive_seed(loop.seed, 5, stage, t),
+            tasks=[task],
+            max_episode_steps=loop.eval.max_episode_steps,
+            wrap=lambda env, _: InferredTaskEnv(env, FixedContext(self.context)),
+        )
+        self.switches.append(
+            {
+                "stage": stage,
+                "step": int(loop.agent.num_timesteps),
+                "from_task": loop.sequence.schedule[stage - 1],
+                "to_task": task,
+                "context": self.context,
+                "return_under_old_context": result.mean,
+            }
+        )
+
+    def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
+        self._last_eval = {row["eval_task"]: row["mean"] for row in rows}
+        for name, deployment in self._deployments.items():
+            loop.writer.add_scalar(f"eval/{name}/context", deployment.context, loop.agent.num_timesteps)
+
+    def after_task(self, loop: LoopView, stage: int, task: int) -> None:
+        contexts = self.stage_contexts[stage]
+        loop.writer.add_scalar("inference/stage_context", int(np.argmax(contexts)), loop.agent.num_timesteps)
+        if stage == 0:
+            return
+        switch = self.switches[-1]
+        trained = self._last_eval[loop.sequence[task].name]
+        switch["trained_return"] = trained
+        # A switch the acting context handles (>= half the new task's trained return) is not a miss.
+        switch["noticeable"] = bool(relative_return(switch["return_under_old_context"], trained) < -0.5)
+        hits = [d[0] for d in self.detections if switch["step"] <= d[0]]
+        switch["detected_step"] = hits[0] if hits else None
+        if hits:
+            loop.writer.add_scalar("inference/delay", hits[0] - switch["step"], loop.agent.num_timesteps)
+
+    # -------------------------------------------------- the chooser protocol
+    def count_steps(self, steps: int) -> None:
+        if self.stage_contexts:
+            self.stage_contexts[-1][self.context] += steps
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        if not clean or context != self.context:
+            return  # started under another context: it tells nothing about this one
+        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        if self.trials is None:
+            alarm = self.detector.update(context, value)
+            if self.loop is not None:
+                self.loop.writer.add_scalar("inference/cusum", self.detector.statistic, step)
+            if alarm:
+                self._start_trials(step)
+            return
+        self.trials.add(value)
+        if self.trials.done:
+            self._choose(step)
+        else:
+            self.context = self.trials.context
+
+    # ----------------------------------------------------------- decisions
+    def _references(self, provisional: bool = False) -> dict[int, float]:
+        """The usual return of every context taken that has one (:meth:`ReturnDrop.reference`)."""
+        refs = {c: self.detector.reference(c, provisional) for c in self.used}
+        return {c: r for c, r in refs.items() if r is not None}
+
+    def _candidates(self, acting: int, refs: dict[int, float]) -> list[int]:
+        """``acting`` first, then the others in :attr:`order`: those with a reference in ``refs``."""
+        others = [c for c in self._by_order() if c != acting and c in refs]
+        return ([acting] if acting in refs else []) + others
+
+    def _by_order(self) -> list[int]:
+        """The contexts taken, in the order they are tried (:attr:`order`)."""
+        return list(reversed(self.used)) if self.order == "recent" else list(self.used)
+
+    def _start_trials(self, step: int) -> None:
+        stage = len(self.stage_contexts) - 1  # scoring only: the task truly being trained
+        task = self.loop.sequence.schedule[stage] if self.loop is not None and stage >= 0 else -1
+        self.detections.append([step, self.context, int(task)])
+        if self.loop is not None:
+            self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
+        refs = self._references()
+        self.trials = ContextTrials(
+            self._candidates(self.context, refs), refs, self.fit, self.trial_episodes, self.select
+        )
+        self.context = self.trials.context
+        self._hold(True)
+
+    def _choose(self, step: int) -> None:
+        assert self.trials is not None
+        before = self.trials.candidates[0]
+        choice, how = self.trials.choice, "stored"
+        if choice is None:
+            free = [c for c in range(self._num_contexts()) if c not in self.used]
+            choice, how = (free[0], "fresh") if free else (self.trials.best, "exhausted")
+        elif choice == before:
+            how = "kept"
+        self.trials = None
+        self.context = choice
+        self.used = [c for c in self.used if c != choice] + [choice]
+        if how == "exhausted":  # it now learns another task: its old reference says nothing
+            self.detector.forget(choice)
+        self.detector.watch(choice)
+        self.choices.append([step, choice, how])
+        self._hold(False)
+        if self.loop is not None:
+            self.loop.writer.add_scalar("inference/context", choice, step)
+            if how != "kept" and hasattr(self.loop.agent, "on_task_start"):
+                self.loop.agent.on_task_start(choice)  # what the loop does at an announced switch
+
+    def _hold(self, held: bool) -> None:
+        if self.loop is not None:
+            self.loop.agent.updates_held = held
+
+    def _num_contexts(self) -> int:
+        return self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
+
+    def _deployment(self) -> Deployment:
+        """An evaluated task's chooser: every stored context, one episode each, the acting one
+        first. A context still warming up is compared with its returns so far."""
+        refs = self._references(provisional=True)
+        acting = self.trials.candidates[0] if self.trials is not None else self.context
+        order = self._candidates(acting, refs)
+        if not order:  # nothing to compare with yet
+            return Deployment(acting)
+        return Deployment(order[0], ContextTrials(order, refs, self.fit, episodes=1, select="first_fit"))
+
+    # -------------------------------------------------------------- results
+    def metrics(self, loop: LoopView) -> dict[str, Any]:
+        """Detection delays, false alarms and the context each task got (``metrics.json``)."""
+        return score_inference(
+            self.switches,
+            [d[0] for d in self.detections],
+            self.stage_contexts,
+            loop.sequence.schedule,
+            int(loop.agent.num_timesteps),
+            self.max_delay,
+        ) | {
+            "choices": self.choices,
+            "detections": self.detections,
+            "eval_contexts": {name: d.context for name, d in self._deployments.items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector.state_dict(),
+            "context": self.context,
+            "used": list(self.used),
+            "trials": self.trials.state_dict() if self.trials is not None else {},
+            "detections": self.detections,
+            "choices": [[s, c, how] for s, c, how in self.choices],
+            "switches": self.switches,
+            "stage_contexts": self.stage_contexts,
+            "last_eval": self._last_eval,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.detector.load_state_dict(state["detector"])
+        self.context, self.used = int(state["context"]), [int(c) for c in state["used"]]
+        self.trials = ContextTrials.from_state(state["trials"]) if state["trials"] else None
+        self.detections = [[int(v) for v in d] for d in state["detections"]]
+        self.choices = [[int(s), int(c), str(how)] for s, c, how in state["choices"]]
+        self.switches = [dict(s) for s in state["switches"]]
+        self.stage_contexts = [[int(v) for v in row] for row in state["stage_contexts"]]
+        self._last_eval = dict(state["last_eval"])
+        self._restored = True
+
+
+def score_inference(
+    switches: Sequence[dict[str, Any]],
+    detections: Sequence[int],
+    stage_contexts: Sequence[Sequence[int]],
+    schedule: Sequence[int],
+    total_steps: int,
+    max_delay: int,
+) -> dict[str, Any]:
+    """Detection rate and delay over the noticeable switches, false alarms, and the contexts of
+    the returning tasks (:func:`returning_tasks`).
+
+    A detection within ``max_delay`` steps after any switch is that switch's; every other
+    detection is a false alarm.
+    """
+    starts = [s["step"] for s in switches]
+    delays = []
+    for switch in switches:
+        hit = next((d for d in detections if 0 <= d - switch["step"] <= max_delay), None)
+        switch["delay"] = None if hit is None else hit - switch["step"]
+        if switch.get("noticeable"):
+            delays.append(switch["delay"])
+    false = [d for d in detections if not any(0 <= d - s <= max_delay for s in starts)]
+    returning = returning_tasks(stage_contexts, schedule)
+    found = [d for d in delays if d is not None]
+    return {
+        "switches": list(switches),
+        "noticeable_switches": len(delays),
+        "detected_within_max_delay": len(found),
+        "detection_rate": len(found) / len(delays) if delays else None,
+        "mean_delay": float(np.mean(found)) if found else None,
+        "false_alarms": len(false),
+        "false_alarms_per_100k_steps": 1e5 * len(false) / max(total_steps, 1),
+        "stage_contexts": [list(row) for row in stage_contexts],
+        "returning_tasks": returning,
+        "returning_mapped_to_own_context": (
+            sum(r["context"] == r["own_context"] for r in returning) / len(returning) if returning else None
+        ),
+        "returning_reused_a_stored_context": (
+            sum(r["reused"] for r in returning) / len(returning) if returning else None
+        ),
+    }
+
+
+def returning_tasks(stage_contexts: Sequence[Sequence[int]], schedule: Sequence[int]) -> list[dict[str, Any]]:
+    """For each stage whose task was trained before: the context that acted most in it, the one
+    that acted most in the task's first stage (``own_context``), and whether it was a stored
+    context (``reused``: it had acted most in an earlier stage) rather than one taken afresh."""
+    acting = [int(np.argmax(row)) for row in stage_contexts]
+    own: dict[int, int] = {}
+    out = []
+    for stage, context in enumerate(acting):
+        task = schedule[stage]
+        if task in own:
+            reused = context in acting[:stage]
+            out.append({"stage": stage, "task": task, "context": context, "own_context": own[task], "reused": reused})
+        else:
+            own[task] = context
+    return out

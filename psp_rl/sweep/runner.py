@@ -1,0 +1,253 @@
+"""Sweeps: every (method, seed) of one config as a Ray task, resumable, with the retention table at the end.
+
+A *method* is a named overlay of ``agent`` settings on the base config (:data:`METHODS`, plus any
+given as variants), so a baseline or a remedy is sweepable without code. Each trial trains
+``ContinualTrainer(config, <out>/runs/<method>-s<seed>, resume="or_start")`` in a Ray worker:
+
+- a finished trial (``metrics.json`` written by the same config) is reused untouched;
+- an unfinished one resumes from its own newest checkpoint (exactly, as ``--resume`` does);
+- a trial that raises is retried once, then reported with its error and its log file
+  (``<out>/logs/<method>-s<seed>.log``); the table is written over the trials that finished.
+
+Killing the sweep and running the same command again completes it. Ray runs locally unless an
+``address`` names a running cluster (``ray start --head`` on one machine, ``ray start
+--address=...`` on the others); each trial asks Ray for ``cpus_per_trial`` CPUs and
+``gpus_per_trial`` GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psp_rl.config.schema import parse_config
+from psp_rl.continual.run_dir import RunDir
+from psp_rl.errors import ConfigError
+
+METHODS: dict[str, dict[str, Any]] = {
+    "psp-binary": {"method": "psp", "context": "binary"},
+    "psp-complex": {"method": "psp", "context": "complex"},
+    "psp-rotation": {"method": "psp", "context": "rotation"},
+    "finetune": {"method": "finetune", "context": "none"},
+    "multihead": {"method": "multihead", "context": "none"},
+    "separate": {"method": "separate", "context": "none"},
+    "ewc": {"method": "ewc", "context": "none"},
+}
+"""The built-in methods: ``agent`` settings laid over the base config."""
+
+# Ray's shared-memory object store holds only small results here (a trial returns its metrics).
+OBJECT_STORE_BYTES = 100 * 1024**2
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One (method, seed) of a sweep."""
+
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-s{self.seed}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Trial | None:
+        """The trial a run directory is named for (``<method>-s<seed>``), else None."""
+        method, sep, seed = name.rpartition("-s")
+        return cls(method, int(seed)) if sep and method and seed.isdigit() else None
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep produced: each method's metrics over the seeds that finished, and the failures.
+
+    :param results: method -> one metrics dict per finished seed (in seed order).
+    :param run_dirs: method -> those seeds' run directories.
+    :param failures: trial -> its error (the last attempt's) and log file.
+    """
+
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    run_dirs: dict[str, list[Path]] = field(default_factory=dict)
+    failures: dict[Trial, tuple[str, Path]] = field(default_factory=dict)
+
+    def add(self, trial: Trial, metrics: dict[str, Any], run_dir: Path) -> None:
+        self.results.setdefault(trial.method, []).append(metrics)
+        self.run_dirs.setdefault(trial.method, []).append(run_dir)
+
+
+def method_table(methods: Sequence[str], overlays: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """The built-in methods and ``overlays`` by name; ``ConfigError`` naming any of ``methods`` not there."""
+    table = {**METHODS, **(overlays or {})}
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method(s) {unknown}; expected some of {list(table)}")
+    return table
+
+
+def trial_config(base: Mapping[str, Any], trial: Trial, methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The run config of ``trial``: the method's agent settings over the base config's."""
+    agent = {**base.get("agent", {}), **methods[trial.method]}
+    if agent.get("method") != "ewc":  # a base config may carry the ewc method's settings
+        agent = {key: value for key, value in agent.items() if not key.startswith("ewc_")}
+    return {**base, "name": trial.name, "seed": trial.seed, "agent": agent}
+
+
+def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, Any]:
+    """Train one trial to its end (resuming it) and return its metrics; logs go to ``log_file``.
+
+    A finished run of the same config is returned untouched; a run dir holding another config's
+    run raises (it is never overwritten).
+    """
+    from psp_rl.config.build import config_for_run_dir  # in the Ray worker: torch loads here
+    from psp_rl.config.trainer import ContinualTrainer
+
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger = logging.getLogger("psp_rl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        parsed = parse_config(config, source=f"trial {config['name']}")
+        paths = RunDir(run_dir)
+        if paths.metrics.exists() and paths.config.exists():
+            config_for_run_dir(parsed, run_dir, resume=True)  # another config's run raises
+            logger.info("%s: finished before, reused", config["name"])
+            return json.loads(paths.metrics.read_text())
+        metrics = ContinualTrainer(parsed, run_dir, resume="or_start").run()
+        logger.info("%s: finished, final average %.1f", config["name"], metrics["final_average_return"])
+        return metrics
+    except BaseException:
+        logger.error("%s failed:\n%s", config["name"], traceback.format_exc())
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Refuse, quickly and in one line, a Ray address nothing listens on (``host:port`` or ``ray://host:port``)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address!r}: no Ray cluster reachable there ({exc.strerror or exc})") from None
+
+
+def run_sweep(
+    base: Mapping[str, Any],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    overlays: Mapping[str, Mapping[str, Any]] | None = None,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    retries: int = 1,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> SweepOutcome:
+    """Run every (method, seed) trial of ``base`` on Ray; see the module docstring.
+
+    :param methods: names in :data:`METHODS` or ``overlays``.
+    :param overlays: more named methods (``name -> agent settings``).
+    :param address: a Ray cluster (default: a local one on this machine's cores).
+    :param max_parallel: trials running at once (default: this machine's cores / the config's threads).
+    :param retries: attempts after a trial's first failure.
+    :param report: receives the progress lines (trials done / running / failed / waiting).
+    """
+    table = method_table(methods, overlays)
+    if not methods or not seeds:
+        raise ConfigError("--methods and --seeds: give at least one of each")
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel {max_parallel}: expected a positive int")
+    trials = [Trial(m, s) for s in seeds for m in methods]  # every method of a seed first: early tables compare
+    configs = {t: trial_config(base, t, table) for t in trials}
+    for trial, config in configs.items():  # every trial's config is valid before any starts
+        parse_config(config, source=f"method {trial.method!r}")
+    if address is not None:
+        check_address(address)
+    threads = base.get("threads", 1)
+    if max_parallel is None:
+        max_parallel = max(1, (os.cpu_count() or 1) // (threads if isinstance(threads, int) else 1))
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+
+    if address is None:
+        # A local cluster is one node: Ray then uses the loopback address instead of this machine's
+        # network address (its single-node mode on macOS and Windows), so no port faces the network.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray  # only sweeps need Ray: pip install "psp_rl[sweep]"
+
+    ray.init(
+        address=address,
+        num_cpus=None if address else max(max_parallel * cpus_per_trial, 1),
+        object_store_memory=None if address else OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        remote = ray.remote(
+            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=retries, retry_exceptions=True
+        )(run_trial)
+        return _collect(remote, trials, configs, out, max_parallel, report)
+    finally:
+        ray.shutdown()
+
+
+def _collect(
+    remote: Any, trials: list[Trial], configs: dict, out: Path, max_parallel: int, report: Callable
+) -> SweepOutcome:
+    import ray
+
+    outcome, waiting, running = SweepOutcome(), list(trials), {}
+    metrics: dict[Trial, dict] = {}
+    start = time.perf_counter()
+
+    def launch() -> None:
+        while waiting and len(running) < max_parallel:
+            trial = waiting.pop(0)
+            log = out / "logs" / f"{trial.name}.log"
+            running[remote.remote(configs[trial], str(out / "runs" / trial.name), str(log))] = trial
+
+    launch()
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        trial = running.pop(ready[0])
+        try:
+            metrics[trial] = ray.get(ready[0])
+        except Exception as exc:  # the trial's own error, after its retries
+            cause = getattr(exc, "cause", None) or exc
+            outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", out / "logs" / f"{trial.name}.log")
+        launch()  # before the report, so that it counts the trial just started as running
+        report(
+            f"sweep: {len(metrics)} done, {len(running)} running, {len(outcome.failures)} failed, "
+            f"{len(waiting)} waiting ({time.perf_counter() - start:.0f} s)"
+        )
+    for trial in trials:  # methods in the order asked, seeds in order
+        if trial in metrics:
+            outcome.add(trial, metrics[trial], out / "runs" / trial.name)
+    return outcome
+
+
+def finished_trials(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> SweepOutcome:
+    """The trials of a sweep that have finished, read from ``out`` without training any."""
+    outcome = SweepOutcome()
+    for trial in (Trial(method, seed) for method in methods for seed in seeds):
+        run_dir = out / "runs" / trial.name
+        if RunDir(run_dir).metrics.exists():
+            outcome.add(trial, json.loads(RunDir(run_dir).metrics.read_text()), run_dir)
+    return outcome
