@@ -6,4 +6,7 @@ from psp_rl.agents.ppo import ContinualPPO
 from psp_rl.agents.replay import CompactDictReplayBuffer, compact_encoding
 from psp_rl.agents.task_switch import TaskSwitchMixin
 
-__all__ = ["CompactDictReplayBuffer", "ContinualDQN", "ContinualPPO", "TaskSwitchMixin", "compact_encoding"]
+AGENTS = {"dqn": ContinualDQN, "ppo": ContinualPPO}
+"""The continual agents by ``agent.algo``."""
+
+__all__ = ["AGENTS", "CompactDictReplayBuffer", "ContinualDQN", "ContinualPPO", "TaskSwitchMixin", "compact_encoding"]

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
@@ -61,10 +62,8 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
     :param distil_margin: the logit margin the ``"margin"`` loss asks of every state (default 5).
         Crosstalk from later distillations must exceed it to flip an action, and a larger margin
         carries a decision further from the replayed states, but also moves the shared weights
-        further: 20 led on cartpole-shift (5 paired seeds) and lost a barely learned task of the fast
-        retention test (experiments/results/dqn-retention/).
-    :param distil_steps: Adam steps of each distillation (agreement with Q's greedy actions on
-        the task's replayed states, fast test config: 0.93 after 1,000 steps, 0.97 after 3,000).
+        further (measured: docs/results.md).
+    :param distil_steps: Adam steps of each distillation.
     :param distil_visits: env steps the distillation spends in the finished task's env, DAgger
         style (Ross et al. 2011): half acting greedily on Q, then, after a first distillation, half
         acting from the distilled policy; the states visited, labelled with Q's greedy action, fill
@@ -82,6 +81,19 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PSPPolicy": PSPDQNPolicy}
+    # What a run config hands this class: the action spaces it acts in, its continual options (beside
+    # SB3's hyperparameters) and its policy's (saved policies always named ``center``).
+    action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete,)
+    config_options: ClassVar[tuple[str, ...]] = (
+        "replay_on_switch",
+        "advantage_learning",
+        "distil_loss",
+        "distil_steps",
+        "distil_margin",
+        "distil_visits",
+        "rehearsal_states",
+    )
+    policy_options: ClassVar[tuple[str, ...]] = ("dueling", "acting", "center")
 
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
@@ -24,6 +25,14 @@ class ContinualPPO(TaskSwitchMixin, RolloutStates, PPO):
 
     # The actor's modules: the critic does not act (probes read the crosstalk on these only).
     acting_modules: ClassVar[tuple[str, ...]] = ("pi_torso", "action_head")
+    action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
+        spaces.Box,
+        spaces.Discrete,
+        spaces.MultiDiscrete,
+        spaces.MultiBinary,
+    )
+    config_options: ClassVar[tuple[str, ...]] = ()
+    policy_options: ClassVar[tuple[str, ...]] = ()  # center is named only when set: as saved policies name it
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**PPO.policy_aliases, "PSPPolicy": PSPActorCriticPolicy}
 
     def __init__(self, policy: str | type[BasePolicy], env: Any, *, task_lr_schedule: str = "constant", **kwargs: Any):

@@ -28,11 +28,12 @@ import yaml
 
 from psp_rl.agents import ContinualPPO
 from psp_rl.config.build import build_sequence
-from psp_rl.config.schema import parse_config
+from psp_rl.config.loading import parse_config
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
-from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.seeds import legacy_seed
 from psp_rl.sweep.runner import run_sweep
 
 VARIANTS = {
@@ -59,7 +60,7 @@ def evaluate_range(run_dir: Path, config: dict, values: list[float], episodes: i
             sequence,
             episodes=episodes,
             n_envs=min(episodes, 4),
-            seed=lambda t: derive_seed(seed, 9, t),
+            seed=lambda t: legacy_seed(seed, 9, t),  # the seeds its committed results drew
             wrap=hold,
         )
         out.append(result.mean)

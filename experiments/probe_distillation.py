@@ -21,7 +21,7 @@ import numpy as np
 
 import psp_rl.agents.distillation as distillation
 from psp_rl.config import ContinualTrainer
-from psp_rl.config.schema import load_config
+from psp_rl.config.loading import load_config
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.evaluation import evaluate_tasks
 

@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from psp_rl.config import ContinualTrainer, load_config
-    from psp_rl.config.schema import find_config
+    from psp_rl.config.loading import find_config
     from psp_rl.errors import RunInterrupted
 
     if args.seed is not None and args.seed < 0:
@@ -202,7 +202,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
-    from psp_rl.config.schema import find_config, load_config, read_config
+    from psp_rl.config.loading import find_config, load_config, read_config
     from psp_rl.continual.files import atomic_write_text
     from psp_rl.reporting.retention_table import write_tables
     from psp_rl.sweep.runner import METHODS, finished_trials, method_table, run_sweep
@@ -245,8 +245,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
-    from psp_rl.config.build import AGENT_CLASSES
-    from psp_rl.config.schema import AgentConfig, shipped_configs
+    from psp_rl.agents import AGENTS
+    from psp_rl.config.loading import shipped_configs
+    from psp_rl.config.schema import METHODS
     from psp_rl.contexts import CONTEXT_KINDS
     from psp_rl.envs import get_sequence, list_sequences
 
@@ -262,9 +263,10 @@ def _cmd_list(_: argparse.Namespace) -> int:
         except ImportError as exc:  # an optional dependency (MinAtar) that is not installed
             detail = str(exc)
         print(f"  {'':<20} {detail}")
-    print("agents (agent.algo):  " + ", ".join(f"{k} ({v.__name__})" for k, v in AGENT_CLASSES.items()))
-    methods = AgentConfig.model_fields["method"].annotation.__args__
-    print("methods (agent.method):  " + ", ".join(methods))
+    print("agents (agent.algo):  " + ", ".join(f"{k} ({v.__name__})" for k, v in AGENTS.items()))
+    print("methods (agent.method):")
+    for name, meaning in METHODS.items():
+        print(f"  {name:<20} {meaning}")
     print("context kinds (agent.context):  " + ", ".join(CONTEXT_KINDS))
     return 0
 

@@ -20,14 +20,21 @@ Threads = int | Literal["auto"]
 _TORCH_DEFAULT = torch.get_num_threads()
 
 
+def check_threads(threads: object) -> Threads:
+    """``threads`` if it is a positive int or ``"auto"``, else ``ValueError`` naming it (the config's
+    ``threads`` is checked here too)."""
+    if threads != "auto" and (not is_int(threads) or threads < 1):
+        raise ValueError(f"threads={threads!r}: expected a positive int or 'auto'")
+    return threads
+
+
 def set_threads(threads: Threads) -> int:
     """Set torch's intra-op threads and return the previous number.
 
     :param threads: a positive int, or ``"auto"`` for torch's own default (the number of cores,
         unless ``OMP_NUM_THREADS`` said otherwise when the process started).
     """
-    if threads != "auto" and (not is_int(threads) or threads < 1):
-        raise ValueError(f"threads={threads!r}: expected a positive int or 'auto'")
+    check_threads(threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(_TORCH_DEFAULT if threads == "auto" else threads)
     return previous

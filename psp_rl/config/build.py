@@ -1,9 +1,10 @@
 """A continual run built from a :class:`~psp_rl.config.schema.RunConfig`: its parts, and
 :class:`ContinualTrainer`, the loop they make (what ``psp-rl train`` runs).
 
-The only place that reads ``agent.method``: a baseline is a choice of network (``multihead``,
-``separate``), of context (``finetune``: ``none``) or a callback (``ewc``); the loop itself
-knows none of them.
+A baseline is a choice of network (``multihead``, ``separate``: :func:`psp_settings`), of context
+(every baseline implies ``none``: the schema) or a callback (``ewc``: :func:`build_callbacks`); the
+loop itself knows none of them. What each algorithm takes comes from its agent class
+(``action_spaces``, ``config_options``, ``policy_options``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any, Literal
 import yaml
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
-from torch import nn
 
-from psp_rl.agents import CompactDictReplayBuffer, ContinualDQN, ContinualPPO, compact_encoding
-from psp_rl.config.schema import AgentConfig, RunConfig, SequenceConfig, parse_config
+from psp_rl.agents import AGENTS, CompactDictReplayBuffer, compact_encoding
+from psp_rl.config.loading import parse_config
+from psp_rl.config.schema import ACTIVATIONS, AgentConfig, RunConfig, SequenceConfig
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.loop import ContinualLoop, check_resume
 from psp_rl.continual.parts import AgentFactory
@@ -31,8 +33,7 @@ from psp_rl.plugins.inference.task_inference import TaskInference
 from psp_rl.plugins.probes import RetentionProbes
 from psp_rl.settings import PSPSettings
 
-AGENT_CLASSES: dict[str, type[BaseAlgorithm]] = {"dqn": ContinualDQN, "ppo": ContinualPPO}
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+SPACE_WORDS = {spaces.Discrete: "discrete", spaces.Box: "continuous"}
 
 
 def build_sequence(config: SequenceConfig) -> TaskSequence:
@@ -65,9 +66,11 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
             f"agent.drift: {config.drift!r} needs a drifting task (a 'theta' observation); sequence "
             f"{sequence.name!r} has none"
         )
-    if config.algo == "dqn" and not isinstance(action_space, spaces.Discrete):
+    acts_in = AGENTS[config.algo].action_spaces
+    if not isinstance(action_space, acts_in):
+        kinds = " or ".join(SPACE_WORDS.get(space, space.__name__) for space in acts_in)
         raise ConfigError(
-            f"agent.algo: 'dqn' needs a discrete action space; sequence {sequence.name!r} has {action_space} "
+            f"agent.algo: {config.algo!r} needs a {kinds} action space; sequence {sequence.name!r} has {action_space} "
             "(use algo: ppo)"
         )
 
@@ -94,9 +97,9 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.activation]
     )
-    if config.algo == "dqn":
-        kwargs.update(dueling=config.dueling, acting=config.acting)
-    elif not kwargs["center"]:
+    options = AGENTS[config.algo].policy_options
+    kwargs.update({name: getattr(config, name) for name in options})
+    if not kwargs["center"] and "center" not in options:
         del kwargs["center"]  # an uncentred PSP-PPO's saved policy_kwargs never named it: they load as saved
     if config.net_arch is not None:
         kwargs["net_arch"] = config.net_arch
@@ -108,21 +111,12 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
     kwargs = config.sb3_kwargs()
     config = config.resolved()
     kwargs["task_lr_schedule"] = config.task_lr_schedule
-    if config.algo == "dqn":
-        kwargs.update(
-            advantage_learning=config.advantage_learning,
-            distil_loss=config.distil_loss,
-            distil_steps=config.distil_steps,
-            distil_margin=config.distil_margin,
-            distil_visits=config.distil_visits,
-            rehearsal_states=config.rehearsal_states,
-        )
-        if config.replay_on_switch is not None:
-            kwargs["replay_on_switch"] = config.replay_on_switch
+    agent_class = AGENTS[config.algo]
+    options = {name: getattr(config, name) for name in agent_class.config_options}
+    kwargs.update({name: value for name, value in options.items() if value is not None})
+    if issubclass(agent_class, OffPolicyAlgorithm):
         kwargs.update(replay_buffer_kwargs(config.replay_buffer, env))
-    return AGENT_CLASSES[config.algo](
-        "PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs
-    )
+    return agent_class("PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs)
 
 
 def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
@@ -160,7 +154,7 @@ class ConfigAgentFactory(AgentFactory):
     """The agent an :class:`AgentConfig` describes (its replay buffer chosen from the env)."""
 
     def __init__(self, config: AgentConfig, device: str = "auto") -> None:
-        super().__init__(AGENT_CLASSES[config.algo], device=device)
+        super().__init__(AGENTS[config.algo], device=device)
         self.config = config
 
     def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
@@ -198,6 +192,7 @@ def loop_arguments(config: RunConfig) -> dict[str, Any]:
         eval=config.eval,
         checkpoint=config.checkpoint,
         seed=config.seed,
+        seed_scheme=config.seed_scheme,
         n_envs=config.agent.n_envs,
         vec_env=config.agent.vec_env,
         threads=config.threads,

@@ -6,25 +6,25 @@ key path, e.g. ``agent.learning_rate: expected float, got 'fast'``.
 
 from __future__ import annotations
 
-import copy
-import difflib
+import dataclasses
 import hashlib
-import importlib.resources
+import inspect
 import json
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from torch import nn
 
-from psp_rl.checks import is_int
+from psp_rl.agents import AGENTS
 from psp_rl.contexts import ContextKind
 from psp_rl.continual.parts import first_difference
-from psp_rl.continual.settings import CheckpointConfig, EvalConfig, StrictSettings, format_validation_error
-from psp_rl.errors import ConfigError
-from psp_rl.plugins.ewc import EWC_LAMBDA
+from psp_rl.continual.seeds import SEED_SCHEME
+from psp_rl.continual.settings import CheckpointConfig, EvalConfig, StrictSettings
+from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.settings import InferenceConfig
+from psp_rl.settings import PSPSettings
+from psp_rl.threads import check_threads
 
 
 class SequenceConfig(StrictSettings):
@@ -85,34 +85,56 @@ _DQN_ONLY = (
 _NOT_SB3 = ("replay_on_switch", "replay_buffer", "center", *_DQN_RETENTION)
 # How a run computes, not what it computes: a run may resume under other values.
 _NOT_HASHED = ("vec_env", "replay_buffer")
-# What an agent option left out (None) means, per algorithm: the same for every method (the
-# baselines differ from PSP only in the method), except PSP_DEFAULTS below.
-AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dqn": {
-        "activation": "relu",
-        "task_lr_schedule": "constant",
-        "dueling": False,
-        "center": False,
-        "advantage_learning": 0.0,
-        "acting": "q",
-        "distil_loss": "margin",
-        "distil_steps": 3000,
-        "distil_margin": 5.0,
-        "distil_visits": 0,
-        "rehearsal_states": 0,
-    },
-    "ppo": {"activation": "tanh", "task_lr_schedule": "constant"},
-}
-# PSP-DQN's own mechanisms (experiments/results/dqn-retention/): centring acts on superposed
-# layers only, and acting from a distilled per-task policy (an MLP for vectors, a CNN for frames:
-# experiments/results/minatar-distil/) is how a superposed Q-network keeps its finished tasks'
-# actions; the baselines' plain networks act from Q. (A margin of 20 led on cartpole-shift but lost
-# a task of the fast retention test: the margin stays at AGENT_DEFAULTS' 5.)
-PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "distilled"}, "ppo": {}}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
 _HASHED_WHEN_SET = ("activation", "task_lr_schedule", "center", *_DQN_RETENTION)
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+# Online EWC's defaults, for the descriptions of the ewc_* options (left out, they take these).
+_EWC = {name: p.default for name, p in inspect.signature(OnlineEWC.__init__).parameters.items()}
+
+
+def option_defaults(agent_class: type) -> dict[str, Any]:
+    """What each resolved option (:data:`_HASHED_WHEN_SET`) an agent class takes means when a config
+    leaves it out: the default its constructor, its ``"PSPPolicy"`` or :class:`PSPSettings` gives
+    it, read from their signatures, so each default is written once, where it acts."""
+    agent = inspect.signature(agent_class.__init__).parameters
+    policy = inspect.signature(agent_class.policy_aliases["PSPPolicy"].__init__).parameters
+    settings = {field.name: field.default for field in dataclasses.fields(PSPSettings)}
+    names = {"activation", "task_lr_schedule", *agent_class.config_options, *agent_class.policy_options}
+    out: dict[str, Any] = {}
+    for name in (n for n in _HASHED_WHEN_SET if n in names):
+        if name == "activation":
+            default = policy["activation_fn"].default
+            out[name] = next(key for key, cls in ACTIVATIONS.items() if cls is default)
+        elif name in agent:
+            out[name] = agent[name].default
+        elif name in policy:
+            out[name] = policy[name].default
+        else:
+            out[name] = settings[name]
+    return out
+
+
+# What an agent option left out (None) means, per algorithm: the same for every method (the
+# baselines differ from PSP only in the method), except PSP_DEFAULTS below.
+AGENT_DEFAULTS: dict[str, dict[str, Any]] = {algo: option_defaults(cls) for algo, cls in AGENTS.items()}
+# PSP-DQN's own mechanisms: centring acts on superposed layers only, and a finished task acts from a
+# policy distilled from its Q; the baselines' plain networks act from Q (why: docs/results.md).
+PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "distilled"}, "ppo": {}}
 _PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
+ALGO_ONLY: dict[str, tuple[str, ...]] = {"dqn": _DQN_ONLY, "ppo": _PPO_ONLY}
+"""The agent settings only one algorithm has."""
+
+
+Method = Literal["psp", "finetune", "multihead", "separate", "ewc"]
+# What each method means; a baseline's network is a plain one, so it implies context: none.
+METHODS: dict[str, str] = {
+    "psp": "one superposed network (agent.context: binary, complex or rotation)",
+    "finetune": "one plain network, trained on each task in turn (context: none)",
+    "multihead": "a plain torso with a head per task (context: none)",
+    "separate": "one plain network per task (context: none)",
+    "ewc": "one plain network with online EWC (context: none)",
+}
 
 
 class AgentConfig(StrictSettings):
@@ -122,12 +144,8 @@ class AgentConfig(StrictSettings):
     """
 
     algo: Literal["dqn", "ppo"] = "dqn"
-    method: Literal["psp", "finetune", "multihead", "separate", "ewc"] = Field(
-        default="psp",
-        description="psp: superposed; finetune: one plain network; multihead: plain torso, a head per task; "
-        "separate: one plain network per task; ewc: one plain network with online EWC",
-    )
-    context: ContextKind = "binary"
+    method: Method = Field(default="psp", description="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
+    context: ContextKind = Field(default="binary", description="psp's context kind; the baselines imply none")
     context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
     net_arch: list[int] | None = None
     torso: Literal["auto", "mlp", "nature_cnn", "minatar_cnn"] = "auto"
@@ -199,9 +217,13 @@ class AgentConfig(StrictSettings):
         "none, PSP keeps no data",
     )
     # method: ewc only (psp_rl.plugins.ewc)
-    ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {EWC_LAMBDA})")
-    ewc_decay: float | None = Field(default=None, gt=0, le=1, description="online EWC's gamma (default 1)")
-    ewc_samples: int | None = Field(default=None, gt=0, description="states per task for the Fisher (default 256)")
+    ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {_EWC['strength']})")
+    ewc_decay: float | None = Field(
+        default=None, gt=0, le=1, description=f"online EWC's gamma (default {_EWC['decay']})"
+    )
+    ewc_samples: int | None = Field(
+        default=None, gt=0, description=f"states per task for the Fisher (default {_EWC['samples']})"
+    )
     # PPO only
     n_steps: int | None = Field(default=None, gt=0)
     n_epochs: int | None = Field(default=None, gt=0)
@@ -210,9 +232,17 @@ class AgentConfig(StrictSettings):
     ent_coef: float | None = Field(default=None, ge=0)
     vf_coef: float | None = Field(default=None, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_implies_context(cls, data: Any) -> Any:
+        """A baseline's network is plain: ``context: none`` goes without saying."""
+        if isinstance(data, dict) and data.get("method", "psp") != "psp" and "context" not in data:
+            return {**data, "context": "none"}
+        return data
+
     @model_validator(mode="after")
     def _algo_fields(self) -> AgentConfig:
-        other = _PPO_ONLY if self.algo == "dqn" else _DQN_ONLY
+        other = [name for algo, names in ALGO_ONLY.items() if algo != self.algo for name in names]
         if self.gradient_steps == 0:
             raise ValueError("agent.gradient_steps: expected a positive int or -1, got 0")
         wrong = [name for name in other if getattr(self, name) is not None]
@@ -222,7 +252,10 @@ class AgentConfig(StrictSettings):
         if ewc_set and self.method != "ewc":
             raise ValueError(f"agent.{ewc_set[0]}: only used by method='ewc', not method={self.method!r}")
         if self.method in ("finetune", "multihead", "separate", "ewc") and self.context != "none":
-            raise ValueError(f"agent.context: method={self.method!r} is a plain-network baseline; use context: none")
+            raise ValueError(
+                f"agent.context: method={self.method!r} is a plain-network baseline, which implies context none; "
+                f"got {self.context!r} (leave agent.context out)"
+            )
         if self.drift != "none" and self.method != "psp":
             raise ValueError(f"agent.drift: {self.drift!r} needs method='psp' (drifting contexts), got {self.method!r}")
         if self.drift == "smooth" and self.context not in ("complex", "rotation"):
@@ -244,7 +277,7 @@ class AgentConfig(StrictSettings):
     def sb3_kwargs(self) -> dict[str, Any]:
         """The SB3 constructor hyperparameters that were set."""
         names = ["learning_rate", "batch_size", "gamma", "max_grad_norm"]
-        names += [n for n in (_DQN_ONLY if self.algo == "dqn" else _PPO_ONLY) if n not in _NOT_SB3]
+        names += [n for n in ALGO_ONLY[self.algo] if n not in _NOT_SB3]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -264,6 +297,11 @@ class RunConfig(StrictSettings):
 
     name: str = Field(min_length=1)
     seed: int = Field(default=0, ge=0)
+    seed_scheme: Literal[1, 2] | None = Field(
+        default=None,
+        description="how every random purpose's seed derives from `seed` (psp_rl.continual.seeds): new runs "
+        "take 2; a run saved without the key drew scheme 1's seeds and resumes under it",
+    )
     sequence: SequenceConfig
     agent: AgentConfig = Field(default_factory=AgentConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -280,9 +318,7 @@ class RunConfig(StrictSettings):
     @field_validator("threads", mode="before")
     @classmethod
     def _threads(cls, value: Any) -> Any:
-        if value != "auto" and (not is_int(value) or value < 1):
-            raise ValueError(f"threads: expected a positive int or 'auto', got {value!r}")
-        return value
+        return check_threads(value)
 
     @model_validator(mode="after")
     def _hidden_ids(self) -> RunConfig:
@@ -306,6 +342,8 @@ class RunConfig(StrictSettings):
         """The settings that shape the model and the task stream (not eval/checkpoint cadence),
         without those left at their defaults (:func:`canonical_shaping`)."""
         shaping = self.model_dump(mode="json", include={"seed", "sequence", "agent"})
+        if self.seed_scheme not in (None, 1):  # runs saved before the scheme was recorded drew scheme 1's
+            shaping["seed_scheme"] = self.seed_scheme
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
         if self.sequence.task_ids == "hidden":  # the inference decides which context trains
@@ -313,21 +351,27 @@ class RunConfig(StrictSettings):
         return canonical_shaping(shaping)
 
     def resolved(self) -> RunConfig:
-        """This config with every agent option left out set to its default (what runs)."""
-        return self.model_copy(update={"agent": self.agent.resolved()})
+        """This config with every agent option left out set to its default, and the newest seed
+        scheme unless one is set (what runs)."""
+        return self.model_copy(update={"agent": self.agent.resolved(), "seed_scheme": self.seed_scheme or SEED_SCHEME})
 
     def with_defaults_of(self, saved: RunConfig) -> RunConfig:
         """This config with the agent options it leaves out taken from ``saved``, the config a run
         recorded: a run keeps the defaults of the day it started, so changing a default (PSP-DQN's
-        acting) does not stop a run from resuming under the config that started it."""
-        if (saved.agent.algo, saved.agent.method) != (self.agent.algo, self.agent.method):
-            return self  # another agent: the comparison names the difference
+        acting) does not stop a run from resuming under the config that started it; so does its seed
+        scheme."""
+        # The saved run's seed scheme; a run that recorded none drew scheme 1's seeds.
+        config = (
+            self if self.seed_scheme is not None else self.model_copy(update={"seed_scheme": saved.seed_scheme or 1})
+        )
+        if (saved.agent.algo, saved.agent.method) != (config.agent.algo, config.agent.method):
+            return config  # another agent: the comparison names the difference
         taken = {
             name: getattr(saved.agent, name)
             for name in _HASHED_WHEN_SET
-            if getattr(self.agent, name) is None and getattr(saved.agent, name) is not None
+            if getattr(config.agent, name) is None and getattr(saved.agent, name) is not None
         }
-        return self.model_copy(update={"agent": self.agent.model_copy(update=taken)}) if taken else self
+        return config.model_copy(update={"agent": config.agent.model_copy(update=taken)}) if taken else config
 
     def as_saved_by(self, saved_shaping: dict[str, Any]) -> RunConfig:
         """This config as a run saved with ``saved_shaping`` knew it: options that did not exist
@@ -395,120 +439,6 @@ def with_defaults(shaping: dict[str, Any]) -> dict[str, Any]:
 
 def _json_default(value: Any) -> Any:
     return json.loads(json.dumps(value))
-
-
-def _section(model: type[BaseModel] | None, key: Any) -> type[BaseModel] | None:
-    """The settings model of ``model``'s field ``key`` where that field is a section, else None."""
-    field = model.model_fields.get(str(key)) if model is not None else None
-    annotation = field.annotation if field is not None else None
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    """``"; did you mean 'learning_rate'?"`` for a misspelled key of a known section."""
-    model: type[BaseModel] | None = RunConfig
-    for part in loc[:-1]:
-        model = _section(model, part)
-    if model is None:
-        return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def parse_config(data: Any, source: str = "config") -> RunConfig:
-    """Validate a mapping into a :class:`RunConfig`; raise :class:`ConfigError` naming the key path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {format_validation_error(exc, hint=_did_you_mean)}") from None
-
-
-def read_config(path: str | Path, settings: Sequence[str] = ()) -> Any:
-    """A YAML config file as data (``yaml.safe_load``) with ``key.path=value`` ``settings`` applied
-    (:func:`apply_settings`), not yet validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r}: not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r}: not valid YAML ({exc})") from None
-    return apply_settings(data, settings) if isinstance(data, dict) and settings else data
-
-
-def shipped_configs() -> dict[str, Path]:
-    """The configs installed with the package (``experiments/configs/`` in a checkout), by name."""
-    root = importlib.resources.files("psp_rl.configs")
-    return {Path(e.name).stem: Path(str(e)) for e in root.iterdir() if e.name.endswith(".yaml")}
-
-
-def find_config(name: str | Path) -> Path:
-    """A config file: ``name`` itself where it is a file, else the shipped config of that name
-    (``quickstart`` or ``quickstart.yaml``)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = shipped_configs()
-    stem = path.name.removesuffix(".yaml")
-    if path.parent == Path(".") and stem in shipped:
-        return shipped[stem]
-    close = difflib.get_close_matches(stem, list(shipped), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(
-        f"config {str(name)!r}: neither a file nor a shipped config; {hint}shipped: {', '.join(sorted(shipped))}"
-    )
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None, settings: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config with its ``key.path=value`` ``settings`` (:func:`read_config`), apply
-    top-level ``overrides`` and validate it."""
-    data = read_config(path, settings)
-    if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
-    return parse_config(data, source=f"{path} with --set {' '.join(settings)}" if settings else str(path))
-
-
-def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
-    """``data`` (a config mapping) with each ``KEY=VALUE`` of ``settings`` set, as ``--set`` gives
-    them: ``agent.learning_rate=1e-3`` sets ``data["agent"]["learning_rate"]``. A value is read as
-    a YAML scalar (``50000`` an int, ``true`` a bool, ``[64, 64]`` a list), so the config's own
-    validation types it as it types the file; a key must name a setting of the schema."""
-    out = copy.deepcopy(data)
-    for item in settings:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. agent.learning_rate=1e-3")
-        parts = key.split(".")
-        _check_setting_key(item, parts)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value {text!r} is not a YAML scalar") from None
-        section = out
-        for part in parts[:-1]:
-            if not isinstance(section.get(part), dict):
-                section[part] = {}
-            section = section[part]
-        section[parts[-1]] = value
-    return out
-
-
-def _check_setting_key(item: str, parts: list[str]) -> None:
-    """Raise naming the first part of a ``--set`` key that is not a setting of :class:`RunConfig`."""
-    model: type[BaseModel] | None = RunConfig
-    for depth, part in enumerate(parts):
-        if model is None or model is SequenceConfig and part == "spec":
-            return  # a free-form mapping (a custom sequence): its own validation names bad keys
-        if part not in model.model_fields:
-            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
-            hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])!r}?" if close else ""
-            raise ConfigError(f"--set {item!r}: unknown key {'.'.join(parts[: depth + 1])!r}{hint}")
-        section = _section(model, part)
-        if section is None and depth < len(parts) - 1:
-            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])!r} is a setting, not a section")
-        model = section
 
 
 def dump_config(config: RunConfig) -> str:

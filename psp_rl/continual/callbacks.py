@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
     from psp_rl.continual.run_dir import RunDir
+    from psp_rl.continual.seeds import Stream
     from psp_rl.continual.settings import EvalConfig
     from psp_rl.envs import TaskSequence
 
@@ -21,13 +22,16 @@ class LoopView(Protocol):
     agent: BaseAlgorithm
     sequence: TaskSequence
     seed: int
-    """The run's seed (callbacks derive their own streams from it)."""
+    """The run's seed."""
     writer: SummaryWriter
     """The run's TensorBoard writer."""
     run_dir: Path
     paths: RunDir
     eval: EvalConfig
     """Evaluation settings (episodes, the episode cap)."""
+
+    def stream_seed(self, stream: Stream, *parts: int) -> int:
+        """The seed of ``stream`` at ``parts`` under the run's seed and seed scheme (:mod:`~psp_rl.continual.seeds`)."""
 
 
 class ContinualCallback:

@@ -14,6 +14,7 @@ import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
+from psp_rl.continual.seeds import SEED_SCHEME, Stream, stream_seed
 from psp_rl.envs import TaskSequence
 
 
@@ -41,11 +42,6 @@ class TaskReturns:
     def row(self) -> dict[str, Any]:
         """Its ``eval.csv`` columns (besides the step and the task being trained)."""
         return dict(eval_task=self.task, mean=self.mean, std=self.std, episodes=len(self.returns))
-
-
-def derive_seed(*parts: int) -> int:
-    """A seed for one purpose (``parts`` name it), independent of every other purpose's."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def evaluate_tasks(
@@ -99,16 +95,18 @@ class RandomPolicy:
         return np.stack([self.action_space.sample() for _ in range(len(obs["task"]))]), None
 
 
-def random_returns(sequence: TaskSequence, episodes: int, seed: int, max_episode_steps: int | None) -> list[float]:
+def random_returns(
+    sequence: TaskSequence, episodes: int, seed: int, max_episode_steps: int | None, scheme: int = SEED_SCHEME
+) -> list[float]:
     """Each task's mean return under uniformly random actions (its own seeded envs and actions)."""
     out = []
     for task in range(len(sequence)):
-        policy = RandomPolicy(sequence.spaces[1], derive_seed(seed, 3, task))
+        policy = RandomPolicy(sequence.spaces[1], stream_seed(seed, Stream.RANDOM_POLICY, task, scheme=scheme))
         (result,) = evaluate_tasks(
             policy,
             sequence,
             episodes=episodes,
-            seed=lambda t: derive_seed(seed, 2, t),
+            seed=lambda t: stream_seed(seed, Stream.RANDOM_EPISODES, t, scheme=scheme),
             max_episode_steps=max_episode_steps,
             tasks=[task],
         )

@@ -30,7 +30,7 @@ import psp_rl.continual.metrics as M
 from psp_rl.agents.task_switch import TaskSwitchMixin, relabel_last_observation
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.checkpoints import CheckpointStore, callback_names
-from psp_rl.continual.evaluation import derive_seed, evaluate_tasks, reference_returns
+from psp_rl.continual.evaluation import evaluate_tasks, reference_returns
 from psp_rl.continual.faults import fault_point
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text
 from psp_rl.continual.learn_hook import LearnHook
@@ -38,6 +38,7 @@ from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
 from psp_rl.continual.progress import SequenceProgress
 from psp_rl.continual.resume import ResumableRun
 from psp_rl.continual.run_dir import RunDir
+from psp_rl.continual.seeds import SCHEMES, SEED_SCHEME, Stream, stream_seed
 from psp_rl.continual.settings import CheckpointConfig, EvalConfig
 from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
@@ -71,6 +72,8 @@ class ContinualLoop(ResumableRun):
     :param eval: evaluation cadence, episodes, cap and reference returns.
     :param checkpoint: checkpoint cadence, how many to keep, whether to save the replay buffer.
     :param seed: the run's seed (envs, agent, evaluation and callbacks derive theirs from it).
+    :param seed_scheme: how seeds derive from ``seed`` (:mod:`~psp_rl.continual.seeds`; 1 for runs
+        saved before schemes were recorded); part of the default identity when not 1.
     :param n_envs: training envs stepped together.
     :param vec_env: ``"dummy"`` (in this process) or ``"subproc"`` (a worker process per env).
     :param threads: torch threads while running (``"auto"``: torch's default).
@@ -95,6 +98,7 @@ class ContinualLoop(ResumableRun):
         eval: EvalConfig | None = None,  # named as the config section (shadows the builtin here only)
         checkpoint: CheckpointConfig | None = None,
         seed: int = 0,
+        seed_scheme: int = SEED_SCHEME,
         n_envs: int = 1,
         vec_env: str = "dummy",
         threads: int | Literal["auto"] = 1,
@@ -118,7 +122,13 @@ class ContinualLoop(ResumableRun):
         stream = {"name": sequence.name, "tasks": sequence.names, "schedule": list(sequence.schedule)}
         if self.carry_episodes:
             stream["switch"] = sequence.switch
-        self.identity = identity or SettingsIdentity({"seed": seed, "sequence": stream, "agent": agent.settings()})
+        if seed_scheme not in SCHEMES:
+            raise ConfigError(f"seed_scheme={seed_scheme!r}: expected one of {list(SCHEMES)}")
+        self.seed_scheme = seed_scheme
+        settings = {"seed": seed, "sequence": stream, "agent": agent.settings()}
+        if seed_scheme != 1:  # runs saved before the scheme was recorded drew scheme 1's seeds
+            settings["seed_scheme"] = seed_scheme
+        self.identity = identity or SettingsIdentity(settings)
         self.callbacks = list(callbacks)
         try:
             callback_names(self.callbacks)
@@ -226,6 +236,10 @@ class ContinualLoop(ResumableRun):
                 if finished:
                     break
 
+    def stream_seed(self, stream: Stream, *parts: int) -> int:
+        """The seed of ``stream`` at ``parts`` under the run's seed and seed scheme."""
+        return stream_seed(self.seed, stream, *parts, scheme=self.seed_scheme)
+
     def _start_task(self, stage: int, task: int, steps: int) -> None:
         for cb in self.callbacks:
             cb.before_task(self, stage, task)
@@ -241,7 +255,7 @@ class ContinualLoop(ResumableRun):
         self.writer.add_scalar("train/current_task", task, self.agent.num_timesteps)
 
     def _train_chunk(self, stage: int, task: int, steps: int) -> None:
-        chunk_seed = derive_seed(self.seed, stage, self.state.stage_steps)
+        chunk_seed = self.stream_seed(Stream.CHUNK, stage, self.state.stage_steps)
         env = self._env_for(task)
         if self._saved_episodes is not None:
             restore_vec_episodes(env, self._saved_episodes)
@@ -282,7 +296,7 @@ class ContinualLoop(ResumableRun):
         """A fresh one-env vec env of ``task``, as evaluation builds it, for an agent that acts in a
         finished task at the switch (PSP-DQN's ``distil_visits``); seeded by the run's seed and
         step, so a resume acts in it the same way."""
-        seed = derive_seed(self.seed, 4, self.agent.num_timesteps, task)
+        seed = self.stream_seed(Stream.TASK_ENV, self.agent.num_timesteps, task)
         env = self.sequence.make_vec_env(
             task, 1, seed=seed, training=False, max_episode_steps=self.eval.max_episode_steps
         )
@@ -299,7 +313,7 @@ class ContinualLoop(ResumableRun):
             # Hidden ids: one env, so a deployment's trial of a wrong context costs one episode,
             # not one per env (parallel episodes would all start under it).
             n_envs=1 if self.sequence.hidden else min(self.eval.episodes, 4),
-            seed=lambda task: derive_seed(self.seed, 1, step, task),
+            seed=lambda task: self.stream_seed(Stream.EVAL, step, task),
             max_episode_steps=cap,
             wrap=self._wrap_eval_env,
         )

@@ -66,7 +66,7 @@ class ResumableRun:
                 log.info("no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
             self.state = TrainerState(fingerprint=self.identity.fingerprint(), shaping_config=self.identity.shaping())
             self.state.random_returns = random_returns(
-                self.sequence, self.eval.episodes, self.seed, self.eval.max_episode_steps
+                self.sequence, self.eval.episodes, self.seed, self.eval.max_episode_steps, self.seed_scheme
             )
             self._write_eval_csv()
             return self.agent_factory.build(env, self.seed)

@@ -22,6 +22,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from psp_rl.checks import is_int
 from psp_rl.continual.callbacks import ContinualCallback
+from psp_rl.continual.seeds import Stream
 
 if TYPE_CHECKING:
     from psp_rl.continual.callbacks import LoopView
@@ -80,7 +81,7 @@ class OnlineEWC(ContinualCallback):
 
     def after_task(self, loop: LoopView, stage: int, task: int) -> None:
         agent = loop.agent
-        seed = loop.seed * 1_000_003 + stage
+        seed = loop.stream_seed(Stream.EWC, stage)
         task_fisher = fisher_diagonal(agent, agent.task_states(task, self.samples, seed), seed)
         for name, f in task_fisher.items():
             self.fisher[name] = self.decay * self.fisher[name] + f if name in self.fisher else f

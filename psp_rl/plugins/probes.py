@@ -47,6 +47,7 @@ from torch import nn
 from psp_rl.checks import is_int
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.files import atomic_write_csv
+from psp_rl.continual.seeds import Stream
 from psp_rl.layers import TaskModule
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class RetentionProbes(ContinualCallback):
             start = self.task_start_weights.get(name)
             if start is not None:
                 new_rows.append(_row(name, "weight_movement", (end - start).norm() / (start.norm() or 1.0), task))
-        obs = agent.task_states(task, self.samples, seed=loop.seed * 1_000_003 + stage)
+        obs = agent.task_states(task, self.samples, seed=loop.stream_seed(Stream.PROBES, stage))
         output, layers = acting_outputs(agent, obs)
         if output.shape[1] >= 2:
             new_rows.append(_row(OUTPUT, "gap_median", margins(output, output.argmax(1)).median(), task))

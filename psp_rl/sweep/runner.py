@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psp_rl.config.schema import parse_config
+from psp_rl.config.loading import parse_config
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.errors import ConfigError
 

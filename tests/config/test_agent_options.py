@@ -58,3 +58,13 @@ def test_every_ablation_variant_parses_over_its_config():
     # "auto"'s network on flat observations; the row ran before frames could distil)
     default = resolved["psp-default"].model_copy(update={"acting": "distilled"})
     assert default == parse_config(base).resolved().agent
+
+
+@pytest.mark.parametrize("method", ["finetune", "multihead", "separate", "ewc"])
+def test_a_baseline_implies_context_none(tiny_config, method):
+    del tiny_config["agent"]["context"]
+    tiny_config["agent"]["method"] = method
+    assert parse_config(tiny_config).agent.context == "none"
+    tiny_config["agent"]["context"] = "binary"
+    with pytest.raises(ConfigError, match=f"method='{method}' is a plain-network baseline, which implies context none"):
+        parse_config(tiny_config)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from psp_rl.config import load_config
-from psp_rl.config.schema import apply_settings, find_config, shipped_configs
+from psp_rl.config.loading import apply_settings, find_config, shipped_configs
 from psp_rl.errors import ConfigError
 from tests.conftest import run_cli, write_config
 

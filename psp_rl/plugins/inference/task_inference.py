@@ -30,7 +30,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.checks import check_int
 from psp_rl.continual.callbacks import ContinualCallback, LoopView
-from psp_rl.continual.evaluation import derive_seed, evaluate_tasks
+from psp_rl.continual.evaluation import evaluate_tasks
+from psp_rl.continual.seeds import Stream
 from psp_rl.continual.settings import validated
 from psp_rl.plugins.inference.context_trials import (
     ContextTrials,
@@ -104,7 +105,7 @@ class TaskInference(ContinualCallback):
             loop.agent,
             loop.sequence,
             episodes=self.probe_episodes,
-            seed=lambda t: derive_seed(loop.seed, 5, stage, t),
+            seed=lambda t: loop.stream_seed(Stream.INFERENCE, stage, t),
             tasks=[task],
             max_episode_steps=loop.eval.max_episode_steps,
             wrap=lambda env, _: InferredTaskEnv(env, FixedContext(self.context)),
