@@ -12,7 +12,7 @@ import gymnasium as gym
 
 from psp_rl.checks import is_int
 from psp_rl.envs.episodes import check_carryable
-from psp_rl.envs.factories import FACTORIES
+from psp_rl.envs.factories import FACTORIES, make_atari_env
 from psp_rl.envs.wrappers import TaskObservation
 
 
@@ -182,9 +182,10 @@ class TaskSequence:
     ):
         """An SB3 vec env of ``n_envs`` monitored envs of ``task``; env ``i`` is seeded ``seed + i``.
 
-        :param vec_env: ``"dummy"`` (``DummyVecEnv``: envs step in this process) or ``"subproc"``
+        :param vec_env: ``"dummy"`` (``DummyVecEnv``: envs step in this process), ``"subproc"``
             (``SubprocVecEnv``: one worker process per env; workers ignore SIGINT and SIGTERM, so a
-            Ctrl-C reaches the training process alone and a graceful stop can still step them).
+            Ctrl-C reaches the training process alone and a graceful stop can still step them) or
+            ``"ale"`` (Atari tasks only: ale-py's C++ vector env, :mod:`psp_rl.envs.atari_vector`).
         :param max_episode_steps: cut episodes after this many steps (an evaluation's cap).
         """
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
@@ -192,16 +193,49 @@ class TaskSequence:
 
         if not is_int(n_envs) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected a positive int")
-        if vec_env not in VEC_ENVS:
-            raise ValueError(f"vec_env={vec_env!r}: expected one of {list(VEC_ENVS)}")
+        self.check_vec_env(vec_env)
+        if vec_env == "ale":
+            return self._ale_vec_env(self.index(task), n_envs, seed, training, max_episode_steps)
         factory = _MonitoredTask(self, self.index(task), training, max_episode_steps, vec_env == "subproc")
         venv = (SubprocVecEnv if vec_env == "subproc" else DummyVecEnv)([factory] * n_envs)
         if seed is not None:
             venv.seed(seed)
         return venv
 
+    def check_vec_env(self, vec_env: str) -> None:
+        """``ValueError`` unless every task can step in ``vec_env`` (``"ale"``: Atari tasks only)."""
+        if vec_env not in VEC_ENVS:
+            raise ValueError(f"vec_env={vec_env!r}: expected one of {list(VEC_ENVS)}")
+        others = [spec.name for spec in self.tasks if vec_env == "ale" and spec.make_env is not make_atari_env]
+        if others:
+            raise ValueError(
+                f"vec_env='ale' steps Atari games only; task(s) {others} are not; expected dummy or subproc"
+            )
 
-VEC_ENVS = ("dummy", "subproc")
+    def _ale_vec_env(self, task: int, n_envs: int, seed: int | None, training: bool, max_episode_steps: int | None):
+        """``n_envs`` envs of Atari task ``task`` on ale-py's vector env, monitored (SB3's episode info)."""
+        from stable_baselines3.common.vec_env import VecMonitor
+
+        from psp_rl.envs.atari_vector import AtariTaskVecEnv
+
+        params = dict(self.tasks[task].params)
+        if params.pop("terminal_on_life_loss", False):
+            raise ValueError(f"task {self.tasks[task].name!r}: vec_env='ale' has no life-loss terminal; use dummy")
+        env = AtariTaskVecEnv(
+            params.pop("game"),
+            n_envs,
+            0 if self.hidden else task,
+            self.max_tasks,
+            training=training,
+            max_episode_steps=max_episode_steps,
+            **params,
+        )
+        if seed is not None:
+            env.seed(seed)
+        return VecMonitor(env)
+
+
+VEC_ENVS = ("dummy", "subproc", "ale")
 TASK_IDS = ("announced", "hidden")
 SWITCHES = ("reset", "mid_episode")
 

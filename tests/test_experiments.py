@@ -23,6 +23,13 @@ def _main(monkeypatch, module: str, *argv: str) -> None:
     ("module", "argv", "printed"),
     [
         pytest.param("experiments.bench_envs", ["--steps", "20"], "cartpole-shift", id="bench_envs"),
+        pytest.param(
+            "experiments.bench_envs",
+            ["--atari-vec", "--steps", "20", "--n-envs", "2"],
+            "ale-py vector env, 2 threads",
+            id="bench_envs_atari_vec",
+        ),
+        pytest.param("experiments.code_shape", [], "import circles: 0", id="code_shape"),
         pytest.param("experiments.bench_layers", ["--repeats", "1", "--batch", "4"], "binary", id="bench_layers"),
         pytest.param(
             "experiments.bench_input_layer",

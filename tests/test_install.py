@@ -1,6 +1,7 @@
 """Installed the way users install it: a wheel built from the project, in a fresh venv, run from
 outside the repository, finds its shipped configs by name."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ TINY = ["sequence.steps=256", "eval.every=256", "eval.episodes=1", "checkpoint.e
 
 
 def _run(*command, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd, timeout=300)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # the venv's psp_rl, not a tree's
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

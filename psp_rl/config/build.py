@@ -59,7 +59,12 @@ def build_sequence(config: SequenceConfig) -> TaskSequence:
 
 
 def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
-    """Refuse, before any run dir is touched, an algorithm that cannot act in the sequence's actions."""
+    """Refuse, before any run dir is touched, an algorithm that cannot act in the sequence's actions
+    or a vec env that cannot step its tasks."""
+    try:
+        sequence.check_vec_env(config.vec_env)
+    except ValueError as exc:
+        raise ConfigError(f"agent.vec_env: {exc}") from None
     observation_space, action_space = sequence.spaces
     if config.drift != "none" and "theta" not in observation_space.spaces:
         raise ConfigError(

@@ -83,8 +83,10 @@ _DQN_ONLY = (
 # Settings of the continual agent and its networks, not of SB3's constructors ("center" is both
 # algorithms': PSP-DQN's default, an option of PSP-PPO measured in experiments/results/minatar/).
 _NOT_SB3 = ("replay_on_switch", "replay_buffer", "center", *_DQN_RETENTION)
-# How a run computes, not what it computes: a run may resume under other values.
+# How a run computes, not what it computes: a run may resume under other values (vec_env: dummy or
+# subproc; the ale vector env's frame stacks start otherwise, so it is hashed).
 _NOT_HASHED = ("vec_env", "replay_buffer")
+_SAME_NUMBERS = {"vec_env": ("dummy", "subproc")}
 # Options added after runs were first saved. A run records their resolved values; a run saved
 # before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
 _HASHED_WHEN_SET = ("activation", "task_lr_schedule", "center", *_DQN_RETENTION)
@@ -163,10 +165,11 @@ class AgentConfig(StrictSettings):
         default=None, description="task_linear: the learning rate anneals to 0 at each task's end"
     )
     n_envs: int = Field(default=1, gt=0)
-    vec_env: Literal["dummy", "subproc"] = Field(
+    vec_env: Literal["dummy", "subproc", "ale"] = Field(
         default="dummy",
         description="dummy: the envs step in the training process; subproc: one worker process per env, "
-        "kept for the whole task (worth it for envs slower than the network, e.g. Atari)",
+        "kept for the whole task; ale: Atari only, ale-py's C++ vector env (frames preprocessed in C++; a "
+        "reset's frame stack starts from zeros, so it changes the numbers and is part of the fingerprint)",
     )
     # SB3 hyperparameters (both algorithms)
     learning_rate: float | None = Field(default=None, gt=0)
@@ -331,10 +334,10 @@ class RunConfig(StrictSettings):
 
     @model_validator(mode="after")
     def _mid_episode(self) -> RunConfig:
-        if self.sequence.switch == "mid_episode" and self.agent.vec_env == "subproc":
+        if self.sequence.switch == "mid_episode" and self.agent.vec_env != "dummy":
             raise ValueError(
                 "sequence.switch: 'mid_episode' moves running episodes between envs of the training process, "
-                "agent.vec_env='subproc' steps them in workers; expected vec_env: dummy"
+                f"agent.vec_env={self.agent.vec_env!r} steps them elsewhere; expected vec_env: dummy"
             )
         return self
 
@@ -418,7 +421,8 @@ def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
     for section, model in _DEFAULTED_SECTIONS:
         values = out.get(section, {})
         for name in _NOT_HASHED if section == "agent" else ():
-            values.pop(name, None)
+            if name not in _SAME_NUMBERS or values.get(name) in _SAME_NUMBERS[name]:
+                values.pop(name, None)
         for name, field in model.model_fields.items():
             if name in values and values[name] == _json_default(field.get_default(call_default_factory=True)):
                 del values[name]

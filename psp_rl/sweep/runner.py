@@ -107,8 +107,7 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
     A finished run of the same config is returned untouched; a run dir holding another config's
     run raises (it is never overwritten).
     """
-    from psp_rl.config.build import config_for_run_dir  # in the Ray worker: torch loads here
-    from psp_rl.config.trainer import ContinualTrainer
+    from psp_rl.config.build import ContinualTrainer, config_for_run_dir  # in the Ray worker: torch loads here
 
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
