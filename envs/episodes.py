@@ -44,6 +44,16 @@ def check_carryable(env: gym.Env, task: str) -> None:
         )
 
 
+def check_vec_env_carries(switch: str, vec_env: str) -> None:
+    """``ValueError`` unless episodes of ``switch`` can go on in envs stepped by ``vec_env`` (the
+    config checks this at parse time, the loop for a loop built by hand)."""
+    if switch == "mid_episode" and vec_env != "dummy":
+        raise ValueError(
+            "sequence.switch: 'mid_episode' moves running episodes between envs of the training process, "
+            f"agent.vec_env={vec_env!r} steps them elsewhere; expected vec_env: dummy"
+        )
+
+
 def _stack(env: gym.Env) -> list[gym.Env]:
     layers = [env]
     while isinstance(layers[-1], gym.Wrapper):

@@ -29,7 +29,7 @@ from psp_rl.cli import main as cli
 from psp_rl.continual.files import atomic_write_text
 from psp_rl.reporting.aggregates import mean_interval, normalized_scores, random_play
 from psp_rl.reporting.retention_table import best_earlier_return, diagonal, relative_forgetting
-from psp_rl.sweep.runner import METHODS, finished_trials
+from psp_rl.sweep.runner import METHODS, Trial, finished_trials
 
 
 def task_forgetting(m: dict, task: str) -> float:
@@ -127,7 +127,12 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]]) 
 
 def write_targets(out: Path, methods: list[str], seeds: list[int]) -> list[str]:
     """``targets.md`` of the sweep in ``out`` (its finished trials of ``methods`` x ``seeds``)."""
-    results = finished_trials(out, methods, seeds).results
+    outcome = finished_trials(out, methods, seeds)
+    results = outcome.results
+    for method, runs in results.items():  # the seed pairs PSP with separate by seed
+        for metrics, run_dir in zip(runs, outcome.run_dirs[method], strict=True):
+            trial = Trial.from_name(Path(run_dir).name)
+            metrics.setdefault("seed", trial.seed if trial else None)
     if not results:
         raise SystemExit(f"{out}: no finished trial of {methods} x seeds {seeds}")
     scores, normalized_by = normalized_scores(results)
@@ -152,7 +157,7 @@ def main() -> None:
     if args.out is None:
         raise SystemExit("bench_retention: give the config file first, or --out")
     status = 0 if args.targets_only else cli(["sweep", *[a for a in argv if a != "--targets-only"]])
-    write_targets(Path(args.out), list(args.methods or METHODS), list(args.seeds))
+    print("\n".join(write_targets(Path(args.out), list(args.methods or METHODS), list(args.seeds))))
     sys.exit(status)
 
 

@@ -21,6 +21,7 @@ from psp_rl.contexts import ContextKind
 from psp_rl.continual.parts import first_difference
 from psp_rl.continual.seeds import SEED_SCHEME
 from psp_rl.continual.settings import CheckpointConfig, EvalConfig, StrictSettings
+from psp_rl.envs.episodes import check_vec_env_carries
 from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.settings import InferenceConfig
 from psp_rl.settings import PSPSettings
@@ -334,11 +335,7 @@ class RunConfig(StrictSettings):
 
     @model_validator(mode="after")
     def _mid_episode(self) -> RunConfig:
-        if self.sequence.switch == "mid_episode" and self.agent.vec_env != "dummy":
-            raise ValueError(
-                "sequence.switch: 'mid_episode' moves running episodes between envs of the training process, "
-                f"agent.vec_env={self.agent.vec_env!r} steps them elsewhere; expected vec_env: dummy"
-            )
+        check_vec_env_carries(self.sequence.switch, self.agent.vec_env)
         return self
 
     def shaping(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from psp_rl.continual.seeds import SCHEMES, SEED_SCHEME, Stream, stream_seed
 from psp_rl.continual.settings import CheckpointConfig, EvalConfig
 from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
-from psp_rl.envs.episodes import carry_episodes, restore_vec_episodes
+from psp_rl.envs.episodes import carry_episodes, check_vec_env_carries, restore_vec_episodes
 from psp_rl.errors import ConfigError, NumericalError, RunInterrupted
 from psp_rl.reporting.plots import matrix_figure
 from psp_rl.threads import set_threads
@@ -75,7 +75,8 @@ class ContinualLoop(ResumableRun):
     :param seed_scheme: how seeds derive from ``seed`` (:mod:`~psp_rl.continual.seeds`; 1 for runs
         saved before schemes were recorded); part of the default identity when not 1.
     :param n_envs: training envs stepped together.
-    :param vec_env: ``"dummy"`` (in this process) or ``"subproc"`` (a worker process per env).
+    :param vec_env: ``"dummy"`` (in this process), ``"subproc"`` (a worker process per env) or ``"ale"``
+        (Atari tasks: ale-py's C++ vector env).
     :param threads: torch threads while running (``"auto"``: torch's default).
     :param resume: ``True``: continue the run in ``run_dir`` from its newest loadable checkpoint
         (a missing or empty run dir is an error: a mistyped path would silently start over);
@@ -114,11 +115,10 @@ class ContinualLoop(ResumableRun):
         self.run_dir, self.paths = Path(run_dir), RunDir(run_dir)
         # Tasks that change mid-episode: episodes go on across switches and chunks (envs/episodes.py).
         self.carry_episodes = sequence.switch == "mid_episode"
-        if self.carry_episodes and vec_env != "dummy":
-            raise ConfigError(
-                f"vec_env={vec_env!r}: switch='mid_episode' carries episodes between envs of this process; "
-                "expected 'dummy'"
-            )
+        try:
+            check_vec_env_carries(sequence.switch, vec_env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         stream = {"name": sequence.name, "tasks": sequence.names, "schedule": list(sequence.schedule)}
         if self.carry_episodes:
             stream["switch"] = sequence.switch
