@@ -146,6 +146,7 @@ def test_readme_python_example_runs(monkeypatch, tmp_path):
     assert namespace["metrics"]["final_returns"] == metrics["final_returns"]
 
 
+@pytest.mark.slow  # a harness of the learning tests, itself running pytest twice
 def test_learning_margins_tabulates_a_learning_test_per_path_and_resumes(tmp_path):
     from experiments.learning_margins import main as margins
     from experiments.learning_margins import read_rows

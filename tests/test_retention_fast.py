@@ -130,6 +130,7 @@ def test_default_psp_agent_keeps_task_0(tmp_path, algo, learning_seed, record_pr
     assert kept >= RETURN_KEPT, kept
 
 
+@pytest.mark.slow  # the control (the budget can forget); the default suite keeps the PSP check per agent
 @pytest.mark.learning
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
 def test_finetuning_loses_task_0_on_the_same_budget(tmp_path, algo, learning_seed, record_property):

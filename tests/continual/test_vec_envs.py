@@ -38,6 +38,7 @@ def test_dqn_keeps_the_one_env_replay_ratio(n_envs, train_freq, gradient_steps):
     assert agent.train_freq.frequency == -(-train_freq // n_envs)
 
 
+@pytest.mark.slow  # subprocess workers under a signal; the default suite resumes in-process runs
 def test_subproc_workers_ignore_sigint_and_the_resumed_run_matches_dummy(tmp_path, tiny_config):
     """A Ctrl-C to the whole process group (what a terminal sends) stops the training process
     alone: it saves, exits 130 without a traceback, and its resume ends with the same eval.csv

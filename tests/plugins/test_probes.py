@@ -123,6 +123,7 @@ def test_probes_only_observe_a_run(tmp_path, tiny_config):
     assert (tmp_path / "probed" / "eval.csv").read_bytes() == (tmp_path / "plain" / "eval.csv").read_bytes()
 
 
+@pytest.mark.slow  # the default suite checks probes.csv and that probes only observe
 def test_probed_run_resumes_to_the_same_probes(tmp_path, tiny_config):
     """Killed after task 0's end was saved: the resume distils task 0 again, acting in the same
     envs (distil_visits), and probes it the same way."""

@@ -43,6 +43,7 @@ def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_pa
     assert (out / "table.csv").read_text().splitlines() == rows
 
 
+@pytest.mark.slow  # the default suite's sweep test covers reuse and failures; this one a kill of the whole sweep
 def test_a_killed_sweep_run_again_completes_and_keeps_finished_trials(tmp_path):
     config = write_config(tmp_path, TINY)
     out = tmp_path / "sweep"
