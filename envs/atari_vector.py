@@ -146,9 +146,6 @@ class AtariTaskVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
 
-    def has_attr(self, attr_name: str) -> bool:
-        return hasattr(self, attr_name)
-
 
 def _rom_name(game: str) -> str:
     """ale-py's ROM id of ``game`` (``"SpaceInvaders"`` -> ``"space_invaders"``), or ``ValueError``

@@ -32,6 +32,12 @@ from psp_rl.settings import PSPSettings
 ACTINGS = ("q", "distilled", "auto")
 
 
+def trained_parameters(policy: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of an SB3 policy that training moves, by name: not its target networks (SB3
+    names them ``*_target``, e.g. DQN's ``q_net_target``), which are lagged copies."""
+    return {name: p for name, p in policy.named_parameters() if not name.split(".")[0].endswith("_target")}
+
+
 def check_task_observation_space(observation_space: spaces.Space) -> tuple[spaces.Box, int]:
     """Return ``(obs_space, num_tasks)`` of a ``{"obs": Box, "task": Discrete(n)}`` space (a
     drifting task adds ``"theta": Box(0, 1, (1,))``), else raise."""

@@ -44,6 +44,7 @@ from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
 from psp_rl.envs.episodes import carry_episodes, check_vec_env_carries, restore_vec_episodes
 from psp_rl.errors import ConfigError, NumericalError, RunInterrupted
+from psp_rl.policies import trained_parameters
 from psp_rl.reporting.plots import matrix_figure
 from psp_rl.threads import set_threads
 
@@ -378,9 +379,7 @@ class ContinualLoop(ResumableRun):
             reference_returns(self.sequence, self.eval.reference_returns),
         )
         # Target networks (SB3 names them *_target) are lagged copies, not part of the model's capacity.
-        n_params = sum(
-            p.numel() for name, p in self.agent.policy.named_parameters() if not name.split(".")[0].endswith("_target")
-        )
+        n_params = sum(p.numel() for p in trained_parameters(self.agent.policy).values())
         result.update(
             parameters=n_params,
             wall_time_s=self.state.wall_time,

@@ -23,6 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from psp_rl.checks import is_int
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.seeds import Stream
+from psp_rl.policies import trained_parameters
 
 if TYPE_CHECKING:
     from psp_rl.continual.callbacks import LoopView
@@ -34,8 +35,7 @@ EWC_LAMBDA = 1000.0
 def fisher_diagonal(agent: BaseAlgorithm, obs: dict[str, np.ndarray], seed: int) -> dict[str, torch.Tensor]:
     """Mean over states of ``(d log pi(a|s) / d theta)^2`` with ``a ~ pi(.|s)`` (the true Fisher)."""
     policy = agent.policy
-    # DQN's target network is a lagged copy, not weights the optimizer moves.
-    params = {name: p for name, p in policy.named_parameters() if not name.startswith("q_net_target")}
+    params = trained_parameters(policy)
     obs_tensor, _ = policy.obs_to_tensor(obs)
     policy.set_training_mode(False)
     distribution = agent.action_distribution(obs_tensor)
