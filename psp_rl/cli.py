@@ -167,7 +167,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         path, model = trainer.store.load_newest(lambda path: trainer.agent_factory.load(path / MODEL, None), unreadable)
     except CheckpointError as exc:
         raise UserError(f"run dir {str(args.run_dir)!r}: {exc}") from None
-    print(f"{path.name}: deterministic return over {args.episodes} episodes")
+    print(f"{path.name}: {config.eval.act} return over {args.episodes} episodes (eval.act)")
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
     trainer.store.load_callbacks(path, trainer.callbacks)  # hidden task ids: the inference's contexts
@@ -177,6 +177,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         seed=lambda task: args.seed + task,
         max_episode_steps=cap,
+        deterministic=config.eval.act == "greedy",
         wrap=lambda env, task: trainer.wrap_env(env, task, training=False),  # as the run evaluates
     )
     for result in results:

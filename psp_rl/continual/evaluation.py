@@ -1,4 +1,4 @@
-"""Evaluation: deterministic returns on every task of a sequence, through SB3's ``evaluate_policy``.
+"""Evaluation: returns on every task of a sequence, through SB3's ``evaluate_policy``.
 
 One function serves the trainer (every ``eval.every`` steps and at each task's end), ``psp-rl
 evaluate`` and the random-policy baseline of normalized returns; only the seeds differ.
@@ -6,11 +6,13 @@ evaluate`` and the random-policy baseline of normalized returns; only the seeds 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -63,6 +65,9 @@ def evaluate_tasks(
     :param seed: the seed of task ``t``'s eval envs is ``seed(t)`` (env ``i`` gets ``seed(t) + i``).
     :param n_envs: envs stepped together per task (SB3 splits the episodes among them).
     :param max_episode_steps: cut episodes this long (an agent that never ends one must not hang).
+    :param deterministic: act greedily; otherwise sample, with torch's generator seeded by
+        ``seed(t)`` for the task and restored afterwards (training's random stream is untouched, so
+        a resumed run samples as the uninterrupted one).
     :param tasks: evaluate only these task ids (default: all).
     :param wrap: ``wrap(env, task)`` wraps task ``task``'s eval vec env (task inference does, when
         the task ids are hidden).
@@ -74,14 +79,23 @@ def evaluate_tasks(
         if wrap is not None:
             env = wrap(env, task)
         try:
-            returns, lengths = evaluate_policy(
-                policy, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
-            )
+            with _seeded_sampling(seed(task)) if not deterministic else contextlib.nullcontext():
+                returns, lengths = evaluate_policy(
+                    policy, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+                )
         finally:
             env.close()
         capped = 0 if max_episode_steps is None else sum(length >= max_episode_steps for length in lengths)
         out.append(TaskReturns(spec.name, [float(r) for r in returns], int(capped)))
     return out
+
+
+@contextlib.contextmanager
+def _seeded_sampling(seed: int) -> Iterator[None]:
+    """Torch's generators seeded with ``seed`` inside, as they were after."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 class RandomPolicy:

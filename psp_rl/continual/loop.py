@@ -305,7 +305,7 @@ class ContinualLoop(ResumableRun):
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, trained_task: int) -> list[dict[str, Any]]:
-        """Deterministic returns on every task, from separate unclipped eval envs."""
+        """Returns on every task (greedy or sampled: ``eval.act``), from separate unclipped eval envs."""
         step, cap = self.agent.num_timesteps, self.eval.max_episode_steps
         results = evaluate_tasks(
             self.agent,
@@ -316,6 +316,7 @@ class ContinualLoop(ResumableRun):
             n_envs=1 if self.sequence.hidden else min(self.eval.episodes, 4),
             seed=lambda task: self.stream_seed(Stream.EVAL, step, task),
             max_episode_steps=cap,
+            deterministic=self.eval.act == "greedy",
             wrap=self._wrap_eval_env,
         )
         trained = self.sequence[trained_task].name

@@ -8,7 +8,7 @@ of the config.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +34,11 @@ class EvalConfig(StrictSettings):
     )
     reference_returns: dict[str, float] | None = Field(
         default=None, description="task -> return counted as 1.0 in normalized return (default: the env's threshold)"
+    )
+    act: Literal["greedy", "sample"] = Field(
+        default="greedy",
+        description="greedy: the most likely action (DQN's argmax); sample: PPO's policy sampled, from a torch "
+        "generator seeded per task (a greedy Breakout policy that never presses FIRE stalls until the cap)",
     )
 
 

@@ -90,3 +90,22 @@ def test_callback_states_are_matched_by_name(tmp_path, caplog):
 def test_two_callbacks_with_one_name_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"two callbacks named \['steps'\]"):
         _loop(tmp_path / "run", callbacks=[StepCounter(), StepCounter()])
+
+
+def test_sampled_evaluation_is_seeded_per_task_and_leaves_training_randomness_alone():
+    from psp_rl.continual import evaluate_tasks
+
+    sequence = get_sequence("cartpole-shift", tasks=["default", "reversed"], steps=256)
+    policy = PPO(PSPActorCriticPolicy, sequence.make_vec_env(0, 1, seed=0), policy_kwargs=PPO_ARGS["policy_kwargs"])
+
+    def returns(deterministic: bool, seed: int = 7) -> list[list[float]]:
+        results = evaluate_tasks(policy, sequence, episodes=3, seed=lambda t: seed + t, deterministic=deterministic)
+        return [r.returns for r in results]
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    sampled = returns(deterministic=False)
+    assert torch.equal(torch.get_rng_state(), before)  # training's stream goes on as if no evaluation ran
+    assert returns(deterministic=False) == sampled  # seeded: a resumed run evaluates alike
+    assert returns(deterministic=False, seed=8) != sampled
+    assert returns(deterministic=True) != sampled  # an untrained policy: the argmax plays otherwise

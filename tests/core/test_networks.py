@@ -115,3 +115,23 @@ def test_psp_settings_object_and_loose_keywords_build_the_same_policy():
     assert loose.policy.psp == whole.policy.psp == settings
     for (name, a), (_, b) in zip(loose.policy.state_dict().items(), whole.policy.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("context", ["binary", "none", "separate"])
+def test_nature_cnn_computes_in_channels_last_with_the_same_values_and_state_dict(context):
+    settings = PSPSettings(context="none", separate=True) if context == "separate" else PSPSettings(context=context)
+    torch.manual_seed(0)
+    torso = build_torso((4, 84, 84), 2, settings)
+    frames, seen = torch.rand(3, 4, 84, 84), []
+    first = torso.layers[0]
+    first.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    fast = torso(frames, 1)
+    torso.memory_format = torch.contiguous_format
+    plain = torso(frames, 1)
+    assert seen == [True, False]
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    minatar = build_torso((4, 10, 10), 2, settings)  # small frames are faster contiguous
+    assert minatar.memory_format == torch.contiguous_format
+    assert next(iter(torso.state_dict())).startswith("layers.0.")  # saved checkpoints' keys, no module added
