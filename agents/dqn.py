@@ -221,24 +221,8 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         losses = []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-            with torch.no_grad():
-                next_q_values = self.q_net_target(replay_data.next_observations).max(dim=1)[0].reshape(-1, 1)
-                # (1 - done): no bootstrap past a terminal state; SB3's buffer marks time-limit
-                # truncations as not done (handle_timeout_termination).
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-                if self.advantage_learning:
-                    # Penalise an action by how far it falls below the greedy one's value, under
-                    # the target network: gaps between actions widen by ~1/(1 - alpha).
-                    q_target_now = self.q_net_target(replay_data.observations)
-                    gap = q_target_now.max(dim=1, keepdim=True)[0] - q_target_now.gather(1, replay_data.actions.long())
-                    target_q_values = target_q_values - self.advantage_learning * gap
-            current_q_values = torch.gather(
-                self.q_net(replay_data.observations), dim=1, index=replay_data.actions.long()
-            )
-            loss = F.smooth_l1_loss(current_q_values, target_q_values)
-            if self.rehearsal_memory is not None:
-                loss = loss + REHEARSAL_WEIGHT * self._rehearsal_loss(batch_size)
+            with self.update_precision():
+                loss = self._td_loss(replay_data, batch_size)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()
@@ -247,3 +231,23 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", np.mean(losses))
+
+    def _td_loss(self, replay_data: Any, batch_size: int) -> torch.Tensor:
+        """One batch's loss: the Huber TD error (with advantage learning's gap) plus rehearsal's."""
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with torch.no_grad():
+            next_q_values = self.q_net_target(replay_data.next_observations).max(dim=1)[0].reshape(-1, 1)
+            # (1 - done): no bootstrap past a terminal state; SB3's buffer marks time-limit
+            # truncations as not done (handle_timeout_termination).
+            target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+            if self.advantage_learning:
+                # Penalise an action by how far it falls below the greedy one's value, under
+                # the target network: gaps between actions widen by ~1/(1 - alpha).
+                q_target_now = self.q_net_target(replay_data.observations)
+                gap = q_target_now.max(dim=1, keepdim=True)[0] - q_target_now.gather(1, replay_data.actions.long())
+                target_q_values = target_q_values - self.advantage_learning * gap
+        current_q_values = torch.gather(self.q_net(replay_data.observations), dim=1, index=replay_data.actions.long())
+        loss = F.smooth_l1_loss(current_q_values, target_q_values)
+        if self.rehearsal_memory is not None:
+            loss = loss + REHEARSAL_WEIGHT * self._rehearsal_loss(batch_size)
+        return loss

@@ -58,6 +58,8 @@ class ContinualPPO(TaskSwitchMixin, RolloutStates, PPO):
         return self.policy.get_distribution(obs)
 
     def train(self) -> None:
-        """SB3's ``PPO.train``, skipped while :attr:`updates_held` (the rollout is dropped)."""
+        """SB3's ``PPO.train`` (under :meth:`update_precision`), skipped while :attr:`updates_held`
+        (the rollout is dropped)."""
         if not self.updates_held:
-            super().train()
+            with self.update_precision():
+                super().train()

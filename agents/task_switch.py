@@ -4,6 +4,7 @@ optimizer's moments, and hold its updates while task inference tries contexts.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import ClassVar
 
 import torch
@@ -12,6 +13,7 @@ from stable_baselines3.common.utils import update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.checks import is_int
+from psp_rl.precision import update_autocast
 
 LR_SCHEDULES = ("constant", "task_linear")
 
@@ -40,6 +42,13 @@ class TaskSwitchMixin:
     updates_held: bool = False
     """While True, ``train`` makes no update: task inference is trying contexts on the current
     task, and those trial episodes must not train the contexts they test."""
+    precision: str = "fp32"
+    """The update's precision, ``fp32`` or ``bf16`` (:mod:`psp_rl.precision`): a run's
+    ``agent.precision`` resolved for its device, set by whoever builds or loads the agent."""
+
+    def update_precision(self) -> AbstractContextManager:
+        """The context the networks' forward passes of an update run in."""
+        return update_autocast(self.precision, self.device)
 
     def _check_lr_schedule(self, task_lr_schedule: str) -> None:
         if task_lr_schedule not in LR_SCHEDULES:

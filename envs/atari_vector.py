@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from psp_rl.checks import check_int, is_int
+from psp_rl.envs.factories import rom_name
 
 ALE_MAX_FRAMES = 108_000  # ALE v5's cap: 30 minutes of play at 60 frames/s
 FRAME_SKIP = 4
@@ -76,7 +77,7 @@ class AtariTaskVecEnv(VecEnv):
             frames = min(ALE_MAX_FRAMES, FRAME_SKIP * check_int("max_episode_steps", max_episode_steps))
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per game
         self.ale = AtariVectorEnv(
-            _rom_name(game),
+            rom_name(game),
             n_envs,
             num_threads=num_threads,
             repeat_action_probability=sticky_actions,
@@ -145,18 +146,3 @@ class AtariTaskVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
-
-
-def _rom_name(game: str) -> str:
-    """ale-py's ROM id of ``game`` (``"SpaceInvaders"`` -> ``"space_invaders"``), or ``ValueError``
-    naming the close ones."""
-    import difflib
-
-    from ale_py import roms
-
-    rom = "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(game))
-    available = roms.get_all_rom_ids()
-    if rom not in available:
-        close = difflib.get_close_matches(rom, available, n=3)
-        raise ValueError(f"game {game!r}: not an Atari ROM ale-py ships; close: {close or 'none'}")
-    return rom

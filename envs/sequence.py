@@ -37,10 +37,12 @@ class TaskSpec:
         if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps <= 0:
             raise ValueError(f"task {self.name!r}: steps={self.steps!r}, expected a positive int")
 
-    def build(self, training: bool = True) -> gym.Env:
-        """The task's raw environment (without the task id)."""
+    def build(self, training: bool = True, render_mode: str | None = None) -> gym.Env:
+        """The task's raw environment (without the task id); ``render_mode`` is gymnasium's
+        (``"rgb_array"`` for a video), passed to the factory only when given."""
+        rendering = {} if render_mode is None else {"render_mode": render_mode}
         try:
-            return self.make_env(training=training, **self.params)
+            return self.make_env(training=training, **rendering, **self.params)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"task {self.name!r}: {exc}") from exc
 
@@ -160,11 +162,14 @@ class TaskSequence:
             raise ValueError(f"task={task!r}: expected a task name or an id in [0, {len(self.tasks)})")
         return int(task)
 
-    def make_env(self, task: int | str, seed: int | None = None, *, training: bool = True) -> TaskObservation:
+    def make_env(
+        self, task: int | str, seed: int | None = None, *, training: bool = True, render_mode: str | None = None
+    ) -> TaskObservation:
         """One env of ``task`` with ``{"obs", "task"}`` observations, seeded when ``seed`` is given
-        (``task`` is 0 in every observation when the ids are hidden)."""
+        (``task`` is 0 in every observation when the ids are hidden); ``render_mode`` as
+        :meth:`TaskSpec.build`."""
         tid = self.index(task)
-        env = TaskObservation(self.tasks[tid].build(training), 0 if self.hidden else tid, self.max_tasks)
+        env = TaskObservation(self.tasks[tid].build(training, render_mode), 0 if self.hidden else tid, self.max_tasks)
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)

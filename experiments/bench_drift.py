@@ -28,6 +28,7 @@ import yaml
 
 from psp_rl.agents import ContinualPPO
 from psp_rl.config.build import build_sequence
+from psp_rl.config.compat import merge_agent_options
 from psp_rl.config.loading import parse_config
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
 from psp_rl.continual.evaluation import evaluate_tasks
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.out / "runs" / f"{variant}-s{seed}"
             if not RunDir(run_dir).metrics.exists():
                 continue
-            config = {**base, "seed": seed, "agent": {**base["agent"], **VARIANTS[variant]}}
+            config = {**base, "seed": seed, "agent": merge_agent_options(base["agent"], VARIANTS[variant])}
             returns = evaluate_range(run_dir, config, values, args.episodes, seed)
             rows.append(
                 {

@@ -3,11 +3,17 @@
     python experiments/bench_throughput.py [--repeats 3] [--out experiments/results/throughput/cpu.md]
     python experiments/bench_throughput.py --device cuda --atari      # the GPU rows
 
+    python experiments/bench_throughput.py --rows atari-ppo --n-envs 8 --steps 4096   # Atari PPO only
+
 Rows: CartPole DQN and PPO (rl-zoo's settings) and MinAtar DQN (Breakout, minatar.yaml's
-settings), each with n_envs 1 and 8. Agents: ``vanilla`` (SB3 with ``MlpPolicy`` on the raw env;
-on MinAtar SB3's DQN with the MinAtar CNN as a features extractor), and PSP agents as a config
-builds them (``method: psp`` with its defaults) for ``binary`` and ``complex`` contexts, and
-``none``: the plain network behind the ``{"obs", "task"}`` observation (``method: finetune``).
+settings), each with n_envs 1 and 8; with ``--atari`` Pong DQN and Breakout PPO (CleanRL's Atari
+PPO settings). Agents: ``vanilla`` (SB3 with ``MlpPolicy`` on the raw env, ``CnnPolicy`` on Atari's
+frames: the package's gymnasium wrapper chain without the task id, what a user would run; on
+MinAtar SB3's DQN with the MinAtar CNN as a features extractor), and PSP agents as a config builds
+them (``method: psp`` with its defaults) for ``binary`` and ``complex`` contexts, ``none``: the
+plain network behind the ``{"obs", "task"}`` observation (``method: finetune``), all on the same
+env chain as vanilla, and ``binary-ale``: PSP binary on ale-py's C++ vector env (``vec_env: ale``,
+one ALE thread; Atari rows only), the configuration a run uses.
 DQN with n_envs 8 keeps the one-env replay ratio (vanilla: ``train_freq / 8`` vector steps).
 Runs are interleaved, one process at a time, best of ``--repeats``; torch uses one thread unless
 ``--threads`` says otherwise. Timed: ``learn(steps)`` from a fresh agent, updates included
@@ -34,8 +40,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from psp_rl.agents import CompactDictReplayBuffer
+from psp_rl.config.agent import AgentConfig
 from psp_rl.config.build import build_agent, replay_buffer_kwargs
-from psp_rl.config.schema import AgentConfig
 from psp_rl.envs import get_sequence
 from psp_rl.hyperparams import DQN_CARTPOLE, DQN_CARTPOLE_NET, PPO_CARTPOLE
 from psp_rl.threads import set_threads
@@ -48,7 +54,12 @@ ATARI_DQN: dict[str, Any] = dict(
     learning_rate=1e-4, batch_size=32, buffer_size=100_000, gamma=0.99, target_update_interval=1000,
     train_freq=4, gradient_steps=1, exploration_fraction=0.1, exploration_final_eps=0.01,
 )  # fmt: skip
-AGENTS = ("vanilla", "binary", "complex", "none")
+# CleanRL's Atari PPO (ppo_atari.py): 8 envs x 128 steps, 4 epochs of 4 minibatches.
+ATARI_PPO: dict[str, Any] = dict(
+    n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
+    clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+)  # fmt: skip
+AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale")
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -105,6 +116,8 @@ def _case(row: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     if row == "atari-dqn":
         kwargs = dict(net_arch=[])  # SB3's NatureCNN, as the PSP torso
         return get_sequence("atari-small", tasks=["pong"]), "dqn", ATARI_DQN, kwargs
+    if row == "atari-ppo":  # SB3's CnnPolicy: one NatureCNN shared by actor and critic, as the PSP policy
+        return get_sequence("atari-small", tasks=["breakout"]), "ppo", ATARI_PPO, {}
     raise ValueError(f"row {row!r}: unknown")
 
 
@@ -116,15 +129,24 @@ def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device:
     if algo == "ppo":
         hparams["n_steps"] = max(hparams["n_steps"], 256 // n_envs)  # a rollout of >= 256 transitions
     if agent == "vanilla":
-        cls, policy = (DQN, "CnnPolicy" if row == "atari-dqn" else "MlpPolicy") if algo == "dqn" else (PPO, "MlpPolicy")
+        image = row.startswith("atari")
+        cls, policy = (
+            (DQN, "CnnPolicy" if image else "MlpPolicy")
+            if algo == "dqn"
+            else (PPO, "CnnPolicy" if image else "MlpPolicy")
+        )
         env = _plain_vec_env(sequence, n_envs, seed)
         return cls(policy, env, seed=seed, device=device, policy_kwargs=vanilla_kwargs, **hparams)
-    method, context = ("finetune", "none") if agent == "none" else ("psp", agent)
+    # binary-ale: PSP binary on ale-py's C++ vector env (the others step the gymnasium chain, as vanilla)
+    method, context = ("finetune", "none") if agent == "none" else ("psp", agent.removesuffix("-ale"))
     settings: dict[str, Any] = dict(algo=algo, method=method, context=context, n_envs=n_envs, **hparams)
     if row.startswith("cartpole") and algo == "dqn":
         settings["net_arch"] = DQN_CARTPOLE_NET
-    env = sequence.make_vec_env(0, n_envs, seed=seed)
-    return build_agent(AgentConfig(**settings), env, seed, device)
+    vec_env = "ale" if agent.endswith("-ale") else "dummy"
+    if vec_env == "ale" and not row.startswith("atari"):
+        return None
+    env = sequence.make_vec_env(0, n_envs, seed=seed, vec_env=vec_env)
+    return build_agent(AgentConfig(**settings).resolved(), env, seed, device)
 
 
 def steps_per_second(model, steps: int) -> float:
@@ -185,13 +207,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", default="1", help="torch threads: an int or 'auto'")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--atari", action="store_true", help="add the Atari (Pong) DQN row")
+    parser.add_argument("--atari", action="store_true", help="add the Atari rows (Pong DQN, Breakout PPO)")
     parser.add_argument("--replay-transitions", type=int, default=5000, help="0: skip the replay bytes")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     threads = args.threads if args.threads == "auto" else int(args.threads)
     set_threads(threads)
-    rows = args.rows + (["atari-dqn"] if args.atari else [])
+    rows = args.rows + (["atari-dqn", "atari-ppo"] if args.atari else [])
     lines = [f"# Throughput: env-steps/s, best of {args.repeats} interleaved runs", ""]
     lines += [f"Machine: {machine(args.device, threads)}; device {args.device}.", ""]
     lines += ["| row | n_envs | steps | " + " | ".join(args.agents) + " | " + " | ".join(
@@ -204,8 +226,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for agent in args.agents:
                     model = make_agent(row, agent, n_envs, steps, repeat, args.device)
-                    rates[agent].append(steps_per_second(model, steps))
-            best = {agent: max(values) for agent, values in rates.items()}
+                    if model is not None:  # (the ale vector env steps Atari only)
+                        rates[agent].append(steps_per_second(model, steps))
+            best = {agent: max(values, default=float("nan")) for agent, values in rates.items()}
             ratios = [f"{best[a] / best['vanilla']:.2f}x" for a in args.agents if a != "vanilla" and "vanilla" in best]
             line = f"| {row} | {n_envs} | {steps} | " + " | ".join(f"{best[a]:.0f}" for a in args.agents)
             lines.append(line + " | " + " | ".join(ratios) + " |")

@@ -7,10 +7,15 @@ exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psp_rl.envs import TaskSequence
 
 EPILOG = """examples:
   psp-rl list                                           shipped configs, sequences, agents, context kinds
@@ -21,6 +26,8 @@ EPILOG = """examples:
                                                         change settings without editing the file
   psp-rl train CONFIG --resume                          continue a stopped or killed run
   psp-rl evaluate runs/quickstart                       re-evaluate the final model on every task
+  psp-rl evaluate RUN --tasks breakout pong --video videos
+                                                        two past games' returns, and an MP4 of each
   psp-rl report runs/quickstart runs/finetune           plots + report.md comparing runs
   psp-rl sweep CONFIG --methods psp-binary finetune --seeds 0 1 2
                                                         every method x seed on Ray, then the retention table
@@ -82,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
     evaluate.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
+    evaluate.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks, by name (default: all)")
+    evaluate.add_argument(
+        "--video", type=Path, metavar="DIR", help="also write DIR/<task>.mp4: one episode of each task (needs moviepy)"
+    )
 
     report = sub.add_parser("report", help="write report.md and PNG plots for one or several runs")
     report.add_argument("run_dirs", type=Path, nargs="+", help="one run, or several to compare on one plot")
@@ -149,16 +160,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from psp_rl.continual import RunDir, evaluate_tasks
     from psp_rl.continual.checkpoints import MODEL
     from psp_rl.continual.files import atomic_write_csv
+    from psp_rl.continual.video import check_video_support, record_videos
     from psp_rl.errors import CheckpointError
     from psp_rl.threads import set_threads
 
     if args.episodes <= 0:
         raise UserError(f"--episodes {args.episodes}: expected a positive int")
+    if args.video is not None:
+        check_video_support()  # before a model loads
     paths = RunDir(args.run_dir)
     config = load_config(paths.config)
     trainer = ContinualTrainer(config, args.run_dir, resume=True)
     if not trainer.checkpoints():
         raise UserError(f"run dir {str(args.run_dir)!r}: no checkpoint to evaluate")
+    tasks = _task_ids(trainer.sequence, args.tasks)
 
     def unreadable(path: Path, _: Exception) -> None:
         print(f"psp-rl: checkpoint {path.name} is unreadable; trying the previous one", file=sys.stderr)
@@ -171,22 +186,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     set_threads(config.threads)
     cap = config.eval.max_episode_steps
     trainer.store.load_callbacks(path, trainer.callbacks)  # hidden task ids: the inference's contexts
-    results = evaluate_tasks(
-        model,
-        trainer.sequence,
-        episodes=args.episodes,
+    acting = dict(
         seed=lambda task: args.seed + task,
         max_episode_steps=cap,
         deterministic=config.eval.act == "greedy",
         wrap=lambda env, task: trainer.wrap_env(env, task, training=False),  # as the run evaluates
     )
+    results = evaluate_tasks(model, trainer.sequence, episodes=args.episodes, tasks=tasks, **acting)
     for result in results:
         note = f"   ({result.capped} episodes cut at {cap} steps: eval.max_episode_steps)" if result.capped else ""
         print(f"  {result.task:<16} {result.mean:8.1f} +- {result.std:.1f}{note}")
     rows = [[r.task, r.mean, r.std, len(r.returns)] for r in results]
     atomic_write_csv(paths.evaluate_csv, ["eval_task", "mean", "std", "episodes"], rows)
     print(f"written: {paths.evaluate_csv}")
+    if args.video is not None:
+        for video in record_videos(model, trainer.sequence, tasks, args.video, **acting):
+            print(f"written: {video.path} ({video.steps} steps, return {video.episode_return:.1f})")
     return 0
+
+
+def _task_ids(sequence: TaskSequence, names: list[str] | None) -> list[int]:
+    """The ids of the tasks ``--tasks`` names (all by default); one line naming an unknown one."""
+    if names is None:
+        return list(range(len(sequence)))
+    unknown = [name for name in names if name not in sequence.names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sequence.names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"--tasks {unknown[0]!r}: not a task of this run; {hint}its tasks: {', '.join(sequence.names)}")
+    return [sequence.names.index(name) for name in dict.fromkeys(names)]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -247,8 +275,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_list(_: argparse.Namespace) -> int:
     from psp_rl.agents import AGENTS
+    from psp_rl.config.agent import METHODS
     from psp_rl.config.loading import shipped_configs
-    from psp_rl.config.schema import METHODS
     from psp_rl.contexts import CONTEXT_KINDS
     from psp_rl.envs import get_sequence, list_sequences
 
@@ -268,7 +296,7 @@ def _cmd_list(_: argparse.Namespace) -> int:
     print("methods (agent.method):")
     for name, meaning in METHODS.items():
         print(f"  {name:<20} {meaning}")
-    print("context kinds (agent.context):  " + ", ".join(CONTEXT_KINDS))
+    print("context kinds (agent.network.context):  " + ", ".join(CONTEXT_KINDS))
     return 0
 
 

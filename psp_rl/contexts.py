@@ -134,7 +134,7 @@ class Context(nn.Module):
     fan-in) and, for complex contexts, ``W_imag`` computes ``Re(W C_k x)``. The tensors are
     regenerated from ``(seed, layer, task)``, so they stay out of the ``state_dict``.
 
-    :cvar name: the kind's name (``agent.context`` in configs).
+    :cvar name: the kind's name (``agent.network.context`` in configs).
     :cvar code: the kind's number in a saved ``context_key``; fixed forever, so adding a kind
         changes no saved model.
     :cvar complex_weights: the layer needs an imaginary weight too.

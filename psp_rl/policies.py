@@ -183,7 +183,7 @@ class PSPQNetwork(BasePolicy):
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
-        return self.q_head(self.torso(x, task), task)
+        return self.q_head(self.torso(x, task), task).float()  # fp32 to the loss under bf16 autocast
 
     def set_training_mode(self, mode: bool) -> None:
         """As SB3's, skipped when nothing would change: SB3 calls it at every env step and every
@@ -389,12 +389,15 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         return latent_pi, latent_vf, task
 
     def _distribution(self, latent_pi: torch.Tensor, task: int | torch.Tensor) -> Distribution:
-        out = self.action_head(latent_pi, task)
+        out = self.action_head(latent_pi, task).float()  # fp32 to the loss under bf16 autocast
         if isinstance(self.action_dist, CategoricalDistribution):
             return self.action_dist.proba_distribution(action_logits=out)
         if isinstance(self.action_dist, DiagGaussianDistribution):
             return self.action_dist.proba_distribution(out, self.log_std[task])
         raise ValueError(f"action distribution {type(self.action_dist).__name__}: not supported")
+
+    def _value(self, latent_vf: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
+        return self.value_head(latent_vf, task).float()  # fp32 to the loss under bf16 autocast
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
         latent_pi, latent_vf, task = self._latents(obs)
@@ -402,12 +405,12 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         actions = actions.reshape((-1, *self.action_space.shape))
-        return actions, self.value_head(latent_vf, task), log_prob
+        return actions, self._value(latent_vf, task), log_prob
 
     def evaluate_actions(self, obs: PyTorchObs, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         latent_pi, latent_vf, task = self._latents(obs)
         distribution = self._distribution(latent_pi, task)
-        return self.value_head(latent_vf, task), distribution.log_prob(actions), distribution.entropy()
+        return self._value(latent_vf, task), distribution.log_prob(actions), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         # Acting needs the actor only: the critic's torso is not run (a third of predict's time).
@@ -423,7 +426,7 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
         x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
-        return self.value_head(self.vf_torso(x, task), task)
+        return self._value(self.vf_torso(x, task), task)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         return self.get_distribution(observation).get_actions(deterministic=deterministic)

@@ -4,14 +4,19 @@ the policy, the torsos and the heads."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
-from psp_rl.contexts import check_kind
+from psp_rl.contexts import ContextKind, check_kind
 
-TORSOS = ("auto", "mlp", "nature_cnn", "minatar_cnn")
-INPUT_LAYERS = ("auto", "per_task", "expand", "superposed")
-HEADS = ("shared", "per_task")
-DRIFTS = ("none", "smooth", "binned")
+# The allowed values, as types the config schema shares (its `agent.network` section).
+Torso = Literal["auto", "mlp", "nature_cnn", "minatar_cnn"]
+InputLayer = Literal["auto", "per_task", "expand", "superposed"]
+Heads = Literal["shared", "per_task"]
+Drift = Literal["none", "smooth", "binned"]
+TORSOS: tuple[str, ...] = get_args(Torso)
+INPUT_LAYERS: tuple[str, ...] = get_args(InputLayer)
+HEADS: tuple[str, ...] = get_args(Heads)
+DRIFTS: tuple[str, ...] = get_args(Drift)
 
 
 @dataclass(frozen=True)
@@ -36,14 +41,14 @@ class PSPSettings:
         ``num_tasks`` independent contexts: a hard switch at every bin).
     """
 
-    context: str = "binary"
+    context: ContextKind = "binary"
     context_seed: int = 0
-    torso: str = "auto"
-    input_layer: str = "auto"
-    heads: str = "shared"
+    torso: Torso = "auto"
+    input_layer: InputLayer = "auto"
+    heads: Heads = "shared"
     separate: bool = False
     center: bool = False
-    drift: str = "none"
+    drift: Drift = "none"
 
     def __post_init__(self) -> None:
         check_kind(self.context)

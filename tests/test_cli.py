@@ -252,7 +252,40 @@ def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config)
         # As from a terminal: a test worker (pytest-xdist) may ignore SIGINT, and children inherit that.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert "deterministic return" in proc.stdout.readline()  # evaluating now
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        assert "greedy return" in proc.stdout.readline()  # evaluating now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a failed assertion must not leave 100,000 episodes running
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
+
+
+def test_evaluate_past_tasks_and_watch_them(tmp_path, tiny_config, capsys, monkeypatch):
+    """``--tasks`` evaluates the tasks it names; ``--video`` writes one MP4 per task, a frame per
+    agent step of the episode it reports; bad input is one line, exit 2, nothing written."""
+    import imageio
+
+    tiny_config["sequence"]["steps"] = 300
+    run_dir, videos = tmp_path / "run", tmp_path / "videos"
+    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    capsys.readouterr()
+    args = ["evaluate", str(run_dir), "--episodes", "2", "--tasks", "reversed", "--video", str(videos)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    steps = int(re.search(r"reversed\.mp4 \((\d+) steps", out).group(1))
+    assert [row.split(",")[0] for row in (run_dir / "evaluate.csv").read_text().splitlines()] == [
+        "eval_task",
+        "reversed",
+    ]
+    assert [path.name for path in videos.iterdir()] == ["reversed.mp4"]  # no scratch left behind
+    reader = imageio.get_reader(videos / "reversed.mp4")
+    frames, meta = reader.count_frames(), reader.get_meta_data()
+    assert steps > 0 and abs(frames - steps) <= 1  # the reset's frame, then one per step (the last may merge)
+    assert meta["duration"] == pytest.approx(frames / meta["fps"], abs=2 / meta["fps"])
+    assert main(["evaluate", str(run_dir), "--tasks", "revresed"]) == 2
+    assert "--tasks 'revresed': not a task of this run; did you mean 'reversed'?" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # as if not installed: refused before any work
+    assert main(["evaluate", str(run_dir), "--video", str(tmp_path / "none")]) == 2
+    assert 'writing videos needs moviepy: pip install "psp-rl[video]"' in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -9,6 +9,7 @@ loop itself knows none of them. What each algorithm takes comes from its agent c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +21,9 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.agents import AGENTS, CompactDictReplayBuffer, compact_encoding
+from psp_rl.config.agent import ACTIVATIONS, AgentConfig, EWCConfig
 from psp_rl.config.loading import parse_config
-from psp_rl.config.schema import ACTIVATIONS, AgentConfig, RunConfig, SequenceConfig
+from psp_rl.config.schema import RunConfig, SequenceConfig
 from psp_rl.continual.callbacks import ContinualCallback
 from psp_rl.continual.loop import ContinualLoop, check_resume
 from psp_rl.continual.parts import AgentFactory
@@ -31,8 +33,10 @@ from psp_rl.errors import CheckpointError, ConfigError
 from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.task_inference import TaskInference
 from psp_rl.plugins.probes import RetentionProbes
+from psp_rl.precision import EMULATED_BF16_SLOWDOWN, native_bf16, resolve_precision
 from psp_rl.settings import PSPSettings
 
+log = logging.getLogger(__name__)
 SPACE_WORDS = {spaces.Discrete: "discrete", spaces.Box: "continuous"}
 
 
@@ -66,9 +70,10 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
     except ValueError as exc:
         raise ConfigError(f"agent.vec_env: {exc}") from None
     observation_space, action_space = sequence.spaces
-    if config.drift != "none" and "theta" not in observation_space.spaces:
+    drift = config.network.drift
+    if drift != "none" and "theta" not in observation_space.spaces:
         raise ConfigError(
-            f"agent.drift: {config.drift!r} needs a drifting task (a 'theta' observation); sequence "
+            f"agent.network.drift: {drift!r} needs a drifting task (a 'theta' observation); sequence "
             f"{sequence.name!r} has none"
         )
     acts_in = AGENTS[config.algo].action_spaces
@@ -81,46 +86,48 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
 
 
 def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
-    """How the agent's networks superpose: ``method`` picks the baseline's network."""
-    config = config.resolved()
+    """How a resolved agent's networks superpose: its ``network`` section, with ``method`` picking
+    the baseline's network."""
+    network = config.network
     return PSPSettings(
-        context=config.context,
-        context_seed=seed if config.context_seed is None else config.context_seed,
-        torso=config.torso,
-        input_layer=config.input_layer,
-        heads="per_task" if config.method == "multihead" else config.heads,
+        context=network.context,
+        context_seed=seed if network.context_seed is None else network.context_seed,
+        torso=network.torso,
+        input_layer=network.input_layer,
+        heads="per_task" if config.method == "multihead" else network.heads,
         separate=config.method == "separate",
-        center=bool(config.center),
-        drift=config.drift,
+        center=bool(network.center),
+        drift=network.drift,
     )
 
 
 def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
-    """SB3's ``policy_kwargs``: the PSP settings by name (saved in ``model.zip`` as plain values,
-    so every later release loads them) and the network's other options."""
-    config = config.resolved()
+    """SB3's ``policy_kwargs`` of resolved settings: the PSP settings and the policy's options by
+    name (saved in ``model.zip`` as plain values, so every later release loads them)."""
     kwargs: dict[str, Any] = dict(
-        **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.activation]
+        **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.network.activation]
     )
     options = AGENTS[config.algo].policy_options
-    kwargs.update({name: getattr(config, name) for name in options})
+    kwargs.update({name: config.flat()[name] for name in options})
     if not kwargs["center"] and "center" not in options:
         del kwargs["center"]  # an uncentred PSP-PPO's saved policy_kwargs never named it: they load as saved
-    if config.net_arch is not None:
-        kwargs["net_arch"] = config.net_arch
+    if config.network.net_arch is not None:
+        kwargs["net_arch"] = config.network.net_arch
     return kwargs
 
 
 def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto") -> BaseAlgorithm:
-    """A fresh continual agent on ``env``."""
-    kwargs = config.sb3_kwargs()
+    """A fresh continual agent on ``env``; options ``config`` leaves out take their defaults
+    (:meth:`AgentConfig.resolved`; a trainer's config is resolved already, and stays so).
+
+    The agent takes its options by their flat names (``distil_steps``), as its constructor does.
+    """
     config = config.resolved()
-    kwargs["task_lr_schedule"] = config.task_lr_schedule
-    agent_class = AGENTS[config.algo]
-    options = {name: getattr(config, name) for name in agent_class.config_options}
-    kwargs.update({name: value for name, value in options.items() if value is not None})
+    agent_class, options = AGENTS[config.algo], config.flat()
+    kwargs: dict[str, Any] = dict(config.sb3_kwargs(), task_lr_schedule=config.task_lr_schedule)
+    kwargs.update({name: options[name] for name in agent_class.config_options if options[name] is not None})
     if issubclass(agent_class, OffPolicyAlgorithm):
-        kwargs.update(replay_buffer_kwargs(config.replay_buffer, env))
+        kwargs.update(replay_buffer_kwargs(options["replay_buffer"], env))
     return agent_class("PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs)
 
 
@@ -148,22 +155,41 @@ def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
     if config.sequence.task_ids == "hidden" and agent.method == "psp":
         callbacks.append(TaskInference(**config.inference.model_dump()))
     if agent.method == "ewc":
-        settings = {"strength": agent.ewc_lambda, "decay": agent.ewc_decay, "samples": agent.ewc_samples}
-        callbacks.append(OnlineEWC(**{key: value for key, value in settings.items() if value is not None}))
+        settings = (agent.ewc or EWCConfig()).model_dump(exclude_none=True)
+        callbacks.append(OnlineEWC(**settings))
     if config.probes.enabled:
         callbacks.append(RetentionProbes(samples=config.probes.samples))
     return callbacks
 
 
 class ConfigAgentFactory(AgentFactory):
-    """The agent an :class:`AgentConfig` describes (its replay buffer chosen from the env)."""
+    """The agent an :class:`AgentConfig` describes (its replay buffer chosen from the env), built
+    or loaded with the config's ``precision`` resolved for the device it runs on."""
 
     def __init__(self, config: AgentConfig, device: str = "auto") -> None:
         super().__init__(AGENTS[config.algo], device=device)
         self.config = config
 
     def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
-        return build_agent(self.config, env, seed, self.device)
+        return self._with_precision(build_agent(self.config, env, seed, self.device))
+
+    def load(self, path: Path, env: VecEnv) -> BaseAlgorithm:
+        return self._with_precision(super().load(path, env))
+
+    def _with_precision(self, agent: BaseAlgorithm) -> BaseAlgorithm:
+        requested, complex_contexts = self.config.precision, self.config.network.context == "complex"
+        agent.precision = resolve_precision(requested, agent.device, complex_contexts)
+        why = "agent.precision"
+        if requested == "auto":
+            native = "complex contexts stay fp32" if complex_contexts else "native bf16"
+            why += f" auto: {native if agent.precision == 'bf16' or complex_contexts else 'no native bf16'}"
+        log.info("update precision %s on %s (%s)", agent.precision, agent.device, why)
+        if agent.precision == "bf16" and not native_bf16(agent.device):
+            log.warning(
+                "agent.precision: bf16 on %s, which has no native bf16 (AMX, AVX512-BF16 or a CUDA GPU): "
+                "its updates run %s; expected auto or fp32 here", agent.device, EMULATED_BF16_SLOWDOWN,
+            )  # fmt: skip
+        return agent
 
 
 def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:

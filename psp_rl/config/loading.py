@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.resources
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,22 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from psp_rl.config.agent import AgentConfig
+from psp_rl.config.compat import FLAT_OPTIONS, nest_agent_options
 from psp_rl.config.schema import RunConfig, SequenceConfig
 from psp_rl.continual.settings import format_validation_error
 from psp_rl.errors import ConfigError
 
 
 def _section(model: type[BaseModel] | None, key: Any) -> type[BaseModel] | None:
-    """The settings model of ``model``'s field ``key`` where that field is a section, else None."""
+    """The settings model of ``model``'s field ``key`` where that field is a section (or an
+    optional one: ``agent.dqn``), else None."""
     field = model.model_fields.get(str(key)) if model is not None else None
     annotation = field.annotation if field is not None else None
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _did_you_mean(loc: tuple[Any, ...]) -> str:
@@ -95,14 +102,22 @@ def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, A
     """``data`` (a config mapping) with each ``KEY=VALUE`` of ``settings`` set, as ``--set`` gives
     them: ``agent.learning_rate=1e-3`` sets ``data["agent"]["learning_rate"]``. A value is read as
     a YAML scalar (``50000`` an int, ``true`` a bool, ``[64, 64]`` a list), so the config's own
-    validation types it as it types the file; a key must name a setting of the schema."""
+    validation types it as it types the file; a key must name a setting of the schema. An earlier
+    release's flat agent key (``agent.center``) sets its section's (``agent.network.center``)."""
     out = copy.deepcopy(data)
+    if isinstance(out.get("agent"), dict):
+        try:
+            out["agent"] = nest_agent_options(out["agent"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. agent.learning_rate=1e-3")
         parts = key.split(".")
         _check_setting_key(item, parts)
+        if parts[0] == "agent" and len(parts) == 2 and parts[1] in FLAT_OPTIONS:
+            parts = ["agent", *FLAT_OPTIONS[parts[1]]]
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -122,6 +137,8 @@ def _check_setting_key(item: str, parts: list[str]) -> None:
     for depth, part in enumerate(parts):
         if model is None or model is SequenceConfig and part == "spec":
             return  # a free-form mapping (a custom sequence): its own validation names bad keys
+        if model is AgentConfig and part in FLAT_OPTIONS and depth == len(parts) - 1:
+            return  # an earlier release's flat name (agent.center): the schema nests it
         if part not in model.model_fields:
             close = difflib.get_close_matches(part, list(model.model_fields), n=1)
             hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])!r}?" if close else ""

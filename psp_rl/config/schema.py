@@ -6,25 +6,20 @@ key path, e.g. ``agent.learning_rate: expected float, got 'fast'``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import inspect
 import json
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
-from torch import nn
 
-from psp_rl.agents import AGENTS
-from psp_rl.contexts import ContextKind
+from psp_rl.config.agent import HASHED_WHEN_SET, AgentConfig
+from psp_rl.config.compat import nested_path
 from psp_rl.continual.parts import first_difference
 from psp_rl.continual.seeds import SEED_SCHEME
 from psp_rl.continual.settings import CheckpointConfig, EvalConfig, StrictSettings
 from psp_rl.envs.episodes import check_vec_env_carries
-from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.settings import InferenceConfig
-from psp_rl.settings import PSPSettings
 from psp_rl.threads import check_threads
 
 
@@ -55,234 +50,6 @@ class SequenceConfig(StrictSettings):
         if self.spec is not None and self.tasks is not None:
             raise ValueError("sequence.tasks selects from a built-in sequence; list a spec's tasks in sequence.spec")
         return self
-
-
-_DQN_ONLY = (
-    "buffer_size",
-    "learning_starts",
-    "train_freq",
-    "gradient_steps",
-    "target_update_interval",
-    "exploration_fraction",
-    "exploration_initial_eps",
-    "exploration_final_eps",
-    "replay_on_switch",
-    "replay_buffer",
-    *(
-        _DQN_RETENTION := (
-            "dueling",
-            "advantage_learning",
-            "acting",
-            "distil_loss",
-            "distil_steps",
-            "distil_margin",
-            "distil_visits",
-            "rehearsal_states",
-        )
-    ),
-)
-# Settings of the continual agent and its networks, not of SB3's constructors ("center" is both
-# algorithms': PSP-DQN's default, an option of PSP-PPO measured in experiments/results/minatar/).
-_NOT_SB3 = ("replay_on_switch", "replay_buffer", "center", *_DQN_RETENTION)
-# How a run computes, not what it computes: a run may resume under other values (vec_env: dummy or
-# subproc; the ale vector env's frame stacks start otherwise, so it is hashed).
-_NOT_HASHED = ("vec_env", "replay_buffer")
-_SAME_NUMBERS = {"vec_env": ("dummy", "subproc")}
-# Options added after runs were first saved. A run records their resolved values; a run saved
-# before an option existed lacks the key, and resumes as it ran (see RunConfig.as_saved_by).
-_HASHED_WHEN_SET = ("activation", "task_lr_schedule", "center", *_DQN_RETENTION)
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
-# Online EWC's defaults, for the descriptions of the ewc_* options (left out, they take these).
-_EWC = {name: p.default for name, p in inspect.signature(OnlineEWC.__init__).parameters.items()}
-
-
-def option_defaults(agent_class: type) -> dict[str, Any]:
-    """What each resolved option (:data:`_HASHED_WHEN_SET`) an agent class takes means when a config
-    leaves it out: the default its constructor, its ``"PSPPolicy"`` or :class:`PSPSettings` gives
-    it, read from their signatures, so each default is written once, where it acts."""
-    agent = inspect.signature(agent_class.__init__).parameters
-    policy = inspect.signature(agent_class.policy_aliases["PSPPolicy"].__init__).parameters
-    settings = {field.name: field.default for field in dataclasses.fields(PSPSettings)}
-    names = {"activation", "task_lr_schedule", *agent_class.config_options, *agent_class.policy_options}
-    out: dict[str, Any] = {}
-    for name in (n for n in _HASHED_WHEN_SET if n in names):
-        if name == "activation":
-            default = policy["activation_fn"].default
-            out[name] = next(key for key, cls in ACTIVATIONS.items() if cls is default)
-        elif name in agent:
-            out[name] = agent[name].default
-        elif name in policy:
-            out[name] = policy[name].default
-        else:
-            out[name] = settings[name]
-    return out
-
-
-# What an agent option left out (None) means, per algorithm: the same for every method (the
-# baselines differ from PSP only in the method), except PSP_DEFAULTS below.
-AGENT_DEFAULTS: dict[str, dict[str, Any]] = {algo: option_defaults(cls) for algo, cls in AGENTS.items()}
-# PSP-DQN's own mechanisms: centring acts on superposed layers only, and a finished task acts from a
-# policy distilled from its Q; the baselines' plain networks act from Q (why: docs/results.md).
-PSP_DEFAULTS: dict[str, dict[str, Any]] = {"dqn": {"center": True, "acting": "distilled"}, "ppo": {}}
-_PPO_ONLY = ("n_steps", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef")
-ALGO_ONLY: dict[str, tuple[str, ...]] = {"dqn": _DQN_ONLY, "ppo": _PPO_ONLY}
-"""The agent settings only one algorithm has."""
-
-
-Method = Literal["psp", "finetune", "multihead", "separate", "ewc"]
-# What each method means; a baseline's network is a plain one, so it implies context: none.
-METHODS: dict[str, str] = {
-    "psp": "one superposed network (agent.context: binary, complex or rotation)",
-    "finetune": "one plain network, trained on each task in turn (context: none)",
-    "multihead": "a plain torso with a head per task (context: none)",
-    "separate": "one plain network per task (context: none)",
-    "ewc": "one plain network with online EWC (context: none)",
-}
-
-
-class AgentConfig(StrictSettings):
-    """The agent: SB3 algorithm, network and context settings, and SB3 hyperparameters.
-
-    Hyperparameters left out take SB3's defaults.
-    """
-
-    algo: Literal["dqn", "ppo"] = "dqn"
-    method: Method = Field(default="psp", description="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
-    context: ContextKind = Field(default="binary", description="psp's context kind; the baselines imply none")
-    context_seed: int | None = Field(default=None, ge=0, description="default: the run's seed")
-    net_arch: list[int] | None = None
-    torso: Literal["auto", "mlp", "nature_cnn", "minatar_cnn"] = "auto"
-    input_layer: Literal["auto", "per_task", "expand", "superposed"] = "auto"
-    heads: Literal["shared", "per_task"] = "shared"
-    drift: Literal["none", "smooth", "binned"] = Field(
-        default="none",
-        description="how the context follows a drifting task's theta: none (one context), smooth (powers of one "
-        "context on a grid of max_tasks points; complex or rotation), binned (an independent context per bin)",
-    )
-    activation: Literal["relu", "tanh"] | None = Field(
-        default=None, description="hidden activation (default: DQN relu, PPO tanh)"
-    )
-    task_lr_schedule: Literal["constant", "task_linear"] | None = Field(
-        default=None, description="task_linear: the learning rate anneals to 0 at each task's end"
-    )
-    n_envs: int = Field(default=1, gt=0)
-    vec_env: Literal["dummy", "subproc", "ale"] = Field(
-        default="dummy",
-        description="dummy: the envs step in the training process; subproc: one worker process per env, "
-        "kept for the whole task; ale: Atari only, ale-py's C++ vector env (frames preprocessed in C++; a "
-        "reset's frame stack starts from zeros, so it changes the numbers and is part of the fingerprint)",
-    )
-    # SB3 hyperparameters (both algorithms)
-    learning_rate: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    gamma: float | None = Field(default=None, gt=0, le=1)
-    max_grad_norm: float | None = Field(default=None, gt=0)
-    # DQN only
-    buffer_size: int | None = Field(default=None, gt=0)
-    learning_starts: int | None = Field(default=None, ge=0)
-    train_freq: int | None = Field(default=None, gt=0)
-    gradient_steps: int | None = Field(default=None, ge=-1, description="-1: as many as env steps collected")
-    target_update_interval: int | None = Field(default=None, gt=0)
-    exploration_fraction: float | None = Field(default=None, gt=0, le=1)
-    exploration_initial_eps: float | None = Field(default=None, ge=0, le=1)
-    exploration_final_eps: float | None = Field(default=None, ge=0, le=1)
-    replay_on_switch: Literal["clear", "keep"] | None = None
-    replay_buffer: Literal["auto", "dict", "compact"] | None = Field(
-        default=None,
-        description="dict: SB3's DictReplayBuffer; compact: each frame stored once as uint8 or bits, no "
-        "next_obs copy (psp_rl.agents.replay); auto (default): compact for image observations",
-    )
-    dueling: bool | None = Field(default=None, description="dueling Q-head, V + A - mean(A)")
-    center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
-    advantage_learning: float | None = Field(default=None, ge=0, lt=1, description="advantage learning's alpha")
-    acting: Literal["q", "distilled", "auto"] | None = Field(
-        default=None,
-        description="distilled: a finished task acts from a policy distilled from its Q (an MLP for vectors, a "
-        "CNN for frames); auto: distilled for flat observations, q for images (default: distilled for psp, q "
-        "for the baselines)",
-    )
-    distil_loss: Literal["margin", "cross_entropy"] | None = Field(
-        default=None, description="how acting='distilled' distils a finished task (default margin)"
-    )
-    distil_steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
-    distil_margin: float | None = Field(
-        default=None, gt=0, description="the logit margin distil_loss='margin' asks of every state (default 5)"
-    )
-    distil_visits: int | None = Field(
-        default=None,
-        ge=0,
-        description="env steps each distillation spends in the finished task's env (DAgger: Q acts, then the "
-        "distilled policy), its states labelled by Q; 0 (default): replayed states only",
-    )
-    rehearsal_states: int | None = Field(
-        default=None,
-        ge=0,
-        description="states (with Q-values) kept per finished task and rehearsed in every update; 0 (default): "
-        "none, PSP keeps no data",
-    )
-    # method: ewc only (psp_rl.plugins.ewc)
-    ewc_lambda: float | None = Field(default=None, ge=0, description=f"EWC penalty weight (default {_EWC['strength']})")
-    ewc_decay: float | None = Field(
-        default=None, gt=0, le=1, description=f"online EWC's gamma (default {_EWC['decay']})"
-    )
-    ewc_samples: int | None = Field(
-        default=None, gt=0, description=f"states per task for the Fisher (default {_EWC['samples']})"
-    )
-    # PPO only
-    n_steps: int | None = Field(default=None, gt=0)
-    n_epochs: int | None = Field(default=None, gt=0)
-    gae_lambda: float | None = Field(default=None, gt=0, le=1)
-    clip_range: float | None = Field(default=None, gt=0)
-    ent_coef: float | None = Field(default=None, ge=0)
-    vf_coef: float | None = Field(default=None, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _method_implies_context(cls, data: Any) -> Any:
-        """A baseline's network is plain: ``context: none`` goes without saying."""
-        if isinstance(data, dict) and data.get("method", "psp") != "psp" and "context" not in data:
-            return {**data, "context": "none"}
-        return data
-
-    @model_validator(mode="after")
-    def _algo_fields(self) -> AgentConfig:
-        other = [name for algo, names in ALGO_ONLY.items() if algo != self.algo for name in names]
-        if self.gradient_steps == 0:
-            raise ValueError("agent.gradient_steps: expected a positive int or -1, got 0")
-        wrong = [name for name in other if getattr(self, name) is not None]
-        if wrong:
-            raise ValueError(f"agent.{wrong[0]}: not a setting of algo={self.algo!r}")
-        ewc_set = [name for name in ("ewc_lambda", "ewc_decay", "ewc_samples") if getattr(self, name) is not None]
-        if ewc_set and self.method != "ewc":
-            raise ValueError(f"agent.{ewc_set[0]}: only used by method='ewc', not method={self.method!r}")
-        if self.method in ("finetune", "multihead", "separate", "ewc") and self.context != "none":
-            raise ValueError(
-                f"agent.context: method={self.method!r} is a plain-network baseline, which implies context none; "
-                f"got {self.context!r} (leave agent.context out)"
-            )
-        if self.drift != "none" and self.method != "psp":
-            raise ValueError(f"agent.drift: {self.drift!r} needs method='psp' (drifting contexts), got {self.method!r}")
-        if self.drift == "smooth" and self.context not in ("complex", "rotation"):
-            raise ValueError(
-                f"agent.drift: 'smooth' with context={self.context!r}; smooth drift needs powers of a context, "
-                "expected context complex or rotation"
-            )
-        if self.method == "psp" and self.context == "none":
-            raise ValueError("agent.context: method='psp' needs a superposing context (binary, complex, rotation)")
-        return self
-
-    def resolved(self) -> AgentConfig:
-        """These settings with every option left out set to its default for the algorithm and method."""
-        defaults = dict(AGENT_DEFAULTS[self.algo])
-        if self.method == "psp":
-            defaults.update(PSP_DEFAULTS[self.algo])
-        return self.model_copy(update={name: value for name, value in defaults.items() if getattr(self, name) is None})
-
-    def sb3_kwargs(self) -> dict[str, Any]:
-        """The SB3 constructor hyperparameters that were set."""
-        names = ["learning_rate", "batch_size", "gamma", "max_grad_norm"]
-        names += [n for n in ALGO_ONLY[self.algo] if n not in _NOT_SB3]
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 class ProbeConfig(StrictSettings):
@@ -340,8 +107,10 @@ class RunConfig(StrictSettings):
 
     def shaping(self) -> dict[str, Any]:
         """The settings that shape the model and the task stream (not eval/checkpoint cadence),
-        without those left at their defaults (:func:`canonical_shaping`)."""
-        shaping = self.model_dump(mode="json", include={"seed", "sequence", "agent"})
+        the agent's under their flat names (:mod:`psp_rl.config.compat`), without those left at
+        their defaults (:func:`canonical_shaping`)."""
+        shaping = self.model_dump(mode="json", include={"seed", "sequence"})
+        shaping["agent"] = self.agent.flat()
         if self.seed_scheme not in (None, 1):  # runs saved before the scheme was recorded drew scheme 1's
             shaping["seed_scheme"] = self.seed_scheme
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
@@ -366,19 +135,16 @@ class RunConfig(StrictSettings):
         )
         if (saved.agent.algo, saved.agent.method) != (config.agent.algo, config.agent.method):
             return config  # another agent: the comparison names the difference
-        taken = {
-            name: getattr(saved.agent, name)
-            for name in _HASHED_WHEN_SET
-            if getattr(config.agent, name) is None and getattr(saved.agent, name) is not None
-        }
-        return config.model_copy(update={"agent": config.agent.model_copy(update=taken)}) if taken else config
+        mine, theirs = config.agent.flat(), saved.agent.flat()
+        taken = {name: theirs[name] for name in HASHED_WHEN_SET if mine[name] is None and theirs[name] is not None}
+        return config.model_copy(update={"agent": config.agent.with_flat(**taken)}) if taken else config
 
     def as_saved_by(self, saved_shaping: dict[str, Any]) -> RunConfig:
         """This config as a run saved with ``saved_shaping`` knew it: options that did not exist
         yet (absent from the saved agent settings) are left out, so that run keeps its model."""
         saved_agent = saved_shaping.get("agent", {})
-        missing = {name: None for name in _HASHED_WHEN_SET if name not in saved_agent}
-        return self.model_copy(update={"agent": self.agent.model_copy(update=missing)}) if missing else self
+        missing = {name: None for name in HASHED_WHEN_SET if name not in saved_agent}
+        return self.model_copy(update={"agent": self.agent.with_flat(**missing)}) if missing else self
 
     def matches(self, saved_shaping: dict[str, Any]) -> bool:
         """Whether a run saved with ``saved_shaping`` (any release's) resumes under this config."""
@@ -391,7 +157,10 @@ class RunConfig(StrictSettings):
     def difference(self, saved_shaping: dict[str, Any]) -> str:
         """Which setting differs from a run saved with ``saved_shaping``, as a sentence."""
         saved = with_defaults(canonical_shaping(saved_shaping))
-        return first_difference(saved, with_defaults(self.as_saved_by(saved_shaping).shaping()))
+        sentence = first_difference(saved, with_defaults(self.as_saved_by(saved_shaping).shaping()))
+        head, _, rest = sentence.partition(": ")  # "... config: agent.distil_steps was 3000, now 300"
+        path, _, values = rest.partition(" ")
+        return f"{head}: {nested_path(path)} {values}" if rest else sentence
 
     def to_yaml(self) -> str:
         """The config as YAML (what ``config.yaml`` holds)."""
@@ -399,15 +168,20 @@ class RunConfig(StrictSettings):
 
     def hparams(self) -> dict[str, Any]:
         """The settings TensorBoard's hparams tab compares runs by."""
-        return {"context": self.agent.context, "method": self.agent.method, "seed": self.seed}
+        return {"context": self.agent.network.context, "method": self.agent.method, "seed": self.seed}
 
 
-# Sections whose settings left at their defaults are dropped from a shaping (see canonical_shaping).
-_DEFAULTED_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("agent", AgentConfig),
-    ("sequence", SequenceConfig),
-    ("inference", InferenceConfig),
-)
+# How a run computes, not what it computes: a run may resume under other values (vec_env: dummy or
+# subproc; the ale vector env's frame stacks start otherwise, so it is hashed; precision as
+# threads and device: a float path, like another machine's).
+_NOT_HASHED = ("vec_env", "replay_buffer", "precision")
+_SAME_NUMBERS = {"vec_env": ("dummy", "subproc")}
+
+
+def _field_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        name: _json_default(field.get_default(call_default_factory=True)) for name, field in model.model_fields.items()
+    }
 
 
 def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
@@ -415,13 +189,13 @@ def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
     that do not change what a run computes), so that adding an option with a default leaves
     every saved run's fingerprint, and its resume, as it was."""
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
-    for section, model in _DEFAULTED_SECTIONS:
+    for section, defaults in _SECTION_DEFAULTS.items():
         values = out.get(section, {})
         for name in _NOT_HASHED if section == "agent" else ():
             if name not in _SAME_NUMBERS or values.get(name) in _SAME_NUMBERS[name]:
                 values.pop(name, None)
-        for name, field in model.model_fields.items():
-            if name in values and values[name] == _json_default(field.get_default(call_default_factory=True)):
+        for name, default in defaults.items():
+            if name in values and values[name] == default:
                 del values[name]
     return out
 
@@ -429,17 +203,23 @@ def canonical_shaping(shaping: dict[str, Any]) -> dict[str, Any]:
 def with_defaults(shaping: dict[str, Any]) -> dict[str, Any]:
     """A canonical shaping with the left-out defaults written back (for messages naming values)."""
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in shaping.items()}
-    for section, model in _DEFAULTED_SECTIONS[:2]:  # the inference section is in a shaping only when used
-        for name, field in model.model_fields.items():
+    for section in ("agent", "sequence"):  # the inference section is in a shaping only when used
+        for name, default in _SECTION_DEFAULTS[section].items():
             if name not in _NOT_HASHED or section != "agent":
-                out.setdefault(section, {}).setdefault(
-                    name, _json_default(field.get_default(call_default_factory=True))
-                )
+                out.setdefault(section, {}).setdefault(name, default)
     return out
 
 
 def _json_default(value: Any) -> Any:
     return json.loads(json.dumps(value))
+
+
+# Each section's defaults (the agent's under the flat names a shaping has), dropped from a shaping.
+_SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "agent": AgentConfig().flat(),
+    "sequence": _field_defaults(SequenceConfig),
+    "inference": _field_defaults(InferenceConfig),
+}
 
 
 def dump_config(config: RunConfig) -> str:

@@ -79,7 +79,7 @@ def evaluate_tasks(
         if wrap is not None:
             env = wrap(env, task)
         try:
-            with _seeded_sampling(seed(task)) if not deterministic else contextlib.nullcontext():
+            with seeded_sampling(seed(task), enabled=not deterministic):
                 returns, lengths = evaluate_policy(
                     policy, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
                 )
@@ -91,8 +91,12 @@ def evaluate_tasks(
 
 
 @contextlib.contextmanager
-def _seeded_sampling(seed: int) -> Iterator[None]:
-    """Torch's generators seeded with ``seed`` inside, as they were after."""
+def seeded_sampling(seed: int, enabled: bool = True) -> Iterator[None]:
+    """Torch's generators seeded with ``seed`` inside and as they were after (when ``enabled``:
+    a policy that samples; a greedy one draws nothing, so nothing is forked)."""
+    if not enabled:
+        yield
+        return
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield

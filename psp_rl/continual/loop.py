@@ -43,6 +43,7 @@ from psp_rl.continual.settings import CheckpointConfig, EvalConfig
 from psp_rl.continual.stopping import GracefulStop
 from psp_rl.envs import TaskSequence
 from psp_rl.envs.episodes import carry_episodes, check_vec_env_carries, restore_vec_episodes
+from psp_rl.envs.factories import software_versions
 from psp_rl.errors import ConfigError, NumericalError, RunInterrupted
 from psp_rl.policies import trained_parameters
 from psp_rl.reporting.plots import matrix_figure
@@ -390,6 +391,7 @@ class ContinualLoop(ResumableRun):
             continual_eval_curve=M.continual_eval_curve(self.state.eval_rows),
             eval_max_episode_steps=self.eval.max_episode_steps,
             eval_capped_episodes=self.state.eval_capped,
+            versions=software_versions(self.sequence.tasks),
         )
         for cb in self.callbacks:
             extra = cb.metrics(self)

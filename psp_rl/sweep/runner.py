@@ -29,18 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psp_rl.config.compat import merge_agent_options
 from psp_rl.config.loading import parse_config
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.errors import ConfigError
 
 METHODS: dict[str, dict[str, Any]] = {
-    "psp-binary": {"method": "psp", "context": "binary"},
-    "psp-complex": {"method": "psp", "context": "complex"},
-    "psp-rotation": {"method": "psp", "context": "rotation"},
-    "finetune": {"method": "finetune", "context": "none"},
-    "multihead": {"method": "multihead", "context": "none"},
-    "separate": {"method": "separate", "context": "none"},
-    "ewc": {"method": "ewc", "context": "none"},
+    **{f"psp-{kind}": {"method": "psp", "network": {"context": kind}} for kind in ("binary", "complex", "rotation")},
+    **{
+        method: {"method": method, "network": {"context": "none"}}
+        for method in ("finetune", "multihead", "separate", "ewc")
+    },
 }
 """The built-in methods: ``agent`` settings laid over the base config."""
 
@@ -95,9 +94,9 @@ def method_table(methods: Sequence[str], overlays: Mapping[str, Mapping[str, Any
 
 def trial_config(base: Mapping[str, Any], trial: Trial, methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The run config of ``trial``: the method's agent settings over the base config's."""
-    agent = {**base.get("agent", {}), **methods[trial.method]}
+    agent = merge_agent_options(base.get("agent", {}), methods[trial.method])
     if agent.get("method") != "ewc":  # a base config may carry the ewc method's settings
-        agent = {key: value for key, value in agent.items() if not key.startswith("ewc_")}
+        agent.pop("ewc", None)
     return {**base, "name": trial.name, "seed": trial.seed, "agent": agent}
 
 

@@ -6,32 +6,34 @@ import pytest
 import yaml
 
 from psp_rl.config import parse_config
+from psp_rl.config.compat import merge_agent_options
 from psp_rl.errors import ConfigError
 
 
 @pytest.mark.parametrize(
     ("patch", "match"),
     [
-        ({"advantage_learning": 1.0}, r"agent\.advantage_learning: input should be less than 1, got 1\.0"),
-        ({"activation": "gelu"}, r"agent\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
-        ({"center": "sometimes"}, r"agent\.center: expected bool, got 'sometimes'"),
+        ({"advantage_learning": 1.0}, r"agent\.dqn\.advantage_learning: input should be less than 1, got 1\.0"),
+        ({"activation": "gelu"}, r"agent\.network\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
+        ({"center": "sometimes"}, r"agent\.network\.center: expected bool, got 'sometimes'"),
         ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant' or 'task_linear'"),
-        ({"acting": "greedy"}, r"agent\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
-        ({"distil_loss": "kl"}, r"agent\.distil_loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
-        ({"distil_margin": -1}, r"agent\.distil_margin: input should be greater than 0, got -1"),
-        ({"distil_visits": 1.5}, r"agent\.distil_visits: expected int, got 1\.5"),
-        ({"rehearsal_states": -1}, r"agent\.rehearsal_states: input should be greater than or equal to 0, got -1"),
+        ({"acting": "greedy"}, r"agent\.dqn\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
+        ({"distil_loss": "kl"}, r"agent\.distil\.loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
+        ({"distil_margin": -1}, r"agent\.distil\.margin: input should be greater than 0, got -1"),
+        ({"distil_visits": 1.5}, r"agent\.distil\.visits: expected int, got 1\.5"),
+        ({"rehearsal_states": -1}, r"agent\.dqn\.rehearsal_states: input should be greater than or equal to 0, got -1"),
         (
             {
                 "algo": "ppo",
                 "dueling": True,
                 **dict.fromkeys(["learning_starts", "train_freq", "gradient_steps", "buffer_size"]),
             },
-            r"agent\.dueling: not a setting of algo='ppo'",
+            r"agent\.dqn\.dueling: not a setting of algo='ppo'",
         ),  # fmt: skip
     ],
 )
 def test_config_rejects_bad_retention_options(tiny_config, patch, match):
+    """Flat names (earlier releases' configs) are read into their sections; errors name those."""
     tiny_config["agent"] = {k: v for k, v in {**tiny_config["agent"], **patch}.items() if v is not None}
     with pytest.raises(ConfigError, match=match):
         parse_config(tiny_config)
@@ -43,7 +45,7 @@ def test_psp_ppo_centres_only_when_asked(tiny_config):
     ppo = {"algo": "ppo", "n_steps": 64, "batch_size": 64, "learning_rate": 3e-4}
     for agent, centred in (({**ppo, "center": True}, True), (ppo, False)):
         tiny_config["agent"] = {"method": "psp", "context": "binary", **agent}
-        kwargs = policy_kwargs(parse_config(tiny_config).agent, seed=0)
+        kwargs = policy_kwargs(parse_config(tiny_config).agent.resolved(), seed=0)
         # uncentred PSP-PPO's saved policy_kwargs never named the option: older agents load as saved
         assert kwargs.get("center", False) is centred and ("center" in kwargs) is centred
 
@@ -53,10 +55,10 @@ def test_every_ablation_variant_parses_over_its_config():
     variants = yaml.safe_load(Path("experiments/variants/dqn-retention.yaml").read_text())
     resolved = {}
     for name, settings in variants.items():
-        resolved[name] = parse_config({**base, "agent": {**base["agent"], **settings}}).resolved().agent
+        resolved[name] = parse_config({**base, "agent": merge_agent_options(base["agent"], settings)}).resolved().agent
     # the row named for the default is what `method: psp` means today (acting "distilled" builds
     # "auto"'s network on flat observations; the row ran before frames could distil)
-    default = resolved["psp-default"].model_copy(update={"acting": "distilled"})
+    default = resolved["psp-default"].with_flat(acting="distilled")
     assert default == parse_config(base).resolved().agent
 
 
@@ -64,7 +66,7 @@ def test_every_ablation_variant_parses_over_its_config():
 def test_a_baseline_implies_context_none(tiny_config, method):
     del tiny_config["agent"]["context"]
     tiny_config["agent"]["method"] = method
-    assert parse_config(tiny_config).agent.context == "none"
+    assert parse_config(tiny_config).agent.network.context == "none"
     tiny_config["agent"]["context"] = "binary"
     with pytest.raises(ConfigError, match=f"method='{method}' is a plain-network baseline, which implies context none"):
         parse_config(tiny_config)

@@ -13,7 +13,8 @@ from tests.conftest import run_cli, write_config
 def test_settings_are_typed_like_the_file_and_nest():
     data = {"name": "x", "sequence": {"name": "cartpole-shift"}}
     out = apply_settings(data, ["agent.learning_rate=1e-3", "sequence.steps=50000", "agent.net_arch=[64, 64]"])
-    assert out["agent"] == {"learning_rate": "1e-3", "net_arch": [64, 64]} and out["sequence"]["steps"] == 50000
+    assert out["agent"] == {"learning_rate": "1e-3", "network": {"net_arch": [64, 64]}}  # a flat name nests
+    assert out["sequence"]["steps"] == 50000
     assert data == {"name": "x", "sequence": {"name": "cartpole-shift"}}  # the caller's mapping is left alone
     config = load_config(find_config("quickstart"), settings=["agent.learning_rate=1e-3", "eval.every=5000"])
     assert config.agent.learning_rate == 1e-3 and config.eval.every == 5000  # YAML's '1e-3' read as a float

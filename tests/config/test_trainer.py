@@ -33,7 +33,7 @@ def test_end_to_end_tiny_run_leaves_every_artifact(tmp_path, tiny_config):
     run_dir = tmp_path / "run"
     metrics = ContinualTrainer(parse_config(tiny_config), run_dir, callbacks=[recorder]).run()
 
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["agent"]["context"] == "binary"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["agent"]["network"]["context"] == "binary"
     lines = (run_dir / "eval.csv").read_text().splitlines()
     assert lines[0] == "step,trained_task,eval_task,mean,std,episodes"
     rows = [line.split(",") for line in lines[1:]]
@@ -51,6 +51,7 @@ def test_end_to_end_tiny_run_leaves_every_artifact(tmp_path, tiny_config):
     assert np.array(saved["eval_matrix"]).shape == (2, 2)
     assert saved["reference_returns"]["default"] == 475.0  # CartPole-v1's reward threshold
     assert saved["env_steps"] >= 3000 and saved["parameters"] > 0
+    assert {"torch", "stable-baselines3", "gymnasium"} <= set(saved["versions"]) and "ale-py" not in saved["versions"]
 
     assert [e for e in recorder.events if e[0] != "eval"] == [
         ("before", 0, 0), ("after", 0, 0), ("before", 1, 1), ("after", 1, 1)

@@ -155,8 +155,8 @@ def test_checkpoint_from_another_config_names_the_mismatch(tmp_path):
     config, run_dir = _finished_run(tmp_path)
     (run_dir / "config.yaml").unlink()  # only the checkpoint's own record is left to compare
     for key, value, match in [
-        ("net_arch", [64, 64], r"agent\.net_arch was \[32, 32\], now \[64, 64\]"),
-        ("context", "complex", r"agent\.context was 'binary', now 'complex'"),
+        ("net_arch", [64, 64], r"agent\.network\.net_arch was \[32, 32\], now \[64, 64\]"),
+        ("context", "complex", r"agent\.network\.context was 'binary', now 'complex'"),
     ]:
         other = copy.deepcopy(config)
         other["agent"][key] = value
@@ -208,19 +208,19 @@ BAD_CONFIGS = [
     ("agent.learning_rate", -1.0, "agent.learning_rate: input should be greater than 0"),
     ("agent.batch_size", 3.5, "agent.batch_size: expected int"),
     ("agent.algo", "sac", "agent.algo: input should be 'dqn' or 'ppo'"),
-    ("agent.context", "gaussian", "agent.context: input should be"),
-    ("agent.net_arch", "big", "agent.net_arch: expected a list"),
-    ("agent.net_arch", [64, "x"], "agent.net_arch.1: expected int"),
+    ("agent.context", "gaussian", "agent.network.context: input should be"),
+    ("agent.net_arch", "big", "agent.network.net_arch: expected a list"),
+    ("agent.net_arch", [64, "x"], "agent.network.net_arch.1: expected int"),
     ("agent.gamma", 1.5, "agent.gamma: input should be less than or equal to 1"),
     ("agent.n_envs", 0, "agent.n_envs: input should be greater than 0"),
-    ("agent.buffer_size", -10, "agent.buffer_size: input should be greater than 0"),
-    ("agent.n_steps", 64, "agent.n_steps: not a setting of algo='dqn'"),
-    ("agent.replay_on_switch", "forget", "agent.replay_on_switch: input should be 'clear' or 'keep'"),
+    ("agent.buffer_size", -10, "agent.dqn.buffer_size: input should be greater than 0"),
+    ("agent.n_steps", 64, "agent.ppo.n_steps: not a setting of algo='dqn'"),
+    ("agent.replay_on_switch", "forget", "agent.dqn.replay_on_switch: input should be 'clear' or 'keep'"),
     ("agent.learning_rat", 0.1, "agent.learning_rat: unknown key"),
-    ("agent.method", "finetune", "agent.context: method='finetune' is a plain-network baseline"),
-    ("agent.context", "none", "agent.context: method='psp' needs a superposing context"),
-    ("agent.torso", "resnet", "agent.torso: input should be"),
-    ("agent.exploration_final_eps", 2.0, "agent.exploration_final_eps: input should be less than or equal to 1"),
+    ("agent.method", "finetune", "agent.network.context: method='finetune' is a plain-network baseline"),
+    ("agent.context", "none", "agent.network.context: method='psp' needs a superposing context"),
+    ("agent.torso", "resnet", "agent.network.torso: input should be"),
+    ("agent.exploration_final_eps", 2.0, "agent.dqn.exploration_final_eps: input should be less than or equal to 1"),
     ("sequence.steps", -100, "sequence.steps: input should be greater than 0"),
     ("sequence.steps", "many", "sequence.steps: expected int, got 'many'"),
     ("sequence.cycles", 0, "sequence.cycles: input should be greater than 0"),

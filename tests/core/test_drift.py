@@ -96,9 +96,9 @@ def test_a_saved_smooth_drift_agent_loads_with_the_same_contexts(tmp_path):
 @pytest.mark.parametrize(
     ("agent", "message"),
     [
-        ({"context": "binary", "drift": "smooth"}, "agent.drift: 'smooth' with context='binary'"),
+        ({"context": "binary", "drift": "smooth"}, "agent.network.drift: 'smooth' with context='binary'"),
         ({"method": "finetune", "context": "none", "drift": "binned"}, "needs method='psp'"),
-        ({"drift": "wavy"}, "agent.drift: input should be"),
+        ({"drift": "wavy"}, "agent.network.drift: input should be"),
     ],
 )
 def test_bad_drift_settings_are_one_line_errors(agent, message):

@@ -104,6 +104,8 @@ def test_seeded_resets_repeat_and_differ_by_seed():
 
 
 def test_bad_input_named():
+    with pytest.raises(ValueError, match=r"game 'SpaceInvader': not an Atari game; did you mean SpaceInvaders"):
+        make_atari_env("SpaceInvader")
     with pytest.raises(ValueError, match=r"game 'Pongg': not an Atari ROM ale-py ships; close: \['pong'"):
         AtariTaskVecEnv("Pongg", 1, task=0, max_tasks=1)
     with pytest.raises(ValueError, match="task=3: expected an int in"):
@@ -149,3 +151,12 @@ def test_a_run_on_the_vector_env_is_killed_and_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "killed" / "eval.csv").read_text() == (tmp_path / "whole" / "eval.csv").read_text()
     assert yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())["agent"]["vec_env"] == "ale"
+
+
+def test_an_atari_run_records_ale_py_and_each_games_rom():
+    from psp_rl.envs.factories import software_versions
+
+    versions = software_versions(get_sequence("atari-small", tasks=["pong", "spaceinvaders"]).tasks)
+    assert versions["ale-py"] >= "0.12.1"
+    assert set(versions["roms_md5"]) == {"Pong", "SpaceInvaders"}
+    assert all(len(md5) == 32 for md5 in versions["roms_md5"].values())

@@ -95,10 +95,13 @@ def test_killed_ewc_run_resumes_with_its_fisher(tmp_path):
 @pytest.mark.parametrize(
     ("patch", "match"),
     [
-        ({"method": "psp", "context": "binary", "ewc_lambda": 10.0}, r"agent\.ewc_lambda: only used by method='ewc'"),
-        ({"ewc_lambda": -1.0}, r"agent\.ewc_lambda: input should be greater than or equal to 0, got -1\.0"),
-        ({"ewc_decay": 1.5}, r"agent\.ewc_decay: input should be less than or equal to 1, got 1\.5"),
-        ({"context": "binary"}, r"agent\.context: method='ewc' is a plain-network baseline"),
+        (
+            {"method": "psp", "context": "binary", "ewc_lambda": 10.0},
+            r"agent\.ewc\.strength: only used by method='ewc'",
+        ),
+        ({"ewc_lambda": -1.0}, r"agent\.ewc\.strength: input should be greater than or equal to 0, got -1\.0"),
+        ({"ewc_decay": 1.5}, r"agent\.ewc\.decay: input should be less than or equal to 1, got 1\.5"),
+        ({"context": "binary"}, r"agent\.network\.context: method='ewc' is a plain-network baseline"),
     ],
 )
 def test_ewc_config_errors_name_the_field(patch, match):

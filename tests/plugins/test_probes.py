@@ -8,7 +8,7 @@ import yaml
 
 from psp_rl.agents import ContinualDQN
 from psp_rl.config import ContinualTrainer, parse_config
-from psp_rl.config.schema import AGENT_DEFAULTS, PSP_DEFAULTS
+from psp_rl.config.agent import AGENT_DEFAULTS, PSP_DEFAULTS
 from psp_rl.envs import get_sequence
 from psp_rl.errors import ConfigError
 from psp_rl.plugins.probes import RetentionProbes, acting_outputs, split_change
@@ -103,7 +103,7 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     assert 0 <= probes[("default", "distilled", "long-pole", "greedy_agreement")] <= 1
     assert probes[("default", "policy_torso.layers.2", "long-pole", "crosstalk")] > 0
     assert ("default", "policy_torso.layers.2", "reversed", "crosstalk") not in probes
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]
+    saved = parse_config(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())).agent.flat()
     expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"], "distil_steps": 300}  # the tiny config's
     assert {name: saved[name] for name in expected} == expected  # config.yaml: what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
