@@ -263,12 +263,25 @@ def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config)
 
 def test_evaluate_past_tasks_and_watch_them(tmp_path, tiny_config, capsys, monkeypatch):
     """``--tasks`` evaluates the tasks it names; ``--video`` writes one MP4 per task, a frame per
-    agent step of the episode it reports; bad input is one line, exit 2, nothing written."""
+    agent step of the episode it reports; bad input is one line, exit 2, nothing written. A run
+    with ``eval.video_every`` puts them in TensorBoard as it trains."""
     import imageio
+    import imageio.v3 as iio
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tiny_config["sequence"]["steps"] = 300
+    tiny_config["eval"] = {"every": 300, "episodes": 1, "video_every": 600}
     run_dir, videos = tmp_path / "run", tmp_path / "videos"
     assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    # eval.video_every: each task's episode in TensorBoard, at the first evaluation past 600 steps
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0}).Reload()
+    tb_videos = {tag: events.Images(tag) for tag in events.Tags()["images"] if tag.startswith("video/")}
+    assert {tag: [e.step for e in images] for tag, images in tb_videos.items()} == {
+        "video/default": [640],
+        "video/reversed": [640],
+    }
+    gif = iio.imread(tb_videos["video/default"][0].encoded_image_string, extension=".gif", index=None)
+    assert gif.ndim == 4 and len(gif) > 1  # an animated GIF, a frame per step
     capsys.readouterr()
     args = ["evaluate", str(run_dir), "--episodes", "2", "--tasks", "reversed", "--video", str(videos)]
     assert main(args) == 0

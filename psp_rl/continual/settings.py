@@ -35,6 +35,12 @@ class EvalConfig(StrictSettings):
     reference_returns: dict[str, float] | None = Field(
         default=None, description="task -> return counted as 1.0 in normalized return (default: the env's threshold)"
     )
+    video_every: int | None = Field(
+        default=None,
+        gt=0,
+        description="env steps between videos of every task in TensorBoard (one episode each, at an evaluation; "
+        "needs moviepy: pip install 'psp-rl[video]'); default none",
+    )
     act: Literal["greedy", "sample"] = Field(
         default="greedy",
         description="greedy: the most likely action (DQN's argmax); sample: PPO's policy sampled, from a torch "
