@@ -26,8 +26,9 @@ from psp_rl.precision import Precision
 from psp_rl.settings import Drift, Heads, InputLayer, PSPSettings, Torso
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
-# Online EWC's defaults, for the descriptions of the ewc options (left out, they take these).
+# Online EWC's and PSP-DQN's defaults, for the descriptions of their options (left out, they take these).
 _EWC = {name: p.default for name, p in inspect.signature(OnlineEWC.__init__).parameters.items()}
+_DQN = {name: p.default for name, p in inspect.signature(AGENTS["dqn"].__init__).parameters.items()}
 
 
 class NetworkConfig(StrictSettings):
@@ -78,22 +79,26 @@ class DQNConfig(StrictSettings):
     rehearsal_states: int | None = Field(
         default=None,
         ge=0,
-        description="states (with Q-values) kept per finished task and rehearsed in every update; 0 (default): "
-        "none, PSP keeps no data",
+        description="states (with Q-values) kept per finished task and rehearsed in every update; "
+        f"{_DQN['rehearsal_states']} (default): none, PSP keeps no data",
     )
 
 
 class DistilConfig(StrictSettings):
     """How ``dqn.acting: distilled`` distils a finished task's Q into its acting policy."""
 
-    loss: Literal["margin", "cross_entropy"] | None = Field(default=None, description="default margin")
-    steps: int | None = Field(default=None, gt=0, description="Adam steps per distillation (default 3000)")
-    margin: float | None = Field(default=None, gt=0, description="the logit margin loss 'margin' asks (default 5)")
+    loss: Literal["margin", "cross_entropy"] | None = Field(default=None, description=f"default {_DQN['distil_loss']}")
+    steps: int | None = Field(
+        default=None, gt=0, description=f"Adam steps per distillation (default {_DQN['distil_steps']})"
+    )
+    margin: float | None = Field(
+        default=None, gt=0, description=f"the logit margin loss 'margin' asks (default {_DQN['distil_margin']})"
+    )
     visits: int | None = Field(
         default=None,
         ge=0,
         description="env steps each distillation spends in the finished task's env (DAgger: Q acts, then the "
-        "distilled policy), its states labelled by Q; 0 (default): replayed states only",
+        f"distilled policy), its states labelled by Q; {_DQN['distil_visits']} (default): replayed states only",
     )
 
 
