@@ -75,7 +75,14 @@ def split_observation(
     ``(batch,)`` int64 tensor of ids. With ``drift`` other than ``"none"`` the ``theta`` entry
     picks the context (:func:`drift_slot`) instead of the ``task`` entry.
     """
-    x = preprocess_obs(obs["obs"], observation_space["obs"], normalize_images=normalize_images)
+    raw, space = obs["obs"], observation_space["obs"]
+    if normalize_images and raw.dim() == 4 and is_image_space(space, check_channels=False):
+        # Atari's frames: scaled straight into channels_last, the layout the Nature CNN computes in
+        # (one pass over the batch instead of a scaling and a copy; the same values).
+        x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device, memory_format=torch.channels_last)
+        torch.div(raw, 255.0, out=x)
+    else:
+        x = preprocess_obs(raw, space, normalize_images=normalize_images)
     if drift != "none":
         if "theta" not in obs:
             raise ValueError(f"drift={drift!r}: the observation has no 'theta' entry (the task does not drift)")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -135,3 +136,16 @@ def test_nature_cnn_computes_in_channels_last_with_the_same_values_and_state_dic
     minatar = build_torso((4, 10, 10), 2, settings)  # small frames are faster contiguous
     assert minatar.memory_format == torch.contiguous_format
     assert next(iter(torso.state_dict())).startswith("layers.0.")  # saved checkpoints' keys, no module added
+
+
+def test_atari_frames_are_scaled_straight_into_channels_last_with_preprocess_obs_values():
+    from gymnasium import spaces
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    from psp_rl.policies import split_observation
+
+    space = spaces.Dict({"obs": spaces.Box(0, 255, (4, 84, 84), np.uint8), "task": spaces.Discrete(2)})
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    x, task = split_observation({"obs": frames, "task": torch.ones(8, 1)}, space, normalize_images=True)
+    assert task == 1 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, preprocess_obs(frames, space["obs"], normalize_images=True))
