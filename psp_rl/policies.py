@@ -66,9 +66,17 @@ def drift_slot(theta: torch.Tensor, num_tasks: int, drift: str) -> torch.Tensor:
 
 
 def split_observation(
-    obs: PyTorchObs, observation_space: spaces.Dict, normalize_images: bool, drift: str = "none"
+    obs: PyTorchObs,
+    observation_space: spaces.Dict,
+    normalize_images: bool,
+    drift: str = "none",
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, int | torch.Tensor]:
     """``(preprocessed obs (batch, ...), task)`` from a Dict observation batch.
+
+    ``memory_format`` is the layout of the torso the observation goes to
+    (:attr:`~psp_rl.networks.TaskSequential.memory_format`): images are scaled straight into a
+    ``channels_last`` one, one pass over the batch instead of a scaling and a copy (the same values).
 
     ``task`` is an ``int`` when the whole batch is one task (a rollout, a single-task replay
     batch): every layer then takes its fast path without re-checking ids. Otherwise it is the
@@ -76,10 +84,8 @@ def split_observation(
     picks the context (:func:`drift_slot`) instead of the ``task`` entry.
     """
     raw, space = obs["obs"], observation_space["obs"]
-    if normalize_images and raw.dim() == 4 and is_image_space(space, check_channels=False):
-        # Atari's frames: scaled straight into channels_last, the layout the Nature CNN computes in
-        # (one pass over the batch instead of a scaling and a copy; the same values).
-        x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device, memory_format=torch.channels_last)
+    if memory_format == torch.channels_last and normalize_images and is_image_space(space, check_channels=False):
+        x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device, memory_format=memory_format)
         torch.div(raw, 255.0, out=x)
     else:
         x = preprocess_obs(raw, space, normalize_images=normalize_images)
@@ -189,7 +195,9 @@ class PSPQNetwork(BasePolicy):
         use_drift_contexts(self, psp)
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        x, task = split_observation(
+            obs, self.observation_space, self.normalize_images, self.psp.drift, self.torso.memory_format
+        )
         return self.q_head(self.torso(x, task), task).float()  # fp32 to the loss under bf16 autocast
 
     def set_training_mode(self, mode: bool) -> None:
@@ -209,7 +217,9 @@ class PSPQNetwork(BasePolicy):
         """The distilled policy's action logits, ``(batch, n_actions)`` (``acting="distilled"``)."""
         if self.policy_torso is None or self.policy_head is None:
             raise ValueError("policy_logits: this Q-network has no distilled policy (acting='q')")
-        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        x, task = split_observation(
+            obs, self.observation_space, self.normalize_images, self.psp.drift, self.policy_torso.memory_format
+        )
         return self.policy_head(self.policy_torso(x, task), task)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> torch.Tensor:
@@ -390,7 +400,9 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _latents(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        x, task = split_observation(
+            obs, self.observation_space, self.normalize_images, self.psp.drift, self.pi_torso.memory_format
+        )
         latent_pi = self.pi_torso(x, task)
         latent_vf = latent_pi if self.vf_torso is self.pi_torso else self.vf_torso(x, task)
         return latent_pi, latent_vf, task
@@ -421,7 +433,9 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         # Acting needs the actor only: the critic's torso is not run (a third of predict's time).
-        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        x, task = split_observation(
+            obs, self.observation_space, self.normalize_images, self.psp.drift, self.pi_torso.memory_format
+        )
         return self._distribution(self.pi_torso(x, task), task)
 
     def set_training_mode(self, mode: bool) -> None:
@@ -432,7 +446,9 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
             self.train(mode)
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        x, task = split_observation(obs, self.observation_space, self.normalize_images, self.psp.drift)
+        x, task = split_observation(
+            obs, self.observation_space, self.normalize_images, self.psp.drift, self.vf_torso.memory_format
+        )
         return self._value(self.vf_torso(x, task), task)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:

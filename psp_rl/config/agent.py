@@ -225,14 +225,10 @@ class AgentConfig(StrictSettings):
         """These settings under the flat names (what fingerprints hash; the agents' keywords)."""
         return flat_agent_options(self.model_dump(mode="json"))
 
-    @classmethod
-    def from_flat(cls, options: dict[str, Any]) -> AgentConfig:
-        """The settings ``options`` names flat (the inverse of :meth:`flat`)."""
-        return cls.model_validate(options)
-
     def with_flat(self, **options: Any) -> AgentConfig:
-        """These settings with ``options`` (flat names) replaced."""
-        return AgentConfig.from_flat({**self.flat(), **options})
+        """These settings with ``options`` (flat names) replaced: validated again, the flat names
+        nested as an earlier release's config is."""
+        return AgentConfig.model_validate({**self.flat(), **options})
 
     def resolved(self) -> AgentConfig:
         """These settings with every option left out set to its default for the algorithm and

@@ -108,8 +108,8 @@ def policy_kwargs(config: AgentConfig, seed: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         **psp_settings(config, seed).as_kwargs(), activation_fn=ACTIVATIONS[config.network.activation]
     )
-    options = AGENTS[config.algo].policy_options
-    kwargs.update({name: config.flat()[name] for name in options})
+    options, flat = AGENTS[config.algo].policy_options, config.flat()
+    kwargs.update({name: flat[name] for name in options})
     if not kwargs["center"] and "center" not in options:
         del kwargs["center"]  # an uncentred PSP-PPO's saved policy_kwargs never named it: they load as saved
     if config.network.net_arch is not None:

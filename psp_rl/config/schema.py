@@ -157,10 +157,8 @@ class RunConfig(StrictSettings):
     def difference(self, saved_shaping: dict[str, Any]) -> str:
         """Which setting differs from a run saved with ``saved_shaping``, as a sentence."""
         saved = with_defaults(canonical_shaping(saved_shaping))
-        sentence = first_difference(saved, with_defaults(self.as_saved_by(saved_shaping).shaping()))
-        head, _, rest = sentence.partition(": ")  # "... config: agent.distil_steps was 3000, now 300"
-        path, _, values = rest.partition(" ")
-        return f"{head}: {nested_path(path)} {values}" if rest else sentence
+        current = with_defaults(self.as_saved_by(saved_shaping).shaping())
+        return first_difference(saved, current, name=nested_path)  # shapings are flat; messages name sections
 
     def to_yaml(self) -> str:
         """The config as YAML (what ``config.yaml`` holds)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,10 +100,14 @@ class SettingsIdentity:
         return {k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)}
 
 
-def first_difference(saved: Any, current: Any, path: str = "") -> str:
-    """Which setting differs between a saved config and the current one, as a sentence."""
+def first_difference(
+    saved: Any, current: Any, path: str = "", *, name: Callable[[str], str] = lambda path: path
+) -> str:
+    """Which setting differs between a saved config and the current one, as a sentence; ``name``
+    turns a key path into the name the sentence gives it."""
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in sorted(set(saved) | set(current)):
             if saved.get(key) != current.get(key):
-                return first_difference(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
-    return f"was written by a different config: {path or 'config'} was {saved!r}, now {current!r}"
+                where = f"{path}.{key}" if path else key
+                return first_difference(saved.get(key), current.get(key), where, name=name)
+    return f"was written by a different config: {name(path) or 'config'} was {saved!r}, now {current!r}"

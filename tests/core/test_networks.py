@@ -138,7 +138,7 @@ def test_nature_cnn_computes_in_channels_last_with_the_same_values_and_state_dic
     assert next(iter(torso.state_dict())).startswith("layers.0.")  # saved checkpoints' keys, no module added
 
 
-def test_atari_frames_are_scaled_straight_into_channels_last_with_preprocess_obs_values():
+def test_frames_are_scaled_straight_into_their_torsos_layout_with_preprocess_obs_values():
     from gymnasium import spaces
     from stable_baselines3.common.preprocessing import preprocess_obs
 
@@ -146,6 +146,10 @@ def test_atari_frames_are_scaled_straight_into_channels_last_with_preprocess_obs
 
     space = spaces.Dict({"obs": spaces.Box(0, 255, (4, 84, 84), np.uint8), "task": spaces.Discrete(2)})
     frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
-    x, task = split_observation({"obs": frames, "task": torch.ones(8, 1)}, space, normalize_images=True)
+    obs = {"obs": frames, "task": torch.ones(8, 1)}
+    nature_cnn = build_torso((4, 84, 84), 2, PSPSettings()).memory_format  # the layout of the torso fed
+    x, task = split_observation(obs, space, normalize_images=True, memory_format=nature_cnn)
     assert task == 1 and x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x, preprocess_obs(frames, space["obs"], normalize_images=True))
+    minatar_cnn = build_torso((4, 10, 10), 2, PSPSettings()).memory_format  # a contiguous torso: as SB3 scales
+    assert split_observation(obs, space, normalize_images=True, memory_format=minatar_cnn)[0].is_contiguous()
