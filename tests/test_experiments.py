@@ -161,3 +161,21 @@ def test_learning_margins_tabulates_a_learning_test_per_path_and_resumes(tmp_pat
     before = (tmp_path / "margins.csv").read_bytes()
     margins([test, "--seeds", "0", "--paths", "native", "--workers", "1", "--out", str(tmp_path)])
     assert (tmp_path / "margins.csv").read_bytes() == before  # a (path, seed) already there is not rerun
+
+
+@pytest.mark.slow  # two Atari PPO chunks, then a resume (~1 min)
+def test_atari_stock_ppo_evaluates_each_chunk_and_resumes_exactly(tmp_path):
+    from experiments.atari_stock_ppo import main as stock
+
+    config = str(ROOT / "experiments/configs/atari-single.yaml")
+    run = tmp_path / "stock"
+    settings = ["--set", "sequence.steps=2048", "eval.every=1024", "eval.episodes=2", "eval.max_episode_steps=100"]
+    stock([config, "--run-dir", str(run), *settings])
+    rows = (run / "eval.csv").read_text().splitlines()
+    assert rows[0] == "step,trained_task,eval_task,mean,std,episodes"
+    assert [r.split(",")[:3] for r in rows[1:]] == [["1024", "breakout", "breakout"], ["2048", "breakout", "breakout"]]
+    with pytest.raises(SystemExit, match="has checkpoints"):  # a finished run is not overwritten by mistake
+        stock([config, "--run-dir", str(run), *settings])
+    (run / "checkpoints/stock-000000002048.zip").unlink()  # killed before its last checkpoint
+    stock([config, "--run-dir", str(run), "--resume", *settings])
+    assert (run / "eval.csv").read_text().splitlines() == rows  # the last chunk redone, the same numbers
