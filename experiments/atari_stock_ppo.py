@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.config, overrides={"seed": args.seed}, settings=args.set).resolved()
     sequence = build_sequence(config.sequence)
     if len(sequence) != 1 or config.agent.algo != "ppo":
-        sys.exit(f"{args.config}: expected a one-task PPO config, got {len(sequence)} tasks, algo {config.agent.algo!r}")
+        sys.exit(f"{args.config}: expected a one-task PPO config, got {len(sequence)} tasks of {config.agent.algo!r}")
     set_threads(config.threads)
     agent, total, every = config.agent, sequence[0].steps, config.eval.every
     hparams = agent.sb3_kwargs()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             sequence,
             episodes=config.eval.episodes,
             n_envs=min(config.eval.episodes, 4),
-            seed=lambda task: stream_seed(args.seed, Stream.EVAL, step, task),
+            seed=lambda task, step=step: stream_seed(args.seed, Stream.EVAL, step, task),
             max_episode_steps=config.eval.max_episode_steps,
             deterministic=config.eval.act == "greedy",
         )
