@@ -12,8 +12,9 @@ frames: the package's gymnasium wrapper chain without the task id, what a user w
 MinAtar SB3's DQN with the MinAtar CNN as a features extractor), and PSP agents as a config builds
 them (``method: psp`` with its defaults) for ``binary`` and ``complex`` contexts, ``none``: the
 plain network behind the ``{"obs", "task"}`` observation (``method: finetune``), all on the same
-env chain as vanilla, and ``binary-ale``: PSP binary on ale-py's C++ vector env (``vec_env: ale``,
-one ALE thread; Atari rows only), the configuration a run uses.
+env chain as vanilla, ``binary-ale``: PSP binary on ale-py's C++ vector env (``vec_env: ale``,
+one ALE thread; Atari rows only), the configuration a run uses, and ``binary-uncentred``: PSP-DQN
+binary with ``center: false`` (DQN rows only), so that one run prices the centring.
 DQN with n_envs 8 keeps the one-env replay ratio (vanilla: ``train_freq / 8`` vector steps).
 Runs are interleaved, one process at a time, best of ``--repeats``; torch uses one thread unless
 ``--threads`` says otherwise. Timed: ``learn(steps)`` from a fresh agent, updates included
@@ -59,7 +60,7 @@ ATARI_PPO: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
     clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )  # fmt: skip
-AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale")
+AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred")
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -138,8 +139,12 @@ def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device:
         env = _plain_vec_env(sequence, n_envs, seed)
         return cls(policy, env, seed=seed, device=device, policy_kwargs=vanilla_kwargs, **hparams)
     # binary-ale: PSP binary on ale-py's C++ vector env (the others step the gymnasium chain, as vanilla)
-    method, context = ("finetune", "none") if agent == "none" else ("psp", agent.removesuffix("-ale"))
+    method, context = ("finetune", "none") if agent == "none" else ("psp", agent.split("-")[0])
     settings: dict[str, Any] = dict(algo=algo, method=method, context=context, n_envs=n_envs, **hparams)
+    if agent == "binary-uncentred":
+        if algo != "dqn":  # (PSP-PPO does not centre by default)
+            return None
+        settings["center"] = False
     if row.startswith("cartpole") and algo == "dqn":
         settings["net_arch"] = DQN_CARTPOLE_NET
     vec_env = "ale" if agent.endswith("-ale") else "dummy"

@@ -324,8 +324,8 @@ class SuperposedConv2d(_Superposed):
         act per (input channel, kernel position), ``rotation`` on the flattened fan-in."""
         return self.contexts.weight(self.weight, self.weight_imag, self._check_task(task, None))
 
-    def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        weight = kernel_like_input(self.task_weight(task), x)
+    def _conv(self, x: torch.Tensor, task: int) -> torch.Tensor:  # (task checked by forward)
+        weight = kernel_like_input(self.contexts.weight(self.weight, self.weight_imag, task), x)
         return F.conv2d(x, weight, self._bias(task), self.stride, self.padding)
 
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:

@@ -95,9 +95,17 @@ def split_observation(
         task = drift_slot(obs["theta"], int(observation_space["task"].n), drift)
     else:  # replay and rollout buffers store a Discrete entry as shape (batch, 1); predict gives (batch,)
         task = obs["task"].reshape(-1).long()
-    if task.numel() and bool((task == task[0]).all()):
-        return x, int(task[0])
+    if task.numel():  # one task: its smallest id is its largest (one op and one sync on the hot path)
+        low, high = torch.aminmax(task)
+        if (ids := torch.stack((low, high)).tolist())[0] == ids[1]:
+            return x, ids[0]
     return x, task
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32, for the losses under bf16 autocast (no op dispatched when it already is:
+    a head's output is, in fp32 runs, at every env step)."""
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def use_drift_contexts(module: nn.Module, psp: PSPSettings) -> None:
@@ -198,7 +206,7 @@ class PSPQNetwork(BasePolicy):
         x, task = split_observation(
             obs, self.observation_space, self.normalize_images, self.psp.drift, self.torso.memory_format
         )
-        return self.q_head(self.torso(x, task), task).float()  # fp32 to the loss under bf16 autocast
+        return fp32(self.q_head(self.torso(x, task), task))
 
     def set_training_mode(self, mode: bool) -> None:
         """As SB3's, skipped when nothing would change: SB3 calls it at every env step and every
@@ -246,20 +254,35 @@ class PSPQNetwork(BasePolicy):
 
 class _TaskObsToTensor:
     """SB3's ``obs_to_tensor`` for ``{"obs", "task"}`` observations, without its deep copy of the
-    dict (a fresh dict of copied arrays serves the same purpose), a part of every env step."""
+    dict (a fresh dict of copied arrays serves the same purpose), a part of every env step.
+
+    ``device`` is read from one parameter kept at the first call: SB3's property walks the whole
+    module tree to find a first parameter, at every env step (two torsos with a distilled policy
+    made it ~5% of a CartPole step). Moving the policy (``to``, ``cuda``: ``_apply``, which may put
+    new parameters in place) forgets the kept one."""
 
     observation_space: spaces.Dict
-    device: torch.device
+
+    @property
+    def device(self) -> torch.device:
+        probe = self.__dict__.get("_device_probe")
+        if probe is None:  # a tuple, so that nn.Module does not register the parameter twice
+            probe = self.__dict__["_device_probe"] = (next(self.parameters(), None),)  # type: ignore[attr-defined]
+        return probe[0].device if probe[0] is not None else torch.device("cpu")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self.__dict__.pop("_device_probe", None)
+        return super()._apply(fn, recurse)  # type: ignore[misc]
 
     def obs_to_tensor(self, observation: Any) -> tuple[PyTorchObs, bool]:
         if not isinstance(observation, dict):
             return super().obs_to_tensor(observation)  # type: ignore[misc]
-        tensors, vectorized = {}, False
+        tensors, vectorized, device = {}, False, self.device
         for key, value in observation.items():
             space = self.observation_space.spaces[key]
             array = np.array(maybe_transpose(value, space) if is_image_space(space) else value)  # a copy
             vectorized = vectorized or is_vectorized_observation(array, space)
-            tensors[key] = torch.as_tensor(array.reshape((-1, *space.shape)), device=self.device)
+            tensors[key] = torch.as_tensor(array.reshape((-1, *space.shape)), device=device)
         return tensors, vectorized
 
 
@@ -408,7 +431,7 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         return latent_pi, latent_vf, task
 
     def _distribution(self, latent_pi: torch.Tensor, task: int | torch.Tensor) -> Distribution:
-        out = self.action_head(latent_pi, task).float()  # fp32 to the loss under bf16 autocast
+        out = fp32(self.action_head(latent_pi, task))
         if isinstance(self.action_dist, CategoricalDistribution):
             return self.action_dist.proba_distribution(action_logits=out)
         if isinstance(self.action_dist, DiagGaussianDistribution):
@@ -416,7 +439,7 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         raise ValueError(f"action distribution {type(self.action_dist).__name__}: not supported")
 
     def _value(self, latent_vf: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
-        return self.value_head(latent_vf, task).float()  # fp32 to the loss under bf16 autocast
+        return fp32(self.value_head(latent_vf, task))
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
         latent_pi, latent_vf, task = self._latents(obs)

@@ -244,3 +244,13 @@ def test_obs_to_tensor_matches_sb3_without_touching_the_callers_arrays(cartpoles
             assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key])
         ours["obs"] += 1  # the tensors are copies
         assert not np.shares_memory(ours["obs"].numpy(), obs["obs"])
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_device_follows_the_policy_to_another_device(cartpoles, algo):
+    from stable_baselines3.common.policies import BaseModel
+
+    policy = _make(algo, cartpoles).policy
+    assert policy.device == BaseModel.device.fget(policy) == torch.device("cpu")  # SB3's walk
+    policy.to("meta")  # (a device every machine has) the kept parameter moves with the policy
+    assert policy.device == BaseModel.device.fget(policy) == torch.device("meta")

@@ -246,6 +246,9 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
         ({"agent": {"method": "ewc", "context": "none"}}, "method='ewc'"),
         ({"inference": {"threshold": 0}}, "inference.threshold: input should be greater than 0, got 0"),
         ({"inference": {"fit": 1.5}}, "inference.fit"),
+        ({"inference": {"window": 5000}}, "inference.window=5000 > inference.dynamics_warmup=2000"),
+        ({"inference": {"evidence": "dynamics", "trial_episodes": 8}}, "inference.trial_episodes with inference.evid"),
+        ({"inference": {"evidence": "td_error"}}, "inference.evidence"),
     ],
 )
 def test_bad_hidden_id_settings_are_one_line_errors(change, message):
@@ -372,3 +375,85 @@ def test_trials_try_the_acting_context_then_the_others_in_the_chosen_order(order
         inference.detector.update(context, 100.0)
     inference.used, inference.context = [0, 1, 2, 3], 3  # chosen in this order; 3 acts now
     assert inference._candidates(3, inference._references()) == candidates
+
+
+# ---------------------------------------------------------- dynamics evidence
+@pytest.fixture(scope="module")
+def shifted():
+    return get_sequence("cartpole-shift", tasks=["default", "high-gravity", "reversed"])
+
+
+def _play(inference: TaskInference, sequence, task: int, transitions: int, seed: int) -> None:
+    """Random play of ``task`` reported as the wrapper reports it: vector steps of 8 envs."""
+    from experiments.probe_dynamics import random_episodes
+
+    for obs, actions, next_obs in random_episodes(sequence, task, transitions, seed):
+        for i in range(0, len(obs), 8):
+            inference.transitions(obs[i : i + 8], actions[i : i + 8], next_obs[i : i + 8], inference.context)
+
+
+def _dynamics_inference(shifted, **settings):
+    loop = _loop(max_tasks=3)
+    loop.sequence.spaces = shifted.spaces
+    inference = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, **settings)
+    inference.before_training(loop)
+    return loop, inference
+
+
+def test_dynamics_evidence_sees_a_switch_the_returns_hide_and_names_the_returning_task(shifted):
+    loop, inference = _dynamics_inference(shifted)
+    _play(inference, shifted, 0, 3000, seed=0)  # context 0 learns task A (default)
+    assert 0 in inference.usual_error and not inference.detections
+    _play(inference, shifted, 1, 400, seed=1)  # high gravity: the returns say nothing (none are reported)
+    assert len(inference.detections) == 1 and inference.choices[-1][1:] == [1, "fresh"]
+    assert inference.dynamics.model.count[0] <= 3000  # B's windows before the alarm stayed out of A's model
+    assert inference.trials is None and not loop.agent.updates_held and loop.agent.starts == [0, 1]
+    _play(inference, shifted, 1, 3000, seed=2)  # context 1 learns task B
+    _play(inference, shifted, 0, 400, seed=3)  # A is back: its own context, chosen at once
+    assert len(inference.detections) == 2 and inference.choices[-1][1:] == [0, "stored"]
+    _play(inference, shifted, 0, 2000, seed=4)  # no false alarm while A goes on
+    assert len(inference.detections) == 2
+
+
+def test_dynamics_evidence_chooses_at_a_return_alarm_too_and_its_state_round_trips(shifted):
+    import torch
+
+    loop, inference = _dynamics_inference(shifted, warmup_episodes=5)
+    _play(inference, shifted, 0, 3000, seed=0)
+    _episodes(inference, [100] * 10)
+    _play(inference, shifted, 2, 40, seed=5)  # one window of the reversed task: no dynamics alarm yet
+    _until(inference, 5, lambda: inference.detections)  # the returns fall first
+    assert inference.choices[-1][1:] == [1, "fresh"]
+    state = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(inference.state_dict()))
+    restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, warmup_episodes=5)
+    restored.load_state_dict(state)
+    resumed = _loop(max_tasks=3)
+    resumed.sequence.spaces = shifted.spaces
+    restored.before_training(resumed)
+    assert restored.state_dict() == inference.state_dict()
+    for agent in (inference, restored):
+        _play(agent, shifted, 2, 3000, seed=6)
+    assert restored.state_dict() == inference.state_dict()
+
+
+def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):
+    from psp_rl.plugins.inference.context_trials import DynamicsDeployment
+
+    _, inference = _dynamics_inference(shifted)
+    _play(inference, shifted, 0, 3000, seed=0)
+    _play(inference, shifted, 2, 3400, seed=1)  # a switch to the reversed task, seen and learned by context 1
+    assert inference.context == 1 and set(inference.usual_error) == {0, 1}
+    deployment = inference._deployment()
+    assert isinstance(deployment, DynamicsDeployment) and deployment.context == 1
+    from experiments.probe_dynamics import random_episodes
+
+    obs, actions, next_obs = (np.concatenate(col) for col in zip(*random_episodes(shifted, 0, 40, seed=9), strict=True))
+    deployment.transitions(obs, actions, next_obs, 1)
+    assert deployment.decided and deployment.context == 0
+
+
+def test_dynamics_evidence_on_frames_is_a_one_line_error():
+    loop = _loop(max_tasks=2)
+    loop.sequence.spaces = get_sequence("minatar", tasks=["breakout"]).spaces
+    with pytest.raises(ValueError, match="inference.evidence='dynamics': .*expected a flat Box"):
+        TaskInference(evidence="dynamics").before_training(loop)

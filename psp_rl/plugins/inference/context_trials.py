@@ -120,9 +120,20 @@ class Chooser(Protocol):
         """``steps`` env steps were taken under :attr:`context`."""
 
 
+class TransitionChooser(Chooser, Protocol):
+    """A chooser that also reads the transitions (dynamics evidence), when ``reads_transitions``."""
+
+    reads_transitions: bool
+
+    def transitions(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
+        """One vector step's ``obs -> next_obs`` under ``actions``, taken under ``context``
+        (``next_obs`` of an env whose episode ended is its last observation, not the reset)."""
+
+
 class InferredTaskEnv(VecEnvWrapper):
     """Writes ``chooser.context`` into every observation's ``task`` entry and reports each
-    finished episode (Monitor's ``info["episode"]``) to the chooser.
+    finished episode (Monitor's ``info["episode"]``) to the chooser, and every step's transitions
+    to a chooser that reads them (:class:`TransitionChooser`).
 
     A context chosen during a step applies from that step's observations on: to new episodes and
     to the rest of running ones (those are then not ``clean``).
@@ -133,8 +144,13 @@ class InferredTaskEnv(VecEnvWrapper):
         self.chooser = chooser
         self.started = np.zeros(self.num_envs, dtype=np.int64)  # the context each episode started with
         self.clean = np.ones(self.num_envs, dtype=bool)
+        self.reads_transitions = bool(getattr(chooser, "reads_transitions", False))
+        self._obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
 
     def _label(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.reads_transitions:
+            self._obs = np.array(obs["obs"])  # (a copy: the next step may write into the env's buffer)
         obs["task"] = np.full_like(obs["task"], self.chooser.context)
         return obs
 
@@ -143,9 +159,19 @@ class InferredTaskEnv(VecEnvWrapper):
         self.started[:], self.clean[:] = self.chooser.context, True
         return self._label(obs)
 
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.array(actions)
+        self.venv.step_async(actions)
+
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
         self.chooser.count_steps(self.num_envs)
+        if self.reads_transitions and self._obs is not None:
+            next_obs = np.array(obs["obs"])
+            for i, info in enumerate(infos):
+                if dones[i] and "terminal_observation" in info:
+                    next_obs[i] = info["terminal_observation"]["obs"]
+            self.chooser.transitions(self._obs, self._actions, next_obs, self.chooser.context)  # type: ignore[attr-defined]
         ended = [i for i, info in enumerate(infos) if "episode" in info]
         for i in ended:
             self.chooser.episode_end(float(infos[i]["episode"]["r"]), int(self.started[i]), bool(self.clean[i]))
@@ -160,6 +186,35 @@ class FixedContext:
 
     def __init__(self, context: int) -> None:
         self.context = context
+
+    def episode_end(self, value: float, context: int, clean: bool) -> None:
+        pass
+
+    def count_steps(self, steps: int) -> None:
+        pass
+
+
+class DynamicsDeployment:
+    """Evaluation's chooser under dynamics evidence: the acting context plays the first ``window``
+    transitions, then the stored context whose dynamics model predicts them best plays on (no
+    fresh context: nothing learns). Without candidates, or before the errors' units are fixed,
+    the acting context plays throughout."""
+
+    reads_transitions = True
+
+    def __init__(self, context: int, evidence: Any, candidates: list[int], window: int) -> None:
+        self.context, self.evidence, self.candidates, self.window = context, evidence, candidates, window
+        self.rows: list[tuple[np.ndarray, int, np.ndarray]] = []
+        self.decided = not candidates or evidence is None or not evidence.scale.fixed
+
+    def transitions(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
+        if self.decided:
+            return
+        self.rows.extend(zip(obs, np.asarray(actions).reshape(-1), next_obs, strict=True))
+        if len(self.rows) >= self.window:
+            window = (np.stack(col) for col in zip(*self.rows[: self.window], strict=True))
+            self.context = self.candidates[int(np.argmin(self.evidence.errors(*window, self.candidates)))]
+            self.decided = True
 
     def episode_end(self, value: float, context: int, clean: bool) -> None:
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from psp_rl.continual.settings import StrictSettings
 
@@ -36,3 +36,45 @@ class InferenceConfig(StrictSettings):
         description="stored contexts tried after the acting one: most (recent) or least (oldest) recently chosen first",
     )
     max_delay: int = Field(default=2000, gt=0, description="env steps after a switch within which a detection counts")
+    evidence: Literal["returns", "dynamics"] = Field(
+        default="returns",
+        description="how a context is chosen at an alarm: returns (trial episodes of the stored contexts) or "
+        "dynamics (per-context ridge models of the observation's change score the last `window` transitions; "
+        "flat observations and discrete actions)",
+    )
+    window: int = Field(default=50, gt=0, description="evidence dynamics: transitions scored to choose a context")
+    error_fit: float = Field(
+        default=4.0,
+        gt=1,
+        description="evidence dynamics: the best-scoring stored context fits if its error on the window is at most "
+        "error_fit x its usual error; else a fresh context",
+    )
+    dynamics_warmup: int = Field(
+        default=2000,
+        gt=0,
+        description="evidence dynamics: the run's first transitions fix the errors' units, and a context's first "
+        "ones its usual error",
+    )
+    surprises: int = Field(
+        default=3, gt=0, description="evidence dynamics: this many windows in a row beyond error_fit are an alarm"
+    )
+
+    @model_validator(mode="after")
+    def _evidence_settings(self) -> InferenceConfig:
+        if self.window > self.dynamics_warmup:
+            raise ValueError(
+                f"inference.window={self.window} > inference.dynamics_warmup={self.dynamics_warmup}: expected a window "
+                "within the transitions that fix the errors' units"
+            )
+        # (values other than the defaults: a saved config.yaml writes every field)
+        trial_only = [name for name in ("fit", "select", "trial_episodes") if getattr(self, name) != _default(name)]
+        if self.evidence == "dynamics" and trial_only:
+            raise ValueError(
+                f"inference.{trial_only[0]} with inference.evidence='dynamics': trial episodes choose contexts only "
+                "with evidence 'returns'"
+            )
+        return self
+
+
+def _default(name: str) -> object:
+    return InferenceConfig.model_fields[name].default

@@ -11,6 +11,15 @@ boundary. :class:`TaskInference` (a loop callback) decides which context acts in
    context's usual return), or takes a fresh context when none does; once all ``max_tasks``
    contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
 
+With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, which cannot tell apart
+tasks that a good policy plays equally well: every context keeps a ridge model of the
+observation's change (:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the
+transitions the context acts in), and at an alarm the context whose model predicts the last
+``window`` transitions best is chosen at once (no trial episodes, no held updates) if its error is
+within ``error_fit`` times its usual one; else a fresh context. The same evidence raises alarms
+(``surprises`` windows in a row that the acting context's model does not predict), and keeps
+another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
+
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
 that entry works unchanged.
@@ -36,11 +45,13 @@ from psp_rl.continual.settings import validated
 from psp_rl.plugins.inference.context_trials import (
     ContextTrials,
     Deployment,
+    DynamicsDeployment,
     FixedContext,
     InferredTaskEnv,
     relative_return,
 )
 from psp_rl.plugins.inference.detection import ReturnDrop
+from psp_rl.plugins.inference.dynamics import DynamicsEvidence
 from psp_rl.plugins.inference.settings import InferenceConfig
 
 
@@ -62,6 +73,16 @@ class TaskInference(ContinualCallback):
         self.detector = ReturnDrop(config.threshold, config.slack, config.warmup_episodes, config.min_scale)
         self.order, self.fit, self.select = config.order, config.fit, config.select
         self.trial_episodes, self.max_delay = config.trial_episodes, config.max_delay
+        self.evidence, self.window, self.error_fit = config.evidence, config.window, config.error_fit
+        self.dynamics_warmup = config.dynamics_warmup
+        self.reads_transitions = self.evidence == "dynamics"  # (InferredTaskEnv reports every step's transitions)
+        self.dynamics: DynamicsEvidence | None = None
+        self.surprises = config.surprises
+        self.pending: list[tuple[np.ndarray, int, np.ndarray]] = []  # the acting context's newest transitions
+        self.recent: list[tuple[np.ndarray, int, np.ndarray]] = []  # its last full window (what a choice scores)
+        self.usual_error: dict[int, float] = {}  # each context's error on its own windows (a running average)
+        self.surprises_in_a_row = 0
+        self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
         self.context = 0
         self.used: list[int] = [0]  # contexts taken, least recently chosen first
@@ -84,6 +105,16 @@ class TaskInference(ContinualCallback):
                 "expected a continual agent (ContinualPPO, ContinualDQN)"
             )
         loop.agent.updates_held = self.trials is not None
+        if self.evidence == "dynamics" and self.dynamics is None:
+            try:
+                self.dynamics = DynamicsEvidence(
+                    loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
+                    warmup=self.dynamics_warmup,
+                )  # fmt: skip
+            except ValueError as exc:
+                raise ValueError(f"inference.evidence='dynamics': {exc}") from None
+            if self._dynamics_state is not None:
+                self.dynamics.load_state_dict(self._dynamics_state)
         if not self._restored:
             self.detector.watch(self.context)
             if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
@@ -163,6 +194,44 @@ class TaskInference(ContinualCallback):
         else:
             self.context = self.trials.context
 
+    def transitions(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
+        """Dynamics evidence, one ``window`` of the acting context's transitions at a time: scored
+        under its model before the model learns it (so the error is out of sample), learned only if
+        the error is within ``error_fit`` of the context's usual one (a window of another task's
+        dynamics does not pollute the model), and ``surprises`` windows in a row that are not are
+        an alarm, as a return drop is: a switch that leaves the return up is seen too."""
+        if self.dynamics is None or self.trials is not None:
+            return
+        self.pending.extend(zip(obs, np.asarray(actions).reshape(-1), next_obs, strict=True))
+        if len(self.pending) < self.window:
+            return
+        self.recent = list(self.pending)
+        self.pending.clear()
+        window = [np.stack(col) for col in zip(*self.recent, strict=True)]
+        usual = self.usual_error.get(context)
+        if usual is None:  # a context still warming up learns everything
+            self.dynamics.observe(*window, context)
+            if self.dynamics.scale.fixed and self.dynamics.model.count[context] >= self.dynamics_warmup:
+                self.usual_error[context] = float(self.dynamics.errors(*window, [context])[0])
+            return
+        (error,) = self.dynamics.errors(*window, [context])
+        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        if self.loop is not None:
+            self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
+        if error <= self.error_fit * usual:
+            self.dynamics.observe(*window, context)
+            self.usual_error[context] = usual + 0.05 * (error - usual)
+            self.surprises_in_a_row = 0
+            return
+        self.surprises_in_a_row += 1
+        if self.surprises_in_a_row >= self.surprises:
+            self._start_trials(step)
+
+    def _window_errors(self, contexts: list[int]) -> np.ndarray:
+        assert self.dynamics is not None
+        obs, actions, next_obs = (np.stack(col) for col in zip(*self.recent, strict=True))
+        return self.dynamics.errors(obs, actions, next_obs, contexts)
+
     # ----------------------------------------------------------- decisions
     def _references(self, provisional: bool = False) -> dict[int, float]:
         """The usual return of every context taken that has one (:meth:`ReturnDrop.reference`)."""
@@ -184,6 +253,9 @@ class TaskInference(ContinualCallback):
         self.detections.append([step, self.context, int(task)])
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
+        if self.evidence == "dynamics":
+            self._adopt(*self._dynamics_choice(), step)
+            return
         refs = self._references()
         self.trials = ContextTrials(
             self._candidates(self.context, refs), refs, self.fit, self.trial_episodes, self.select
@@ -200,7 +272,26 @@ class TaskInference(ContinualCallback):
             choice, how = (free[0], "fresh") if free else (self.trials.best, "exhausted")
         elif choice == before:
             how = "kept"
+        self._adopt(choice, how, step)
+
+    def _dynamics_choice(self) -> tuple[int, str]:
+        """The stored context whose model predicts the last window best, if it fits; else fresh."""
+        candidates = [c for c in self.used if c in self.usual_error]
+        if not candidates or len(self.recent) < self.window:  # nothing to compare with yet
+            return self.context, "kept"
+        errors = self._window_errors(candidates)
+        best = candidates[int(np.argmin(errors))]
+        if errors.min() <= self.error_fit * self.usual_error[best]:
+            return best, "kept" if best == self.context else "stored"
+        free = [c for c in range(self._num_contexts()) if c not in self.used]
+        return (free[0], "fresh") if free else (best, "exhausted")
+
+    def _adopt(self, choice: int, how: str, step: int) -> None:
+        """Act from ``choice`` from now on (``how``: kept, stored, fresh or exhausted)."""
         self.trials = None
+        self.pending, self.surprises_in_a_row = [], 0  # a window holds one context's transitions
+        if how == "exhausted":
+            self.usual_error.pop(choice, None)
         self.context = choice
         self.used = [c for c in self.used if c != choice] + [choice]
         if how == "exhausted":  # it now learns another task: its old reference says nothing
@@ -225,6 +316,9 @@ class TaskInference(ContinualCallback):
         first. A context still warming up is compared with its returns so far."""
         refs = self._references(provisional=True)
         acting = self.trials.candidates[0] if self.trials is not None else self.context
+        if self.evidence == "dynamics":
+            candidates = [c for c in self._by_order() if c in self.usual_error]
+            return DynamicsDeployment(acting, self.dynamics, candidates, self.window)  # type: ignore[return-value]
         order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)
@@ -257,6 +351,11 @@ class TaskInference(ContinualCallback):
             "switches": self.switches,
             "stage_contexts": self.stage_contexts,
             "last_eval": self._last_eval,
+            "dynamics": self.dynamics.state_dict() if self.dynamics is not None else None,
+            "pending": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.pending],
+            "recent": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.recent],
+            "usual_error": [[c, e] for c, e in self.usual_error.items()],
+            "surprises_in_a_row": self.surprises_in_a_row,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -268,6 +367,13 @@ class TaskInference(ContinualCallback):
         self.switches = [dict(s) for s in state["switches"]]
         self.stage_contexts = [[int(v) for v in row] for row in state["stage_contexts"]]
         self._last_eval = dict(state["last_eval"])
+        self._dynamics_state = state.get("dynamics")  # (loaded once the model is built: before_training)
+        if self.dynamics is not None and self._dynamics_state is not None:
+            self.dynamics.load_state_dict(self._dynamics_state)
+        self.pending = [(np.array(o), int(a), np.array(n)) for o, a, n in state.get("pending", [])]
+        self.recent = [(np.array(o), int(a), np.array(n)) for o, a, n in state.get("recent", [])]
+        self.usual_error = {int(c): float(e) for c, e in state.get("usual_error", [])}
+        self.surprises_in_a_row = int(state.get("surprises_in_a_row", 0))
         self._restored = True
 
 

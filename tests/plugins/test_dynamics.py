@@ -1,0 +1,72 @@
+"""Dynamics evidence: per-context models of ``s' - s`` name the task a few transitions come from."""
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from experiments.probe_dynamics import random_episodes, windows
+from psp_rl.envs import get_sequence
+from psp_rl.plugins.inference.dynamics import ChangeScale, DynamicsEvidence, SuperposedDynamics
+
+
+@pytest.fixture(scope="module")
+def cartpoles():
+    return get_sequence("cartpole-shift", tasks=["default", "reversed", "high-gravity"])
+
+
+def _stack(episodes):
+    return tuple(np.concatenate(col) for col in zip(*episodes, strict=True))
+
+
+def test_ridge_names_the_task_of_a_short_window_without_keeping_transitions(cartpoles):
+    evidence = DynamicsEvidence(cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 3, warmup=500)
+    for task in range(3):
+        evidence.observe(*_stack(random_episodes(cartpoles, task, 1000, seed=task)), context=task)
+    assert evidence.scale.fixed and evidence.model.count.tolist() == [1000, 1000, 1000]
+    rng = np.random.default_rng(0)
+    for task in range(3):  # held-out episodes: 5 consecutive transitions name their task
+        cases = windows(random_episodes(cartpoles, task, 500, seed=100 + task), 5, 50, rng)
+        right = sum(int(np.argmin(evidence.errors(*case, contexts=[0, 1, 2])) == task) for case in cases)
+        assert right >= 45, (task, right)  # 50 of 50 measured; default vs high gravity is the close pair
+
+
+def test_neural_model_trains_under_the_acting_context_only(cartpoles):
+    evidence = DynamicsEvidence(
+        cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 3, model="neural", warmup=300, context="separate", seed=0
+    )
+    obs, actions, next_obs = _stack(random_episodes(cartpoles, 0, 300, seed=0))
+    assert evidence.update(5) is None  # nothing before the scale is fixed
+    evidence.observe(obs, actions, next_obs, context=0)
+    before = evidence.errors(obs, actions, next_obs, contexts=[0, 1])
+    first = evidence.update(1)
+    last = evidence.update(300)
+    after = evidence.errors(obs, actions, next_obs, contexts=[0, 1])
+    assert last < first and after[0] < 0.5 * before[0]
+    assert after[1] == pytest.approx(before[1])  # another context's separate model is untouched
+
+
+def test_change_scale_is_fixed_after_its_warmup():
+    scale = ChangeScale(2, warmup=3)
+    scale.update(np.array([[0.0, 1.0], [2.0, 1.0]]))
+    assert not scale.fixed
+    scale.update(np.array([[4.0, 1.0], [100.0, 100.0]]))  # the 4th row comes after the warmup
+    assert scale.fixed and scale.count == 3
+    np.testing.assert_allclose(scale.mean, [2.0, 1.0])
+    np.testing.assert_allclose(scale.std, [2.0, 1e-6])
+
+
+def test_bad_settings_are_refused_in_one_line(cartpoles):
+    obs, act = cartpoles.spaces[0]["obs"], cartpoles.spaces[1]
+    frames = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    cases = [
+        (lambda: DynamicsEvidence(frames, act, 3), "expected a flat Box"),
+        (lambda: DynamicsEvidence(obs, spaces.Box(-1, 1, (1,)), 3), "expected Discrete"),
+        (lambda: DynamicsEvidence(obs, act, 3, model="gp"), "model='gp'"),
+        (lambda: DynamicsEvidence(obs, act, 3, hidden=[64]), "options of model 'neural'"),
+        (lambda: DynamicsEvidence(obs, act, 3, ridge=0.0), "ridge=0.0"),
+        (lambda: SuperposedDynamics(4, 2, 3, input_layer="wide"), "input_layer='wide'"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            make()
+        assert "\n" not in str(info.value)
