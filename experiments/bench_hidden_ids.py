@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
-from psp_rl.plugins.inference.task_inference import returning_tasks
+from psp_rl.plugins.inference.scoring import returning_tasks
 from psp_rl.sweep.runner import run_sweep
 
 MODES = ("hidden", "announced")

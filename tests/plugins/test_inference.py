@@ -415,25 +415,36 @@ def test_dynamics_evidence_sees_a_switch_the_returns_hide_and_names_the_returnin
     assert len(inference.detections) == 2
 
 
-def test_dynamics_evidence_chooses_at_a_return_alarm_too_and_its_state_round_trips(shifted):
+def test_confirmed_dynamics_choice_at_a_return_alarm_and_its_state_round_trip(shifted):
     import torch
 
-    loop, inference = _dynamics_inference(shifted, warmup_episodes=5)
+    loop, inference = _dynamics_inference(shifted, warmup_episodes=5, confirm=True)
     _play(inference, shifted, 0, 3000, seed=0)
     _episodes(inference, [100] * 10)
     _play(inference, shifted, 2, 40, seed=5)  # one window of the reversed task: no dynamics alarm yet
     _until(inference, 5, lambda: inference.detections)  # the returns fall first
-    assert inference.choices[-1][1:] == [1, "fresh"]
+    # confirm: the best stored context (the only one) is on probation for a window, with updates held
+    assert inference.confirming == (0, 0) and loop.agent.updates_held and inference.choices == []
     state = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(inference.state_dict()))
-    restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, warmup_episodes=5)
+    restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, warmup_episodes=5, confirm=True)
     restored.load_state_dict(state)
     resumed = _loop(max_tasks=3)
     resumed.sequence.spaces = shifted.spaces
     restored.before_training(resumed)
-    assert restored.state_dict() == inference.state_dict()
+    assert restored.state_dict() == inference.state_dict() and resumed.agent.updates_held
     for agent in (inference, restored):
-        _play(agent, shifted, 2, 3000, seed=6)
+        _play(agent, shifted, 2, 3000, seed=6)  # its window fails: a fresh context learns the task
     assert restored.state_dict() == inference.state_dict()
+    assert inference.choices[-1][1:] == [1, "fresh"] and not loop.agent.updates_held
+
+
+@pytest.mark.parametrize("error_alarm", ["surprises", "cusum"])
+def test_a_switch_that_keeps_the_return_is_seen_by_either_error_alarm(shifted, error_alarm):
+    _, inference = _dynamics_inference(shifted, error_alarm=error_alarm, error_warmup=10)
+    _play(inference, shifted, 0, 3000, seed=0)
+    assert not inference.detections  # no false alarm on its own task
+    _play(inference, shifted, 1, 600, seed=1)  # high gravity, no returns reported
+    assert len(inference.detections) == 1 and inference.choices[-1][1:] == [1, "fresh"]
 
 
 def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):

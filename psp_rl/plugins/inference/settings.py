@@ -56,7 +56,26 @@ class InferenceConfig(StrictSettings):
         "ones its usual error",
     )
     surprises: int = Field(
-        default=3, gt=0, description="evidence dynamics: this many windows in a row beyond error_fit are an alarm"
+        default=3, gt=0, description="evidence dynamics: windows in a row beyond error_fit that raise an alarm"
+    )
+    confirm: bool = Field(
+        default=False,
+        description="evidence dynamics: the best stored context first acts for one window (updates held) and that "
+        "window judges its fit (measured: more false alarms took fresh contexts; docs/results.md)",
+    )
+    error_alarm: Literal["surprises", "cusum"] = Field(
+        default="surprises",
+        description="evidence dynamics: alarms from `surprises` windows in a row, or from a CUSUM on the windows' "
+        "log errors (error_threshold, error_warmup; measured: more false alarms)",
+    )
+    error_threshold: float = Field(
+        default=10.0,
+        gt=0,
+        description="error_alarm cusum: alarm level of the CUSUM on each window's log error, in its spreads "
+        "(slack as for returns)",
+    )
+    error_warmup: int = Field(
+        default=20, gt=0, description="error_alarm cusum: windows of a context before its errors are watched"
     )
 
     @model_validator(mode="after")

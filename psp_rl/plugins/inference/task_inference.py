@@ -15,10 +15,11 @@ With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, whic
 tasks that a good policy plays equally well: every context keeps a ridge model of the
 observation's change (:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the
 transitions the context acts in), and at an alarm the context whose model predicts the last
-``window`` transitions best is chosen at once (no trial episodes, no held updates) if its error is
-within ``error_fit`` times its usual one; else a fresh context. The same evidence raises alarms
-(``surprises`` windows in a row that the acting context's model does not predict), and keeps
-another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
+``window`` transitions best is taken at once (no trial episodes, no held updates) if its error is
+within ``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one
+window, updates held, and that window judges the fit). The same evidence raises alarms
+(``surprises`` windows in a row beyond ``error_fit``) and keeps another task's transitions out of a
+context's model (:meth:`TaskInference.transitions`).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
@@ -31,7 +32,7 @@ detector (delays, false alarms, which context each returning task got) in ``metr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,10 @@ from psp_rl.plugins.inference.context_trials import (
 )
 from psp_rl.plugins.inference.detection import ReturnDrop
 from psp_rl.plugins.inference.dynamics import DynamicsEvidence
+from psp_rl.plugins.inference.scoring import score_inference
 from psp_rl.plugins.inference.settings import InferenceConfig
+
+__all__ = ["TaskInference", "score_inference"]
 
 
 class TaskInference(ContinualCallback):
@@ -77,11 +81,15 @@ class TaskInference(ContinualCallback):
         self.dynamics_warmup = config.dynamics_warmup
         self.reads_transitions = self.evidence == "dynamics"  # (InferredTaskEnv reports every step's transitions)
         self.dynamics: DynamicsEvidence | None = None
-        self.surprises = config.surprises
+        self.surprises, self.confirm, self.error_alarm = config.surprises, config.confirm, config.error_alarm
+        self.surprises_in_a_row = 0
+        # error_alarm cusum: a CUSUM per context on each window's log error (a log: errors spread over
+        # orders of magnitude as the states visited change).
+        self.error_detector = ReturnDrop(config.error_threshold, config.slack, config.error_warmup, min_scale=1e-3)
         self.pending: list[tuple[np.ndarray, int, np.ndarray]] = []  # the acting context's newest transitions
         self.recent: list[tuple[np.ndarray, int, np.ndarray]] = []  # its last full window (what a choice scores)
         self.usual_error: dict[int, float] = {}  # each context's error on its own windows (a running average)
-        self.surprises_in_a_row = 0
+        self.confirming: tuple[int, int] | None = None  # (context on probation, context before the alarm)
         self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
         self.context = 0
@@ -104,7 +112,7 @@ class TaskInference(ContinualCallback):
                 f"task inference: agent {type(loop.agent).__name__} cannot hold its updates during context trials; "
                 "expected a continual agent (ContinualPPO, ContinualDQN)"
             )
-        loop.agent.updates_held = self.trials is not None
+        loop.agent.updates_held = self.trials is not None or self.confirming is not None
         if self.evidence == "dynamics" and self.dynamics is None:
             try:
                 self.dynamics = DynamicsEvidence(
@@ -178,8 +186,8 @@ class TaskInference(ContinualCallback):
             self.stage_contexts[-1][self.context] += steps
 
     def episode_end(self, value: float, context: int, clean: bool) -> None:
-        if not clean or context != self.context:
-            return  # started under another context: it tells nothing about this one
+        if not clean or context != self.context or self.confirming is not None:
+            return  # started under another context (or one on probation): it tells nothing about this one
         step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
         if self.trials is None:
             alarm = self.detector.update(context, value)
@@ -196,10 +204,11 @@ class TaskInference(ContinualCallback):
 
     def transitions(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
         """Dynamics evidence, one ``window`` of the acting context's transitions at a time: scored
-        under its model before the model learns it (so the error is out of sample), learned only if
-        the error is within ``error_fit`` of the context's usual one (a window of another task's
-        dynamics does not pollute the model), and ``surprises`` windows in a row that are not are
-        an alarm, as a return drop is: a switch that leaves the return up is seen too."""
+        under its model before the model learns it (so the error is out of sample). A window whose
+        error is beyond ``error_fit`` times the context's usual one is a surprise and stays out of
+        the model (another task's dynamics do not pollute it); ``surprises`` in a row are an alarm,
+        as a return drop is, so a switch that leaves the return up is seen too (``error_alarm:
+        cusum``: a CUSUM on the windows' log errors decides both instead)."""
         if self.dynamics is None or self.trials is not None:
             return
         self.pending.extend(zip(obs, np.asarray(actions).reshape(-1), next_obs, strict=True))
@@ -208,6 +217,9 @@ class TaskInference(ContinualCallback):
         self.recent = list(self.pending)
         self.pending.clear()
         window = [np.stack(col) for col in zip(*self.recent, strict=True)]
+        if self.confirming is not None:
+            self._confirm(float(self.dynamics.errors(*window, [context])[0]))
+            return
         usual = self.usual_error.get(context)
         if usual is None:  # a context still warming up learns everything
             self.dynamics.observe(*window, context)
@@ -218,14 +230,18 @@ class TaskInference(ContinualCallback):
         step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
-        if error <= self.error_fit * usual:
+        if self.error_alarm == "cusum":
+            alarm = self.error_detector.update(context, -math.log(max(error, 1e-300)))
+            learn = not alarm and self.error_detector.statistic == 0.0
+        else:
+            learn = error <= self.error_fit * usual
+            self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
+            alarm = self.surprises_in_a_row >= self.surprises
+        if alarm:
+            self._start_trials(step)
+        elif learn:
             self.dynamics.observe(*window, context)
             self.usual_error[context] = usual + 0.05 * (error - usual)
-            self.surprises_in_a_row = 0
-            return
-        self.surprises_in_a_row += 1
-        if self.surprises_in_a_row >= self.surprises:
-            self._start_trials(step)
 
     def _window_errors(self, contexts: list[int]) -> np.ndarray:
         assert self.dynamics is not None
@@ -254,7 +270,7 @@ class TaskInference(ContinualCallback):
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
         if self.evidence == "dynamics":
-            self._adopt(*self._dynamics_choice(), step)
+            self._probation() if self.confirm else self._adopt(*self._dynamics_choice(), step)
             return
         refs = self._references()
         self.trials = ContextTrials(
@@ -275,7 +291,8 @@ class TaskInference(ContinualCallback):
         self._adopt(choice, how, step)
 
     def _dynamics_choice(self) -> tuple[int, str]:
-        """The stored context whose model predicts the last window best, if it fits; else fresh."""
+        """Dynamics evidence at an alarm: the stored context whose model predicts the last window
+        best, if its error is within ``error_fit`` of its usual one; else a fresh context."""
         candidates = [c for c in self.used if c in self.usual_error]
         if not candidates or len(self.recent) < self.window:  # nothing to compare with yet
             return self.context, "kept"
@@ -286,12 +303,43 @@ class TaskInference(ContinualCallback):
         free = [c for c in range(self._num_contexts()) if c not in self.used]
         return (free[0], "fresh") if free else (best, "exhausted")
 
+    def _probation(self) -> None:
+        """``confirm``: the stored context whose model predicts the last window best acts for one
+        window with the agent's updates held, and that window, played by its own policy, judges the
+        fit (:meth:`_confirm`); the window that raised the alarm was played by the acting context's
+        policy, whose states can be unusual for every model (a falling pole)."""
+        candidates = [c for c in self.used if c in self.usual_error]
+        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        if not candidates or len(self.recent) < self.window:  # nothing to compare with yet
+            self._adopt(self.context, "kept", step)
+            return
+        errors = self._window_errors(candidates)
+        best = candidates[int(np.argmin(errors))]
+        self.confirming = (best, self.context)
+        self.context, self.pending = best, []
+        self._hold(True)
+
+    def _confirm(self, error: float) -> None:
+        """The probation window's error under its context: kept if within ``error_fit`` of the
+        context's usual error, else a fresh context (the best stored one if none is free)."""
+        assert self.confirming is not None
+        best, before = self.confirming
+        self.confirming = None
+        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        if error <= self.error_fit * self.usual_error[best]:
+            self._adopt(best, "kept" if best == before else "stored", step)
+            return
+        free = [c for c in range(self._num_contexts()) if c not in self.used]
+        self._adopt(*((free[0], "fresh") if free else (best, "exhausted")), step)
+
     def _adopt(self, choice: int, how: str, step: int) -> None:
         """Act from ``choice`` from now on (``how``: kept, stored, fresh or exhausted)."""
         self.trials = None
         self.pending, self.surprises_in_a_row = [], 0  # a window holds one context's transitions
         if how == "exhausted":
             self.usual_error.pop(choice, None)
+            self.error_detector.forget(choice)
+        self.error_detector.watch(choice)
         self.context = choice
         self.used = [c for c in self.used if c != choice] + [choice]
         if how == "exhausted":  # it now learns another task: its old reference says nothing
@@ -355,7 +403,9 @@ class TaskInference(ContinualCallback):
             "pending": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.pending],
             "recent": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.recent],
             "usual_error": [[c, e] for c, e in self.usual_error.items()],
+            "error_detector": self.error_detector.state_dict(),
             "surprises_in_a_row": self.surprises_in_a_row,
+            "confirming": list(self.confirming) if self.confirming is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -373,65 +423,9 @@ class TaskInference(ContinualCallback):
         self.pending = [(np.array(o), int(a), np.array(n)) for o, a, n in state.get("pending", [])]
         self.recent = [(np.array(o), int(a), np.array(n)) for o, a, n in state.get("recent", [])]
         self.usual_error = {int(c): float(e) for c, e in state.get("usual_error", [])}
+        if "error_detector" in state:
+            self.error_detector.load_state_dict(state["error_detector"])
         self.surprises_in_a_row = int(state.get("surprises_in_a_row", 0))
+        confirming = state.get("confirming")
+        self.confirming = (int(confirming[0]), int(confirming[1])) if confirming else None
         self._restored = True
-
-
-def score_inference(
-    switches: Sequence[dict[str, Any]],
-    detections: Sequence[int],
-    stage_contexts: Sequence[Sequence[int]],
-    schedule: Sequence[int],
-    total_steps: int,
-    max_delay: int,
-) -> dict[str, Any]:
-    """Detection rate and delay over the noticeable switches, false alarms, and the contexts of
-    the returning tasks (:func:`returning_tasks`).
-
-    A detection within ``max_delay`` steps after any switch is that switch's; every other
-    detection is a false alarm.
-    """
-    starts = [s["step"] for s in switches]
-    delays = []
-    for switch in switches:
-        hit = next((d for d in detections if 0 <= d - switch["step"] <= max_delay), None)
-        switch["delay"] = None if hit is None else hit - switch["step"]
-        if switch.get("noticeable"):
-            delays.append(switch["delay"])
-    false = [d for d in detections if not any(0 <= d - s <= max_delay for s in starts)]
-    returning = returning_tasks(stage_contexts, schedule)
-    found = [d for d in delays if d is not None]
-    return {
-        "switches": list(switches),
-        "noticeable_switches": len(delays),
-        "detected_within_max_delay": len(found),
-        "detection_rate": len(found) / len(delays) if delays else None,
-        "mean_delay": float(np.mean(found)) if found else None,
-        "false_alarms": len(false),
-        "false_alarms_per_100k_steps": 1e5 * len(false) / max(total_steps, 1),
-        "stage_contexts": [list(row) for row in stage_contexts],
-        "returning_tasks": returning,
-        "returning_mapped_to_own_context": (
-            sum(r["context"] == r["own_context"] for r in returning) / len(returning) if returning else None
-        ),
-        "returning_reused_a_stored_context": (
-            sum(r["reused"] for r in returning) / len(returning) if returning else None
-        ),
-    }
-
-
-def returning_tasks(stage_contexts: Sequence[Sequence[int]], schedule: Sequence[int]) -> list[dict[str, Any]]:
-    """For each stage whose task was trained before: the context that acted most in it, the one
-    that acted most in the task's first stage (``own_context``), and whether it was a stored
-    context (``reused``: it had acted most in an earlier stage) rather than one taken afresh."""
-    acting = [int(np.argmax(row)) for row in stage_contexts]
-    own: dict[int, int] = {}
-    out = []
-    for stage, context in enumerate(acting):
-        task = schedule[stage]
-        if task in own:
-            reused = context in acting[:stage]
-            out.append({"stage": stage, "task": task, "context": context, "own_context": own[task], "reused": reused})
-        else:
-            own[task] = context
-    return out
