@@ -290,47 +290,48 @@ class TaskInference(ContinualCallback):
             how = "kept"
         self._adopt(choice, how, step)
 
-    def _dynamics_choice(self) -> tuple[int, str]:
-        """Dynamics evidence at an alarm: the stored context whose model predicts the last window
-        best, if its error is within ``error_fit`` of its usual one; else a fresh context."""
+    def _best_stored(self) -> tuple[int, float] | None:
+        """The stored context whose model predicts the last window best, and its error (None:
+        nothing to compare with yet)."""
         candidates = [c for c in self.used if c in self.usual_error]
-        if not candidates or len(self.recent) < self.window:  # nothing to compare with yet
-            return self.context, "kept"
+        if not candidates or len(self.recent) < self.window:
+            return None
         errors = self._window_errors(candidates)
-        best = candidates[int(np.argmin(errors))]
-        if errors.min() <= self.error_fit * self.usual_error[best]:
-            return best, "kept" if best == self.context else "stored"
+        return candidates[int(np.argmin(errors))], float(errors.min())
+
+    def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
+        """``best`` if ``error`` is within ``error_fit`` of its usual error; else a fresh context
+        (``best`` again, ``exhausted``, when none is free)."""
+        if error <= self.error_fit * self.usual_error[best]:
+            return best, "kept" if best == before else "stored"
         free = [c for c in range(self._num_contexts()) if c not in self.used]
         return (free[0], "fresh") if free else (best, "exhausted")
+
+    def _dynamics_choice(self) -> tuple[int, str]:
+        """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
+        found = self._best_stored()
+        return (self.context, "kept") if found is None else self._fit_or_fresh(*found, before=self.context)
 
     def _probation(self) -> None:
         """``confirm``: the stored context whose model predicts the last window best acts for one
         window with the agent's updates held, and that window, played by its own policy, judges the
         fit (:meth:`_confirm`); the window that raised the alarm was played by the acting context's
         policy, whose states can be unusual for every model (a falling pole)."""
-        candidates = [c for c in self.used if c in self.usual_error]
-        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
-        if not candidates or len(self.recent) < self.window:  # nothing to compare with yet
-            self._adopt(self.context, "kept", step)
+        found = self._best_stored()
+        if found is None:
+            self._adopt(self.context, "kept", int(self.loop.agent.num_timesteps) if self.loop is not None else 0)
             return
-        errors = self._window_errors(candidates)
-        best = candidates[int(np.argmin(errors))]
-        self.confirming = (best, self.context)
-        self.context, self.pending = best, []
+        self.confirming = (found[0], self.context)
+        self.context, self.pending = found[0], []
         self._hold(True)
 
     def _confirm(self, error: float) -> None:
-        """The probation window's error under its context: kept if within ``error_fit`` of the
-        context's usual error, else a fresh context (the best stored one if none is free)."""
+        """The probation window's error under its context decides (:meth:`_fit_or_fresh`)."""
         assert self.confirming is not None
         best, before = self.confirming
         self.confirming = None
         step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
-        if error <= self.error_fit * self.usual_error[best]:
-            self._adopt(best, "kept" if best == before else "stored", step)
-            return
-        free = [c for c in range(self._num_contexts()) if c not in self.used]
-        self._adopt(*((free[0], "fresh") if free else (best, "exhausted")), step)
+        self._adopt(*self._fit_or_fresh(best, error, before), step)
 
     def _adopt(self, choice: int, how: str, step: int) -> None:
         """Act from ``choice`` from now on (``how``: kept, stored, fresh or exhausted)."""
