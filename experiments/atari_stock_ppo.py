@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from psp_rl.config.build import build_sequence
 from psp_rl.config.loading import load_config
 from psp_rl.continual.evaluation import evaluate_tasks
+from psp_rl.continual.files import atomic_write_csv, atomic_write_text
 from psp_rl.continual.seeds import Stream, stream_seed
 from psp_rl.threads import set_threads
 
@@ -93,12 +94,7 @@ def _write_rows(path: Path, rows: list[dict[str, Any]], keep_until: int) -> None
     if path.exists():
         with path.open() as f:
             old = [row for row in csv.DictReader(f) if int(row["step"]) <= keep_until]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(old + rows)
-    os.replace(tmp, path)
+    atomic_write_csv(path, COLUMNS, ([row[c] for c in COLUMNS] for row in old + rows))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.run_dir.mkdir(parents=True, exist_ok=True)
     (args.run_dir / "checkpoints").mkdir(exist_ok=True)
-    (args.run_dir / "config.yaml").write_text(config.to_yaml())
+    atomic_write_text(args.run_dir / "config.yaml", config.to_yaml())
     saved = _checkpoints(args.run_dir)
     if args.resume and saved:
         model = PPO.load(saved[-1], device="cpu")

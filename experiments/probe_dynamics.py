@@ -30,7 +30,7 @@ from psp_rl.plugins.inference.dynamics import DynamicsEvidence
 from psp_rl.threads import set_threads
 
 
-def random_episodes(sequence, task: int, transitions: int, seed: int, agent=None) -> list[tuple[np.ndarray, ...]]:
+def play_episodes(sequence, task: int, transitions: int, seed: int, agent=None) -> list[tuple[np.ndarray, ...]]:
     """Episodes of random play (or of ``agent``, sampling its actions under the task's own id), as
     ``(obs, actions, next_obs)`` arrays of their non-final steps."""
     env = sequence.make_env(task, seed=seed)
@@ -80,8 +80,8 @@ def trained_agent(run_dir: Path):
 def probe(args: argparse.Namespace, seed: int) -> list[dict]:
     sequence, agent = trained_agent(args.policy) if args.policy else (get_sequence(args.sequence), None)
     n_tasks, rng = len(sequence), np.random.default_rng(seed)
-    train = [random_episodes(sequence, t, args.transitions, seed * 1000 + t, agent) for t in range(n_tasks)]
-    held = [random_episodes(sequence, t, 5 * args.transitions, seed * 1000 + 500 + t, agent) for t in range(n_tasks)]
+    train = [play_episodes(sequence, t, args.transitions, seed * 1000 + t, agent) for t in range(n_tasks)]
+    held = [play_episodes(sequence, t, 5 * args.transitions, seed * 1000 + 500 + t, agent) for t in range(n_tasks)]
     obs_space, action_space = sequence.spaces[0]["obs"], sequence.spaces[1]
     models = {}
     spaces = (obs_space, action_space, n_tasks)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from experiments.probe_dynamics import random_episodes, windows
+from experiments.probe_dynamics import play_episodes, windows
 from psp_rl.envs import get_sequence
 from psp_rl.plugins.inference.dynamics import ChangeScale, DynamicsEvidence, SuperposedDynamics
 
@@ -21,11 +21,11 @@ def _stack(episodes):
 def test_ridge_names_the_task_of_a_short_window_without_keeping_transitions(cartpoles):
     evidence = DynamicsEvidence(cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 3, warmup=500)
     for task in range(3):
-        evidence.observe(*_stack(random_episodes(cartpoles, task, 1000, seed=task)), context=task)
+        evidence.observe(*_stack(play_episodes(cartpoles, task, 1000, seed=task)), context=task)
     assert evidence.scale.fixed and evidence.model.count.tolist() == [1000, 1000, 1000]
     rng = np.random.default_rng(0)
     for task in range(3):  # held-out episodes: 5 consecutive transitions name their task
-        cases = windows(random_episodes(cartpoles, task, 500, seed=100 + task), 5, 50, rng)
+        cases = windows(play_episodes(cartpoles, task, 500, seed=100 + task), 5, 50, rng)
         right = sum(int(np.argmin(evidence.errors(*case, contexts=[0, 1, 2])) == task) for case in cases)
         assert right >= 45, (task, right)  # 50 of 50 measured; default vs high gravity is the close pair
 
@@ -34,7 +34,7 @@ def test_neural_model_trains_under_the_acting_context_only(cartpoles):
     evidence = DynamicsEvidence(
         cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 3, model="neural", warmup=300, context="separate", seed=0
     )
-    obs, actions, next_obs = _stack(random_episodes(cartpoles, 0, 300, seed=0))
+    obs, actions, next_obs = _stack(play_episodes(cartpoles, 0, 300, seed=0))
     assert evidence.update(5) is None  # nothing before the scale is fixed
     evidence.observe(obs, actions, next_obs, context=0)
     before = evidence.errors(obs, actions, next_obs, contexts=[0, 1])

@@ -385,9 +385,9 @@ def shifted():
 
 def _play(inference: TaskInference, sequence, task: int, transitions: int, seed: int) -> None:
     """Random play of ``task`` reported as the wrapper reports it: vector steps of 8 envs."""
-    from experiments.probe_dynamics import random_episodes
+    from experiments.probe_dynamics import play_episodes
 
-    for obs, actions, next_obs in random_episodes(sequence, task, transitions, seed):
+    for obs, actions, next_obs in play_episodes(sequence, task, transitions, seed):
         for i in range(0, len(obs), 8):
             inference.transitions(obs[i : i + 8], actions[i : i + 8], next_obs[i : i + 8], inference.context)
 
@@ -456,9 +456,9 @@ def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):
     assert inference.context == 1 and set(inference.usual_error) == {0, 1}
     deployment = inference._deployment()
     assert isinstance(deployment, DynamicsDeployment) and deployment.context == 1
-    from experiments.probe_dynamics import random_episodes
+    from experiments.probe_dynamics import play_episodes
 
-    obs, actions, next_obs = (np.concatenate(col) for col in zip(*random_episodes(shifted, 0, 40, seed=9), strict=True))
+    obs, actions, next_obs = (np.concatenate(col) for col in zip(*play_episodes(shifted, 0, 40, seed=9), strict=True))
     deployment.transitions(obs, actions, next_obs, 1)
     assert deployment.decided and deployment.context == 0
 

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from psp_rl.plugins.inference.dynamics import DynamicsEvidence
+
 SELECT = ("first_fit", "best")
 
 
@@ -202,7 +204,7 @@ class DynamicsDeployment:
 
     reads_transitions = True
 
-    def __init__(self, context: int, evidence: Any, candidates: list[int], window: int) -> None:
+    def __init__(self, context: int, evidence: DynamicsEvidence | None, candidates: list[int], window: int) -> None:
         self.context, self.evidence, self.candidates, self.window = context, evidence, candidates, window
         self.rows: list[tuple[np.ndarray, int, np.ndarray]] = []
         self.decided = not candidates or evidence is None or not evidence.scale.fixed
@@ -212,6 +214,7 @@ class DynamicsDeployment:
             return
         self.rows.extend(zip(obs, np.asarray(actions).reshape(-1), next_obs, strict=True))
         if len(self.rows) >= self.window:
+            assert self.evidence is not None  # (else decided at construction)
             window = (np.stack(col) for col in zip(*self.rows[: self.window], strict=True))
             self.context = self.candidates[int(np.argmin(self.evidence.errors(*window, self.candidates)))]
             self.decided = True

@@ -28,7 +28,7 @@ from torch import nn
 
 from psp_rl.checks import check_int
 from psp_rl.layers import SuperposedLinear
-from psp_rl.networks import PerTaskLinear
+from psp_rl.networks import PerTaskLinear, TaskSequential
 
 INPUT_LAYERS = ("superposed", "per_task")
 
@@ -71,21 +71,19 @@ class SuperposedDynamics(nn.Module):
         center = center and context not in ("none", "separate")
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            if i > 0:
+                layers.append(nn.ReLU())
             if context == "separate" or (i == 0 and input_layer == "per_task"):
                 layers.append(PerTaskLinear(a, b, num_tasks))
             else:  # the input layer's raw features are not centred (ReLU features are)
                 centred = center and i > 0
                 layers.append(SuperposedLinear(a, b, num_tasks, context, seed=seed, layer_id=i, center=centred))
-        self.layers = nn.ModuleList(layers)
+        self.net = TaskSequential(*layers, latent_dim=obs_dim)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, task: int) -> torch.Tensor:
         """The predicted ``s' - s`` (in the units the model is trained in), ``(batch, obs_dim)``."""
         x = torch.cat([obs, F.one_hot(actions.long().reshape(-1), self.n_actions).to(obs.dtype)], dim=1)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, task)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+        return self.net(x, task)
 
 
 class ChangeScale:
@@ -137,7 +135,9 @@ class NeuralDynamics:
         memory: int = 2000,
         seed: int = 0,
     ) -> None:
-        self.model = SuperposedDynamics(obs_dim, n_actions, num_tasks, context, hidden, input_layer, center, seed)
+        with torch.random.fork_rng():  # weights drawn from ``seed``, not from the caller's generator
+            torch.manual_seed(seed)
+            self.model = SuperposedDynamics(obs_dim, n_actions, num_tasks, context, hidden, input_layer, center, seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.batch_size = check_int("batch_size", batch_size)
         self.memory: deque[tuple[np.ndarray, int, np.ndarray]] = deque(maxlen=check_int("memory", memory))

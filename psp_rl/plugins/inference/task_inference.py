@@ -360,14 +360,14 @@ class TaskInference(ContinualCallback):
     def _num_contexts(self) -> int:
         return self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
 
-    def _deployment(self) -> Deployment:
+    def _deployment(self) -> Deployment | DynamicsDeployment:
         """An evaluated task's chooser: every stored context, one episode each, the acting one
         first. A context still warming up is compared with its returns so far."""
         refs = self._references(provisional=True)
         acting = self.trials.candidates[0] if self.trials is not None else self.context
         if self.evidence == "dynamics":
             candidates = [c for c in self._by_order() if c in self.usual_error]
-            return DynamicsDeployment(acting, self.dynamics, candidates, self.window)  # type: ignore[return-value]
+            return DynamicsDeployment(acting, self.dynamics, candidates, self.window)
         order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)
