@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -30,6 +31,8 @@ T = TypeVar("T")
 
 # The files of one checkpoint directory (state.json is written last: without it, it never finished).
 MODEL, REPLAY_BUFFER, CALLBACKS, STATE = "model.zip", "replay_buffer.pkl", "callbacks.pt", "state.json"
+# what torch.load must allow to read a pickled numpy float64 (the module's name differs in numpy 1 and 2)
+NUMPY_SCALARS = [np.float64(0).__reduce__()[0], np.dtype, type(np.dtype(np.float64))]
 EPISODES = "episodes.pkl"  # the training envs' running episodes (tasks that change mid-episode)
 
 
@@ -119,10 +122,7 @@ class CheckpointStore:
         agent.save(tmp / MODEL)
         if self.replay_buffer and getattr(agent, "replay_buffer", None) is not None:
             agent.save_replay_buffer(tmp / REPLAY_BUFFER)
-        states = {name: cb.state_dict() for name, cb in zip(callback_names(callbacks), callbacks, strict=True)}
-        states = {name: value for name, value in states.items() if value}
-        if states:
-            torch.save(states, tmp / CALLBACKS)
+        CheckpointStore.save_callbacks(tmp, callbacks)
         if episodes is not None:
             with (tmp / EPISODES).open("wb") as f:
                 pickle.dump(episodes, f)
@@ -160,12 +160,22 @@ class CheckpointStore:
         CheckpointStore.load_callbacks(path, callbacks)
 
     @staticmethod
+    def save_callbacks(path: Path, callbacks: Sequence[ContinualCallback]) -> None:
+        """Write the callbacks' states into checkpoint folder ``path`` (none when every state is empty)."""
+        states = {name: cb.state_dict() for name, cb in zip(callback_names(callbacks), callbacks, strict=True)}
+        states = {name: value for name, value in states.items() if value}
+        if states:
+            torch.save(states, path / CALLBACKS)
+
+    @staticmethod
     def load_callbacks(path: Path, callbacks: Sequence[ContinualCallback]) -> None:
         """Restore the callbacks' state saved in checkpoint ``path`` (task inference's, to evaluate)."""
         callback_file = path / CALLBACKS
         if not callback_file.exists():
             return
-        saved = torch.load(callback_file, weights_only=True)
+        # numpy float scalars: task inference's dynamics errors were saved unconverted before 2026-12-02
+        with torch.serialization.safe_globals(NUMPY_SCALARS):
+            saved = torch.load(callback_file, weights_only=True)
         names = callback_names(callbacks)
         if isinstance(saved, list):  # written before states were keyed by name: matched by position
             saved = {name: value for name, value in zip(names, saved, strict=True) if value}

@@ -16,6 +16,7 @@ from psp_rl.agents import ContinualDQN
 from psp_rl.cli import main
 from psp_rl.config import ContinualTrainer, parse_config
 from psp_rl.continual import ContinualCallback
+from psp_rl.continual.checkpoints import CheckpointStore
 from psp_rl.errors import CheckpointError, NumericalError
 from tests.conftest import DELETE, finished_run, run_train, tiny, train_command
 
@@ -155,6 +156,34 @@ def test_foreign_zip_and_garbage_state_fall_back_and_finally_fail_clearly(tmp_pa
     (_checkpoints(run_dir)[-1] / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"no loadable checkpoint in .*ckpt-.*state\.json.*not a psp-rl"):
         ContinualTrainer(parse_config(config), run_dir, resume=True).run()
+
+
+class _Saved(ContinualCallback):
+    """A callback whose state a checkpoint carries (its loaded state is kept to look at)."""
+
+    name = "Saved"
+
+    def __init__(self, state=None):
+        self.state = state
+
+    def state_dict(self):
+        return self.state
+
+    def load_state_dict(self, state):
+        self.state = state
+
+
+def test_callback_states_with_numpy_floats_load_and_other_objects_are_refused(tmp_path):
+    import numpy as np
+
+    # task inference wrote its dynamics errors as numpy float64 before 2026-12-02: those runs resume
+    CheckpointStore.save_callbacks(tmp_path, [_Saved({"usual_error": [[0, np.float64(0.25)]]})])
+    loaded = _Saved()
+    CheckpointStore.load_callbacks(tmp_path, [loaded])
+    assert loaded.state == {"usual_error": [[0, 0.25]]}
+    CheckpointStore.save_callbacks(tmp_path, [_Saved({"path": Path("elsewhere")})])  # not plain data
+    with pytest.raises(Exception, match="Weights only load failed"):
+        CheckpointStore.load_callbacks(tmp_path, [loaded])
 
 
 def test_checkpoint_from_another_config_names_the_mismatch(tmp_path):

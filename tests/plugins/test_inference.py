@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from psp_rl.config import parse_config
+from psp_rl.continual.checkpoints import CheckpointStore
 from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.envs import get_sequence
 from psp_rl.errors import ConfigError
@@ -204,18 +205,21 @@ def test_when_every_context_is_taken_the_best_stored_one_is_kept_and_relearned()
     assert inference.detector.reference(0) is None  # warmed up again on the task it now learns
 
 
-def test_inference_state_round_trips_through_a_checkpoint():
-    import torch
+def _through_a_checkpoint(saved: TaskInference, restored: TaskInference, folder) -> None:
+    """Save ``saved``'s state as a checkpoint does and load it into ``restored`` (``weights_only``)."""
+    CheckpointStore.save_callbacks(folder, [saved])
+    CheckpointStore.load_callbacks(folder, [restored])
 
+
+def test_inference_state_round_trips_through_a_checkpoint(tmp_path):
     loop = _loop(max_tasks=3)
     inference = TaskInference(warmup_episodes=5, trial_episodes=3)
     inference.before_training(loop)
     _episodes(inference, [100] * 10)
     _until(inference, 5, lambda: inference.trials is not None)
     _episodes(inference, [5])  # mid-way through a trial
-    state = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(inference.state_dict()))
     restored = TaskInference(warmup_episodes=5, trial_episodes=3)
-    restored.load_state_dict(state)
+    _through_a_checkpoint(inference, restored, tmp_path)
     resumed_loop = _loop(max_tasks=3)
     restored.before_training(resumed_loop)
     assert restored.state_dict() == inference.state_dict() and resumed_loop.agent.updates_held
@@ -415,9 +419,7 @@ def test_dynamics_evidence_sees_a_switch_the_returns_hide_and_names_the_returnin
     assert len(inference.detections) == 2
 
 
-def test_confirmed_dynamics_choice_at_a_return_alarm_and_its_state_round_trip(shifted):
-    import torch
-
+def test_confirmed_dynamics_choice_at_a_return_alarm_and_its_state_round_trip(shifted, tmp_path):
     loop, inference = _dynamics_inference(shifted, warmup_episodes=5, confirm=True)
     _play(inference, shifted, 0, 3000, seed=0)
     _episodes(inference, [100] * 10)
@@ -425,9 +427,8 @@ def test_confirmed_dynamics_choice_at_a_return_alarm_and_its_state_round_trip(sh
     _until(inference, 5, lambda: inference.detections)  # the returns fall first
     # confirm: the best stored context (the only one) is on probation for a window, with updates held
     assert inference.confirming == (0, 0) and loop.agent.updates_held and inference.choices == []
-    state = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(inference.state_dict()))
     restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, warmup_episodes=5, confirm=True)
-    restored.load_state_dict(state)
+    _through_a_checkpoint(inference, restored, tmp_path)
     resumed = _loop(max_tasks=3)
     resumed.sequence.spaces = shifted.spaces
     restored.before_training(resumed)

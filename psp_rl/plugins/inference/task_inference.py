@@ -403,7 +403,7 @@ class TaskInference(ContinualCallback):
             "dynamics": self.dynamics.state_dict() if self.dynamics is not None else None,
             "pending": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.pending],
             "recent": [[o.tolist(), int(a), n.tolist()] for o, a, n in self.recent],
-            "usual_error": [[c, e] for c, e in self.usual_error.items()],
+            "usual_error": [[c, float(e)] for c, e in self.usual_error.items()],
             "error_detector": self.error_detector.state_dict(),
             "surprises_in_a_row": self.surprises_in_a_row,
             "confirming": list(self.confirming) if self.confirming is not None else None,
