@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from psp_rl.agents.buffers import ReplayStates
 from psp_rl.agents.distillation import DISTIL_LOSSES, DISTIL_MARGIN, Distillation
 from psp_rl.agents.rehearsal import REHEARSAL_WEIGHT, Rehearsal
+from psp_rl.agents.replay import keep_task
 from psp_rl.agents.task_switch import TaskSwitchMixin
 from psp_rl.checks import check_int, is_number
 from psp_rl.policies import PSPDQNPolicy
@@ -98,6 +99,8 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.
     replay_period: int | None = None
+    # The context that acted before an inferred switch not yet confirmed (its transitions are kept).
+    pending_switch: int | None = None
     _rollout_transitions: int = 0
     _update_credit: float = 0.0
 
@@ -192,12 +195,39 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         if self.rehearsal_states and self.num_timesteps > self.task_start and self.replay_buffer.size():
             self.remember(self.current_task)  # (also before the task's transitions are cleared)
         super().on_task_start(task, steps, task_env)
-        if self.replay_on_switch == "clear" and self.replay_buffer is not None:
+        # Exploration restarts for the new task: epsilon is read from task-local progress.
+        self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
+        if self.pending_switch is None and self.replay_on_switch == "clear" and self.replay_buffer is not None:
             self.replay_buffer.reset()
             # An emptied buffer fills again before updates resume, as at the very start.
             self.learning_starts = self.num_timesteps + self.base_learning_starts
-        # Exploration restarts for the new task: epsilon is read from task-local progress.
-        self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
+
+    def on_inferred_switch(self, task: int) -> None:
+        """Task inference's switch to context ``task``, which may be a false alarm: the acting
+        context is distilled and ``task`` acts and explores as at an announced switch, but the
+        replay buffer (``replay_on_switch="clear"``) keeps every transition, each under the context
+        that gathered it, until :meth:`confirm_switch` drops the other contexts'. A switch back to
+        the context that acted before the unconfirmed one undoes it, with nothing lost; one that
+        keeps the acting context (every context taken) drops none of its data either."""
+        if self.replay_on_switch != "clear":
+            self.on_task_start(task)
+            return
+        back = self.pending_switch is not None and task == self.pending_switch
+        before = self.current_task if self.pending_switch is None else self.pending_switch
+        self.pending_switch = before
+        self.on_task_start(task)
+        self.pending_switch = None if back else before
+
+    def confirm_switch(self) -> None:
+        """The last inferred switch stands: the replay keeps the acting context's transitions only
+        (no data of another task stays, as at an announced switch); updates wait until it holds
+        ``learning_starts`` transitions again."""
+        if self.pending_switch is None:
+            return
+        self.pending_switch = None
+        if self.replay_buffer is not None:
+            kept = keep_task(self.replay_buffer, self.current_task) * self.n_envs
+            self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - kept)
 
     def _on_step(self) -> None:
         super()._on_step()  # target-network sync and SB3's global epsilon ...

@@ -269,3 +269,30 @@ class CompactDictReplayBuffer(DictReplayBuffer):
         arrays += [self.rewards, self.dones, self.timeouts]
         side = [*self.starts.values(), *self.odd_next.values(), *(a for a in self._last_next if a is not None)]
         return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in side)
+
+
+def keep_task(buffer: DictReplayBuffer, task: int) -> int:
+    """Empty ``buffer`` (a ``DictReplayBuffer`` or :class:`CompactDictReplayBuffer` of ``{"obs",
+    "task"}`` transitions) but for the transitions gathered under ``task``, added back oldest
+    first; returns how many vector steps it keeps. A confirmed inferred switch drops the previous
+    context's data this way (``ContinualDQN.confirm_switch``); one context acts in every env at a
+    time, so env 0's task id names a step's."""
+    size = buffer.buffer_size if buffer.full else buffer.pos
+    oldest_first = np.roll(np.arange(size), -buffer.pos) if buffer.full else np.arange(size)
+    positions = oldest_first[buffer.observations["task"][oldest_first, 0].reshape(-1) == task]
+    envs = np.arange(buffer.n_envs)
+    kept = []
+    for position in positions.tolist():
+        at = np.full(buffer.n_envs, position)
+        if isinstance(buffer, CompactDictReplayBuffer):
+            obs, next_obs = buffer.observations_at(at, envs), buffer.next_observations_at(at, envs)
+        else:
+            obs = {key: value[position].copy() for key, value in buffer.observations.items()}
+            next_obs = {key: value[position].copy() for key, value in buffer.next_observations.items()}
+        infos = [{"TimeLimit.truncated": bool(t)} for t in buffer.timeouts[position]]
+        kept.append((obs, next_obs, buffer.actions[position].copy(), buffer.rewards[position].copy(),
+                     buffer.dones[position].copy(), infos))  # fmt: skip
+    buffer.reset()
+    for transition in kept:
+        buffer.add(*transition)
+    return len(kept)

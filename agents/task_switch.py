@@ -76,6 +76,17 @@ class TaskSwitchMixin:
         # cartpole-shift, enough to drop a frozen separate network from 444 to 42).
         self.policy.optimizer.state.clear()
 
+    def on_inferred_switch(self, task: int) -> None:
+        """Task inference's switch to context ``task`` (hidden task ids): what :meth:`on_task_start`
+        does at an announced switch, here; an agent that keeps data of the previous context
+        (``ContinualDQN``'s replay) keeps it until :meth:`confirm_switch`, since the switch can be a
+        false alarm."""
+        self.on_task_start(task)
+
+    def confirm_switch(self) -> None:
+        """The last inferred switch stood long enough to be taken as real (task inference's
+        ``switch_confirm_steps``): drop what was kept for a false alarm (nothing here)."""
+
     def task_progress_remaining(self) -> float:
         """1 at the start of the current task, 0 at its end (SB3's progress, per task)."""
         if not self.task_steps:

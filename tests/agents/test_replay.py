@@ -9,6 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer
 
 from psp_rl.agents import CompactDictReplayBuffer, ContinualDQN
+from psp_rl.agents.replay import keep_task
 from psp_rl.config.build import replay_buffer_kwargs
 from psp_rl.envs import get_sequence
 
@@ -137,3 +138,36 @@ def test_dqn_on_minatar_uses_it_and_reads_task_states():
     assert states["obs"].shape == (20, *seq.spaces[0]["obs"].shape) and states["obs"].dtype == np.float32
     assert set(np.unique(states["obs"])) <= {0.0, 1.0} and (states["task"] == 1).all()
     assert replay_buffer_kwargs("dict", env) == {}
+
+
+@pytest.mark.parametrize("kind", ["stacked", "bits"])
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_keep_task_leaves_the_buffer_one_built_from_that_tasks_transitions(kind, n_envs):
+    space, actions = _space(kind), spaces.Discrete(6)
+    k = 4 if kind == "stacked" else 1
+    buffers = [
+        DictReplayBuffer(60, space, actions, device="cpu", n_envs=n_envs),
+        CompactDictReplayBuffer(60, space, actions, device="cpu", n_envs=n_envs, frame_stack=k),
+    ]
+    expected = [DictReplayBuffer(200, space, actions, device="cpu", n_envs=n_envs) for _ in buffers]
+    for seed in range(20):  # the first stream whose live part (the ring wrapped) holds two tasks
+        stream = list(_stream(kind, n_envs, 150, seed=seed))
+        live = stream[-(60 // n_envs) :]
+        tasks = [int(transition[0]["task"][0]) for transition in live]
+        if len(set(tasks)) > 1:
+            break
+    for transition in stream:
+        for buffer in buffers:
+            buffer.add(*transition)
+    task = min(set(tasks), key=tasks.count)  # a task with few live transitions: most are dropped
+    for transition in live:
+        if np.ravel(transition[0]["task"])[0] == task:
+            for reference in expected:
+                reference.add(*transition)
+    for buffer, reference in zip(buffers, expected, strict=True):
+        kept = keep_task(buffer, task)
+        assert 0 < kept == reference.pos == buffer.pos < 60 // n_envs and not buffer.full
+        np.random.seed(3)
+        batch = reference.sample(16)
+        np.random.seed(3)
+        _assert_same(buffer.sample(16), batch)

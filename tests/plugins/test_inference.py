@@ -147,10 +147,16 @@ class _Writer:
 
 class _Agent:
     def __init__(self):
-        self.num_timesteps, self.updates_held, self.starts = 0, False, []
+        self.num_timesteps, self.updates_held, self.starts, self.confirmed = 0, False, [], 0
 
     def on_task_start(self, task, steps=None):
         self.starts.append(task)
+
+    def on_inferred_switch(self, task):
+        self.starts.append(task)
+
+    def confirm_switch(self):
+        self.confirmed += 1
 
 
 def _loop(max_tasks: int):
@@ -183,6 +189,12 @@ def test_inference_takes_a_fresh_context_then_reuses_the_stored_one_and_holds_up
     _episodes(inference, [5, 5])  # and fails: a fresh context
     assert inference.context == 1 and not loop.agent.updates_held
     assert inference.choices[-1][1:] == [1, "fresh"] and loop.agent.starts[-1] == 1
+    # the agent drops the previous context's data once the switch has stood switch_confirm_steps
+    inference.count_steps(1999)
+    assert loop.agent.confirmed == 0
+    inference.count_steps(1)
+    inference.count_steps(5000)
+    assert loop.agent.confirmed == 1 and inference.since_switch is None
     _episodes(inference, [80] * 10)  # context 1 learned task B
     _until(inference, 3, lambda: inference.trials is not None)  # task A is back: alarm
     _episodes(inference, [4, 4])  # context 1 fails its trial

@@ -68,6 +68,12 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics: alarms from `surprises` windows in a row, or from a CUSUM on the windows' "
         "log errors (error_threshold, error_warmup; measured: more false alarms)",
     )
+    switch_confirm_steps: int = Field(
+        default=2000,
+        gt=0,
+        description="env steps an inferred switch must stand before the agent drops the data the previous context "
+        "gathered (PSP-DQN's replay); a switch back within them (a false alarm) loses nothing",
+    )
     error_threshold: float = Field(
         default=10.0,
         gt=0,

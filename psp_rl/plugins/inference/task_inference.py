@@ -90,6 +90,8 @@ class TaskInference(ContinualCallback):
         self.recent: list[tuple[np.ndarray, int, np.ndarray]] = []  # its last full window (what a choice scores)
         self.usual_error: dict[int, float] = {}  # each context's error on its own windows (a running average)
         self.confirming: tuple[int, int] | None = None  # (context on probation, context before the alarm)
+        self.switch_confirm_steps = config.switch_confirm_steps
+        self.since_switch: int | None = None  # env steps since the last switch the agent has not confirmed
         self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
         self.context = 0
@@ -184,6 +186,12 @@ class TaskInference(ContinualCallback):
     def count_steps(self, steps: int) -> None:
         if self.stage_contexts:
             self.stage_contexts[-1][self.context] += steps
+        if self.since_switch is not None:
+            self.since_switch += steps
+            if self.since_switch >= self.switch_confirm_steps:
+                self.since_switch = None
+                if self.loop is not None and hasattr(self.loop.agent, "confirm_switch"):
+                    self.loop.agent.confirm_switch()
 
     def episode_end(self, value: float, context: int, clean: bool) -> None:
         if not clean or context != self.context or self.confirming is not None:
@@ -350,8 +358,9 @@ class TaskInference(ContinualCallback):
         self._hold(False)
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/context", choice, step)
-            if how != "kept" and hasattr(self.loop.agent, "on_task_start"):
-                self.loop.agent.on_task_start(choice)  # what the loop does at an announced switch
+            if how != "kept" and hasattr(self.loop.agent, "on_inferred_switch"):
+                self.loop.agent.on_inferred_switch(choice)  # (what the loop does at an announced switch)
+                self.since_switch = 0
 
     def _hold(self, held: bool) -> None:
         if self.loop is not None:
@@ -407,6 +416,7 @@ class TaskInference(ContinualCallback):
             "error_detector": self.error_detector.state_dict(),
             "surprises_in_a_row": self.surprises_in_a_row,
             "confirming": list(self.confirming) if self.confirming is not None else None,
+            "since_switch": self.since_switch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -429,4 +439,6 @@ class TaskInference(ContinualCallback):
         self.surprises_in_a_row = int(state.get("surprises_in_a_row", 0))
         confirming = state.get("confirming")
         self.confirming = (int(confirming[0]), int(confirming[1])) if confirming else None
+        since = state.get("since_switch")
+        self.since_switch = int(since) if since is not None else None
         self._restored = True
