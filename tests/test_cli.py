@@ -192,9 +192,10 @@ def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tm
     drawn = {}
     original = plots.returns_figure
 
-    def spy(runs, tasks, boundaries):
+    def spy(runs, tasks, boundaries, inference):
         drawn.update(boundaries)
-        return original(runs, tasks, boundaries)
+        assert inference == {}  # announced ids: nothing to mark
+        return original(runs, tasks, boundaries, inference)
 
     monkeypatch.setattr("psp_rl.reporting.report.returns_figure", spy)
     report = write_report([tmp_path / "a" / "run", tmp_path / "b" / "run", partial], tmp_path / "out").read_text()

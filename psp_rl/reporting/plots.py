@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,16 +30,33 @@ def matrix_figure(matrix: np.ndarray, stage_names: Sequence[str], task_names: Se
     return fig
 
 
+@dataclass
+class InferenceMarks:
+    """What task inference did in one run (hidden task ids), to mark on its returns.
+
+    :param detections: global steps of its alarms (true switches and false alarms alike).
+    :param visits: per training stage, ``(first step, last step, task trained, context that acted
+        most)``.
+    """
+
+    detections: Sequence[int]
+    visits: Sequence[tuple[int, int, str, int]]
+
+
 def returns_figure(
     runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
     task_names: Sequence[str],
     boundaries: Mapping[str, Sequence[int]],
+    inference: Mapping[str, InferenceMarks] | None = None,
 ) -> Figure:
     """One panel per evaluated task: eval return over steps, one line per run, task boundaries dashed
     (grey when all runs share them, else each run's own in its line's colour).
 
     :param runs: run label -> task name -> (steps, mean returns).
     :param boundaries: run label -> global steps at which its training stages ended.
+    :param inference: run label -> its :class:`InferenceMarks` (runs with hidden task ids): each
+        detection a triangle on top of every panel, and on a task's panel each of its visits labelled
+        with the context it got (``c2``), in the run's colour.
     """
     shared = len({tuple(b[:-1]) for b in boundaries.values()}) <= 1
     cols = min(3, len(task_names))
@@ -54,6 +73,8 @@ def returns_figure(
             if not shared:
                 for step in boundaries.get(label, [])[:-1]:
                     ax.axvline(step, color=color or "grey", linestyle=":", linewidth=0.9)
+            if inference and label in inference:
+                _mark_inference(ax, inference[label], task, color, f"{label}: detections")
         if shared and boundaries:
             for step in next(iter(boundaries.values()))[:-1]:
                 ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
@@ -65,6 +86,19 @@ def returns_figure(
         ax.set_visible(False)
     axes[0].legend(fontsize="small")
     return fig
+
+
+def _mark_inference(ax: Any, marks: InferenceMarks, task: str, color: str | None, label: str) -> None:
+    """Detections along the panel's top; the contexts ``task``'s visits got along its bottom."""
+    top = ax.get_xaxis_transform()  # x in steps, y in the panel's height
+    if marks.detections:
+        ax.plot(marks.detections, [1.0] * len(marks.detections), "v", color=color, markersize=5, transform=top,
+                clip_on=False, label=label)  # fmt: skip
+    for start, end, trained, context in marks.visits:
+        if trained == task:
+            ax.axvspan(start, end, color=color or "grey", alpha=0.08, linewidth=0)
+            ax.text((start + end) / 2, 0.02, f"c{context}", transform=top, ha="center", va="bottom",
+                    fontsize="small", color=color)  # fmt: skip
 
 
 def forgetting_figure(runs: Mapping[str, Mapping[str, float | None]], task_names: Sequence[str]) -> Figure:

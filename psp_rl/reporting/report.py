@@ -13,7 +13,13 @@ from psp_rl.continual.files import atomic_savefig, atomic_write_text
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.plugins.probes import acting_layer
 from psp_rl.reporting.aggregates import aggregate_scores, aggregates_text, normalized_scores, plot_performance_profiles
-from psp_rl.reporting.plots import forgetting_figure, matrix_figure, probes_figure, returns_figure
+from psp_rl.reporting.plots import (
+    InferenceMarks,
+    forgetting_figure,
+    matrix_figure,
+    probes_figure,
+    returns_figure,
+)
 from psp_rl.sweep.runner import Trial
 
 
@@ -56,6 +62,22 @@ class RunData:
                 ends.append(int(previous["step"]))
             previous = row
         return ends
+
+    def inference(self) -> InferenceMarks | None:
+        """Task inference's detections and the context of each stage (hidden task ids; a finished
+        run's ``metrics.json``), or None."""
+        found = (self.metrics or {}).get("TaskInference")
+        if found is None:
+            return None
+        ends = self.boundaries()
+        starts = [0, *ends[:-1]]
+        visits = [
+            (start, end, stage, int(np.argmax(steps)))
+            for start, end, stage, steps in zip(
+                starts, ends, self.metrics["stages"], found["stage_contexts"], strict=False
+            )
+        ]
+        return InferenceMarks([int(d[0]) for d in found["detections"]], visits)
 
     def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out: dict[str, tuple[list[int], list[float]]] = {}
@@ -111,6 +133,21 @@ def _probe_lines(run: RunData) -> list[str]:
     return lines
 
 
+def _inference_lines(runs: list[RunData]) -> list[str]:
+    """Hidden task ids: per run, its detections and the context each stage acted under (the triangles
+    and ``c<k>`` labels of the returns plot)."""
+    inferred = [(r, marks) for r in runs if (marks := r.inference()) is not None]
+    if not inferred:
+        return []
+    lines = ["", "## Task inference (hidden task ids)", ""]
+    lines += ["| run | detections (step) | context per stage (task: context) |", "|---|---|---|"]
+    for r, marks in inferred:
+        detections = ", ".join(f"{step:,}" for step in marks.detections) or "none"
+        visits = ", ".join(f"{task}: c{context}" for _, _, task, context in marks.visits)
+        lines.append(f"| {r.label} | {detections} | {visits} |")
+    return lines
+
+
 def _aggregate_lines(finished: list[RunData], out: Path) -> list[str]:
     """With two or more finished runs of the same tasks: rliable's IQM and mean of the normalized
     final returns per method (runs named ``<method>-s<seed>`` pool their seeds) with stratified
@@ -140,7 +177,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
 
     figures = {
         "returns.png": returns_figure(
-            {r.label: r.curves() for r in runs}, tasks, {r.label: r.boundaries() for r in runs}
+            {r.label: r.curves() for r in runs},
+            tasks,
+            {r.label: r.boundaries() for r in runs},
+            {r.label: marks for r in runs if (marks := r.inference()) is not None},
         ),
         "forgetting.png": forgetting_figure({r.label: r.metrics["forgetting"] for r in finished}, tasks),
     }
@@ -171,6 +211,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         for task in r.tasks:
             final, forgot = r.metrics["final_returns"][task], r.metrics["forgetting"][task]
             lines.append(f"| {r.label} | {task} | {_fmt(final)} | {_fmt(forgot)} |")
+    lines += _inference_lines(runs)
     lines += ["", "## Plots", "", "![eval returns per task](returns.png)", "", "![forgetting](forgetting.png)", ""]
     lines += [f"![evaluation matrix {r.label}](matrix-{_file_label(r.label)}.png)" for r in finished]
     probed = [r for r in runs if r.probes]

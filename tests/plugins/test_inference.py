@@ -328,6 +328,28 @@ def test_a_hidden_id_run_detects_the_switch_and_takes_a_fresh_context(hidden_run
     assert inference["stage_contexts"][1][1] > HIDDEN_STEPS - 2000
 
 
+def test_the_report_marks_detections_and_the_context_of_each_visit(hidden_run, tmp_path):
+    from psp_rl.reporting.plots import returns_figure
+    from psp_rl.reporting.report import RunData, write_report
+
+    _, run_dir = hidden_run
+    inference = json.loads((run_dir / "metrics.json").read_text())["TaskInference"]
+    run = RunData(run_dir)
+    marks = run.inference()
+    assert marks.detections == [d[0] for d in inference["detections"]]
+    contexts = [int(np.argmax(steps)) for steps in inference["stage_contexts"]]
+    visits = [(task, context) for _, _, task, context in marks.visits]
+    assert visits == list(zip(["default", "reversed"], contexts, strict=True))
+    fig = returns_figure({run.label: run.curves()}, run.tasks, {run.label: run.boundaries()}, {run.label: marks})
+    for ax, task in zip(fig.axes, run.tasks, strict=True):
+        (triangles,) = [line for line in ax.lines if line.get_marker() == "v"]
+        assert list(triangles.get_xdata()) == marks.detections
+        visited = [context for _, _, trained, context in marks.visits if trained == task]
+        assert [t.get_text() for t in ax.texts] == [f"c{context}" for context in visited]
+    report = write_report([run_dir], tmp_path / "report").read_text()
+    assert "## Task inference (hidden task ids)" in report and f"reversed: c{contexts[1]}" in report
+
+
 def test_a_killed_hidden_id_run_resumes_exactly(hidden_run, tmp_path):
     config_path, whole = hidden_run
     run_dir = tmp_path / "run"
