@@ -202,7 +202,7 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
             # An emptied buffer fills again before updates resume, as at the very start.
             self.learning_starts = self.num_timesteps + self.base_learning_starts
 
-    def on_inferred_switch(self, task: int) -> None:
+    def on_inferred_switch(self, task: int, steps: int | None = None) -> None:
         """Task inference's switch to context ``task``, which may be a false alarm: the acting
         context is distilled and ``task`` acts and explores as at an announced switch, but the
         replay buffer (``replay_on_switch="clear"``) keeps every transition, each under the context
@@ -210,12 +210,12 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         the context that acted before the unconfirmed one undoes it, with nothing lost; one that
         keeps the acting context (every context taken) drops none of its data either."""
         if self.replay_on_switch != "clear":
-            self.on_task_start(task)
+            self.on_task_start(task, steps)
             return
         back = self.pending_switch is not None and task == self.pending_switch
         before = self.current_task if self.pending_switch is None else self.pending_switch
         self.pending_switch = before
-        self.on_task_start(task)
+        self.on_task_start(task, steps)
         self.pending_switch = None if back else before
 
     def confirm_switch(self) -> None:

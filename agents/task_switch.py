@@ -76,12 +76,12 @@ class TaskSwitchMixin:
         # cartpole-shift, enough to drop a frozen separate network from 444 to 42).
         self.policy.optimizer.state.clear()
 
-    def on_inferred_switch(self, task: int) -> None:
-        """Task inference's switch to context ``task`` (hidden task ids): what :meth:`on_task_start`
-        does at an announced switch, here; an agent that keeps data of the previous context
-        (``ContinualDQN``'s replay) keeps it until :meth:`confirm_switch`, since the switch can be a
-        false alarm."""
-        self.on_task_start(task)
+    def on_inferred_switch(self, task: int, steps: int | None = None) -> None:
+        """Task inference's switch to context ``task`` (hidden task ids; ``steps``: the horizon it
+        assumes for the task's schedules): what :meth:`on_task_start` does at an announced switch,
+        here; an agent that keeps data of the previous context (``ContinualDQN``'s replay) keeps it
+        until :meth:`confirm_switch`, since the switch can be a false alarm."""
+        self.on_task_start(task, steps)
 
     def confirm_switch(self) -> None:
         """The last inferred switch stood long enough to be taken as real (task inference's

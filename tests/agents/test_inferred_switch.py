@@ -32,8 +32,9 @@ def _learn_under(agent, chooser, context: int, steps: int) -> None:
 def test_a_false_alarm_and_the_switch_back_keep_every_transition():
     agent, chooser = _hidden_dqn()
     before, actions = _rows(agent)
-    agent.on_inferred_switch(1)  # a false alarm: context 1 acts and explores ...
+    agent.on_inferred_switch(1, steps=5000)  # a false alarm: context 1 acts and explores ...
     assert agent.current_task == 1 and agent.pending_switch == 0
+    assert agent.exploration_rate == agent.exploration_initial_eps  # (over the 5,000 steps the inference assumes)
     _learn_under(agent, chooser, 1, 200)
     agent.on_inferred_switch(0)  # ... until the evidence takes context 0 back
     assert agent.pending_switch is None

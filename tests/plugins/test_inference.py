@@ -152,15 +152,20 @@ class _Agent:
     def on_task_start(self, task, steps=None):
         self.starts.append(task)
 
-    def on_inferred_switch(self, task):
+    def on_inferred_switch(self, task, steps=None):
         self.starts.append(task)
 
     def confirm_switch(self):
         self.confirmed += 1
 
 
+class _Sequence(list):
+    """Tasks of 1,000 steps, as task inference reads a sequence (``max_tasks``, ``schedule`` set after)."""
+
+
 def _loop(max_tasks: int):
-    sequence = SimpleNamespace(max_tasks=max_tasks, schedule=[0, 1, 2])
+    sequence = _Sequence([SimpleNamespace(steps=1000)] * 3)
+    sequence.max_tasks, sequence.schedule = max_tasks, [0, 1, 2]
     return SimpleNamespace(agent=_Agent(), writer=_Writer(), sequence=sequence, seed=0)
 
 
@@ -189,6 +194,7 @@ def test_inference_takes_a_fresh_context_then_reuses_the_stored_one_and_holds_up
     _episodes(inference, [5, 5])  # and fails: a fresh context
     assert inference.context == 1 and not loop.agent.updates_held
     assert inference.choices[-1][1:] == [1, "fresh"] and loop.agent.starts[-1] == 1
+    assert inference.task_steps == 1000  # the horizon of the agent's schedules: the sequence's mean task
     # the agent drops the previous context's data once the switch has stood switch_confirm_steps
     inference.count_steps(1999)
     assert loop.agent.confirmed == 0

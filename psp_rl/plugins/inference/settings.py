@@ -74,6 +74,13 @@ class InferenceConfig(StrictSettings):
         description="env steps an inferred switch must stand before the agent drops the data the previous context "
         "gathered (PSP-DQN's replay); a switch back within them (a false alarm) loses nothing",
     )
+    task_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="the horizon of the agent's per-task schedules (DQN's exploration, a task_linear learning rate) "
+        "restarted at each inferred switch; default: the sequence's mean steps per task (a length the config "
+        "states, not a boundary)",
+    )
     error_threshold: float = Field(
         default=10.0,
         gt=0,

@@ -90,7 +90,7 @@ class TaskInference(ContinualCallback):
         self.recent: list[tuple[np.ndarray, int, np.ndarray]] = []  # its last full window (what a choice scores)
         self.usual_error: dict[int, float] = {}  # each context's error on its own windows (a running average)
         self.confirming: tuple[int, int] | None = None  # (context on probation, context before the alarm)
-        self.switch_confirm_steps = config.switch_confirm_steps
+        self.switch_confirm_steps, self.task_steps = config.switch_confirm_steps, config.task_steps
         self.since_switch: int | None = None  # env steps since the last switch the agent has not confirmed
         self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
@@ -127,8 +127,10 @@ class TaskInference(ContinualCallback):
                 self.dynamics.load_state_dict(self._dynamics_state)
         if not self._restored:
             self.detector.watch(self.context)
+            if self.task_steps is None:
+                self.task_steps = round(sum(task.steps for task in loop.sequence) / len(loop.sequence))
             if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
-                loop.agent.on_task_start(self.context)
+                loop.agent.on_task_start(self.context, self.task_steps)
 
     def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
         if training:
@@ -359,7 +361,7 @@ class TaskInference(ContinualCallback):
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/context", choice, step)
             if how != "kept" and hasattr(self.loop.agent, "on_inferred_switch"):
-                self.loop.agent.on_inferred_switch(choice)  # (what the loop does at an announced switch)
+                self.loop.agent.on_inferred_switch(choice, self.task_steps)  # (as the loop at an announced one)
                 self.since_switch = 0
 
     def _hold(self, held: bool) -> None:
