@@ -2,13 +2,15 @@
 
     python experiments/bench_drift.py experiments/configs/cartpole-drift.yaml --seeds 0 1 2 --max-parallel 2
 
-Three variants of the config's agent, run through the sweep runner (:mod:`psp_rl.sweep.runner`,
+Four variants of the config's agent, run through the sweep runner (:mod:`psp_rl.sweep.runner`,
 finished runs reused, unfinished ones resumed) into ``<out>/runs/<variant>-s<seed>/``:
 
 - ``drift-fixed``: one context (``agent.drift: none``), the agent sees theta but its context does not move;
 - ``drift-smooth``: powers of one context on a grid of ``max_tasks`` points, theta picks the nearest;
 - ``drift-binned``: an independent context per bin of theta (a hard switch every ``period / (2 K)``
-  env steps while the drift sweeps up or down).
+  env steps while the drift sweeps up or down);
+- ``drift-mixture``: the grid's contexts mix the two nearest of 4 independent contexts (``--variants``
+  picks some of the four).
 
 Each run's final model is then evaluated at fixed gravity values across the range (the drift held
 still there), ``--episodes`` deterministic episodes each; ``<out>/table.md``, ``table.csv`` and
@@ -41,6 +43,7 @@ VARIANTS = {
     "drift-fixed": {"drift": "none"},
     "drift-smooth": {"drift": "smooth"},
     "drift-binned": {"drift": "binned"},
+    "drift-mixture": {"drift": "mixture"},
 }
 
 
@@ -77,15 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=5, help="drift values evaluated across the range")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--finished-only", action="store_true", help="evaluate finished runs only, train none")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args(argv)
+    variants = {name: VARIANTS[name] for name in args.variants}
     torch.set_num_threads(1)
     base = yaml.safe_load(args.config.read_text())
     if not args.finished_only:
-        run_sweep(base, list(VARIANTS), args.seeds, args.out, overlays=VARIANTS, max_parallel=args.max_parallel)
+        run_sweep(base, list(variants), args.seeds, args.out, overlays=variants, max_parallel=args.max_parallel)
     drift = build_sequence(parse_config(base).sequence)[0].params["drift"]
     values = list(np.linspace(drift["low"], drift["high"], args.points))
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         for seed in args.seeds:
             run_dir = args.out / "runs" / f"{variant}-s{seed}"
             if not RunDir(run_dir).metrics.exists():

@@ -127,6 +127,23 @@ def drift_context(kind: str, size: int, theta: float, *, seed: int = 0, layer: i
     return torch.linalg.matrix_exp(skew * theta).to(torch.float32)
 
 
+MIXTURE_ANCHORS = 4
+"""Independent contexts a ``mixture`` drift moves between, at ``theta = 0, 1/3, 2/3, 1``."""
+
+
+def mixture_contexts(kind: str, size: int, slots: int, *, seed: int = 0, layer: int = 0) -> torch.Tensor:
+    """``slots`` contexts on the grid ``theta = k / (slots - 1)``, each the mixture of the two
+    :data:`MIXTURE_ANCHORS` independent contexts (tasks ``0 .. 3``' contexts) around it, weighted by
+    closeness: a context that moves continuously from one random context to the next, for any kind
+    (a mixture of binary or rotation contexts is a real diagonal or matrix that is neither).
+    """
+    anchors = make_contexts(kind, size, MIXTURE_ANCHORS, seed=seed, layer=layer)
+    position = torch.linspace(0, MIXTURE_ANCHORS - 1, slots, dtype=torch.float64)
+    low = position.floor().long().clamp(max=MIXTURE_ANCHORS - 2)
+    weight = (position - low).to(torch.float32).view(-1, *([1] * (anchors.dim() - 1)))
+    return anchors[low] * (1 - weight) + anchors[low + 1] * weight
+
+
 class Context(nn.Module):
     """The contexts of one layer for tasks ``0 .. num_tasks - 1`` and how they act.
 

@@ -25,7 +25,7 @@ from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from psp_rl.contexts import Context, drift_context
+from psp_rl.contexts import Context, drift_context, mixture_contexts
 from psp_rl.networks import DuelingHead, LayerIds, build_head, build_torso
 from psp_rl.settings import PSPSettings
 
@@ -58,9 +58,9 @@ def check_task_observation_space(observation_space: spaces.Space) -> tuple[space
 
 def drift_slot(theta: torch.Tensor, num_tasks: int, drift: str) -> torch.Tensor:
     """The context of each ``theta`` in ``[0, 1]``: the nearest of ``num_tasks`` grid points
-    (``smooth``) or its bin of width ``1 / num_tasks`` (``binned``)."""
+    (``smooth``, ``mixture``) or its bin of width ``1 / num_tasks`` (``binned``)."""
     theta = theta.reshape(-1).clamp(0.0, 1.0)
-    if drift == "smooth":
+    if drift in ("smooth", "mixture"):
         return torch.round(theta * (num_tasks - 1)).long()
     return torch.clamp((theta * num_tasks).long(), max=num_tasks - 1)
 
@@ -109,17 +109,19 @@ def fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def use_drift_contexts(module: nn.Module, psp: PSPSettings) -> None:
-    """With ``psp.drift == "smooth"``, give every superposed layer of ``module`` the drift contexts
-    of its task slots (regenerated at every construction, a load included, as the others are)."""
-    if psp.drift != "smooth":
+    """With ``psp.drift`` ``smooth`` or ``mixture``, give every superposed layer of ``module`` the
+    drift contexts of its task slots (regenerated at every construction, a load included, as the
+    others are)."""
+    if psp.drift not in ("smooth", "mixture"):
         return
     for layer in module.modules():
         if isinstance(getattr(layer, "contexts", None), Context) and layer.context == psp.context:
+            size, where = layer.contexts.size, dict(seed=layer.seed, layer=layer.layer_id)
+            if psp.drift == "mixture":
+                layer.contexts.assign(mixture_contexts(psp.context, size, layer.num_tasks, **where))
+                continue
             grid = [k / max(layer.num_tasks - 1, 1) for k in range(layer.num_tasks)]
-            size = layer.contexts.size
-            layer.contexts.assign(
-                torch.stack([drift_context(psp.context, size, t, seed=layer.seed, layer=layer.layer_id) for t in grid])
-            )
+            layer.contexts.assign(torch.stack([drift_context(psp.context, size, t, **where) for t in grid]))
 
 
 class PSPQNetwork(BasePolicy):

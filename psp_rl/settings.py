@@ -12,7 +12,7 @@ from psp_rl.contexts import ContextKind, check_kind
 Torso = Literal["auto", "mlp", "nature_cnn", "minatar_cnn"]
 InputLayer = Literal["auto", "per_task", "expand", "superposed"]
 Heads = Literal["shared", "per_task"]
-Drift = Literal["none", "smooth", "binned"]
+Drift = Literal["none", "smooth", "binned", "mixture"]
 TORSOS: tuple[str, ...] = get_args(Torso)
 INPUT_LAYERS: tuple[str, ...] = get_args(InputLayer)
 HEADS: tuple[str, ...] = get_args(Heads)
@@ -37,8 +37,10 @@ class PSPSettings:
         ``none`` (the ``task`` entry picks it, one fixed context for a drifting task), ``smooth``
         (the ``num_tasks`` contexts are :func:`~psp_rl.contexts.drift_context` at ``theta = k /
         (num_tasks - 1)``, powers of one context, and ``theta`` picks the nearest: complex or
-        rotation), or ``binned`` (``theta``'s bin of width ``1 / num_tasks`` picks one of
-        ``num_tasks`` independent contexts: a hard switch at every bin).
+        rotation), ``binned`` (``theta``'s bin of width ``1 / num_tasks`` picks one of
+        ``num_tasks`` independent contexts: a hard switch at every bin), or ``mixture`` (as
+        ``smooth``, the nearest of ``num_tasks`` grid points, whose contexts are mixtures of the two
+        neighbouring of 4 independent contexts: :func:`~psp_rl.contexts.mixture_contexts`; any kind).
     """
 
     context: ContextKind = "binary"

@@ -43,7 +43,8 @@ class NetworkConfig(StrictSettings):
     drift: Drift = Field(
         default="none",
         description="how the context follows a drifting task's theta: none (one context), smooth (powers of one "
-        "context on a grid of max_tasks points; complex or rotation), binned (an independent context per bin)",
+        "context on a grid of max_tasks points; complex or rotation), binned (an independent context per bin), "
+        "mixture (the grid's contexts mix the two nearest of 4 independent ones; any kind)",
     )
     activation: Literal["relu", "tanh"] | None = Field(
         default=None, description="hidden activation (default: DQN relu, PPO tanh)"

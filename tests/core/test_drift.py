@@ -8,7 +8,7 @@ import torch
 from psp_rl.agents import ContinualPPO
 from psp_rl.config import parse_config
 from psp_rl.config.build import check_agent_fits
-from psp_rl.contexts import drift_context
+from psp_rl.contexts import drift_context, make_contexts
 from psp_rl.envs import get_sequence
 from psp_rl.errors import ConfigError
 from psp_rl.policies import drift_slot
@@ -51,6 +51,7 @@ def test_drift_slots_round_to_the_grid_or_fall_in_bins():
     theta = torch.tensor([0.0, 0.1, 0.49, 0.5, 0.99, 1.0])
     assert drift_slot(theta, 5, "smooth").tolist() == [0, 0, 2, 2, 4, 4]
     assert drift_slot(theta, 5, "binned").tolist() == [0, 0, 2, 2, 4, 4]
+    assert drift_slot(theta, 5, "mixture").tolist() == drift_slot(theta, 5, "smooth").tolist()
     assert drift_slot(torch.tensor([0.19, 0.21]), 5, "binned").tolist() == [0, 1]
 
 
@@ -76,6 +77,24 @@ def test_smooth_drift_contexts_are_powers_of_one_context_and_theta_picks_them():
     assert not torch.allclose(logits[0], logits[1])  # theta reaches the network
 
 
+@pytest.mark.parametrize("context", ["binary", "complex"])
+def test_mixture_drift_contexts_move_between_independent_anchors(context):
+    agent = _agent("mixture", context=context)  # 8 slots: theta = 0, 1/7, ..., 1
+    layers = [m for m in agent.policy.modules() if hasattr(m, "contexts") and m.context == context]
+    assert len(layers) == 6
+    for module in layers:
+        anchors = make_contexts(context, module.contexts.size, 4, seed=module.seed, layer=module.layer_id)
+        contexts = module.contexts
+        table = contexts.table if context == "binary" else torch.complex(contexts.cos, contexts.sin)
+        torch.testing.assert_close(table[0], anchors[0])  # theta 0 and 1: anchors 0 and 3 themselves
+        torch.testing.assert_close(table[7], anchors[3])
+        # slot 3 (theta 3/7, anchor position 9/7) mixes anchors 1 and 2 as 5/7 and 2/7
+        torch.testing.assert_close(table[3], anchors[1] * (5 / 7) + anchors[2] * (2 / 7))
+    obs = {"obs": torch.zeros(2, 4), "task": torch.zeros(2, 1), "theta": torch.tensor([[0.0], [1.0]])}
+    logits = agent.policy.get_distribution(obs).distribution.logits
+    assert not torch.allclose(logits[0], logits[1])
+
+
 def test_without_drift_contexts_theta_changes_nothing():
     agent = _agent("none")
     obs = {"obs": torch.ones(2, 4), "task": torch.zeros(2, 1), "theta": torch.tensor([[0.0], [1.0]])}
@@ -83,8 +102,9 @@ def test_without_drift_contexts_theta_changes_nothing():
     torch.testing.assert_close(logits[0], logits[1])
 
 
-def test_a_saved_smooth_drift_agent_loads_with_the_same_contexts(tmp_path):
-    agent = _agent("smooth", context="rotation")
+@pytest.mark.parametrize(("drift", "context"), [("smooth", "rotation"), ("mixture", "binary")])
+def test_a_saved_drift_agent_loads_with_the_same_contexts(tmp_path, drift, context):
+    agent = _agent(drift, context=context)
     agent.save(tmp_path / "model.zip")
     loaded = ContinualPPO.load(tmp_path / "model.zip")
     obs = {"obs": torch.randn(3, 4), "task": torch.zeros(3, 1), "theta": torch.tensor([[0.1], [0.5], [0.9]])}
