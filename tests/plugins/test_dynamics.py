@@ -45,6 +45,20 @@ def test_neural_model_trains_under_the_acting_context_only(cartpoles):
     assert after[1] == pytest.approx(before[1])  # another context's separate model is untouched
 
 
+def test_frames_are_embedded_and_name_the_minatar_game_of_a_short_window():
+    pytest.importorskip("minatar")
+    games = get_sequence("minatar")
+    evidence = DynamicsEvidence(games.spaces[0]["obs"], games.spaces[1], 5, warmup=500)
+    for game in range(5):
+        evidence.observe(*_stack(play_episodes(games, game, 2000, seed=game)), context=game)
+    assert evidence.model.xtx.shape == (5, 256 + games.spaces[1].n + 1, 256 + games.spaces[1].n + 1)
+    rng = np.random.default_rng(0)
+    for game in range(5):
+        cases = windows(play_episodes(games, game, 1000, seed=100 + game), 5, 50, rng)
+        right = sum(int(np.argmin(evidence.errors(*case, contexts=range(5))) == game) for case in cases)
+        assert right >= 40, (game, right)  # 46-50 of 50 measured
+
+
 def test_change_scale_is_fixed_after_its_warmup():
     scale = ChangeScale(2, warmup=3)
     scale.update(np.array([[0.0, 1.0], [2.0, 1.0]]))
@@ -59,7 +73,8 @@ def test_bad_settings_are_refused_in_one_line(cartpoles):
     obs, act = cartpoles.spaces[0]["obs"], cartpoles.spaces[1]
     frames = spaces.Box(0, 255, (4, 84, 84), np.uint8)
     cases = [
-        (lambda: DynamicsEvidence(frames, act, 3), "expected a flat Box"),
+        (lambda: DynamicsEvidence(spaces.Discrete(3), act, 3), "expected a Box"),
+        (lambda: DynamicsEvidence(frames, act, 3, embed=0), "embed=0"),
         (lambda: DynamicsEvidence(obs, spaces.Box(-1, 1, (1,)), 3), "expected Discrete"),
         (lambda: DynamicsEvidence(obs, act, 3, model="gp"), "model='gp'"),
         (lambda: DynamicsEvidence(obs, act, 3, hidden=[64]), "options of model 'neural'"),

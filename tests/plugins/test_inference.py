@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 from psp_rl.config import parse_config
 from psp_rl.continual.checkpoints import CheckpointStore
@@ -504,8 +505,8 @@ def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):
     assert deployment.decided and deployment.context == 0
 
 
-def test_dynamics_evidence_on_frames_is_a_one_line_error():
+def test_dynamics_evidence_an_agent_cannot_give_is_a_one_line_error():
     loop = _loop(max_tasks=2)
-    loop.sequence.spaces = get_sequence("minatar", tasks=["breakout"]).spaces
-    with pytest.raises(ValueError, match="inference.evidence='dynamics': .*expected a flat Box"):
+    loop.sequence.spaces = (spaces.Dict({"obs": spaces.Discrete(4), "task": spaces.Discrete(2)}), spaces.Discrete(2))
+    with pytest.raises(ValueError, match="inference.evidence='dynamics': .*expected a Box"):
         TaskInference(evidence="dynamics").before_training(loop)

@@ -225,7 +225,7 @@ class DynamicsEvidence:
     """Per-context models of the dynamics, learned from the transitions the agent sees, scoring
     a window of transitions under every stored context.
 
-    :param observation_space: a flat ``Box`` (the ``obs`` entry).
+    :param observation_space: a ``Box`` (the ``obs`` entry): flat, or frames (``embed``).
     :param action_space: ``Discrete``.
     :param num_tasks: contexts.
     :param model: ``ridge`` (:class:`RidgeDynamics`, default: named the task of one CartPole transition
@@ -234,6 +234,11 @@ class DynamicsEvidence:
     :param ridge: the ridge penalty.
     :param warmup: the run's first transitions that fix the units errors are measured in
         (:class:`ChangeScale`).
+    :param embed: frames (a ``Box`` of more than one axis, MinAtar's or Atari's): the models see a
+        fixed random Gaussian projection of the flattened frame to ``embed`` numbers (seeded, the
+        same in every run), so a model is ``embed``-sized whatever the frame. On MinAtar's 5 games
+        (random play, 2,000 transitions each, ``tests/plugins/test_dynamics.py``) 256 numbers name the
+        game of 5 transitions 46-50 times in 50, 64 numbers miss Freeway (0 of 50).
     """
 
     def __init__(
@@ -245,20 +250,25 @@ class DynamicsEvidence:
         model: str = "ridge",
         ridge: float = 1e-3,
         warmup: int = 2000,
+        embed: int = 256,
         **neural_options: Any,
     ) -> None:
-        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
-            raise ValueError(
-                f"dynamics evidence: observation space {observation_space}: expected a flat Box "
-                "(frames need an embedding; not built yet)"
-            )
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(f"dynamics evidence: observation space {observation_space}: expected a Box")
+        check_int("embed", embed)
+        obs_dim = int(np.prod(observation_space.shape))
+        self.projection: np.ndarray | None = None
+        if len(observation_space.shape) > 1:
+            projection = np.random.default_rng(0).standard_normal((obs_dim, embed), dtype=np.float32)
+            self.projection = projection / np.float32(np.sqrt(obs_dim))
+            obs_dim = embed
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"dynamics evidence: action space {action_space}: expected Discrete")
         if model not in MODELS:
             raise ValueError(f"dynamics model={model!r}: expected one of {list(MODELS)}")
         if model == "ridge" and neural_options:
             raise ValueError(f"dynamics model='ridge': {sorted(neural_options)} are options of model 'neural'")
-        obs_dim, n_actions = int(observation_space.shape[0]), int(action_space.n)
+        n_actions = int(action_space.n)
         self.scale = ChangeScale(obs_dim, warmup)
         self.model: RidgeDynamics | NeuralDynamics = (
             RidgeDynamics(obs_dim, n_actions, num_tasks, self.scale, ridge)
@@ -269,9 +279,15 @@ class DynamicsEvidence:
     def observe(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
         """Learn from transitions ``(obs[i], actions[i]) -> next_obs[i]`` gathered under ``context``
         (rows whose episode ended are left out by the caller: their ``next_obs`` is a reset)."""
-        delta = np.asarray(next_obs, dtype=np.float64) - np.asarray(obs, dtype=np.float64)
+        obs, next_obs = self._embed(obs), self._embed(next_obs)
+        delta = next_obs - obs
         self.scale.update(delta)
         self.model.observe(obs, np.asarray(actions).reshape(-1), delta, context)
+
+    def _embed(self, obs: np.ndarray) -> np.ndarray:
+        """What the models see of ``obs``: itself, or a frame's projection (``embed``)."""
+        obs = np.asarray(obs, dtype=np.float64)
+        return obs if self.projection is None else obs.reshape(len(obs), -1) @ self.projection.astype(np.float64)
 
     def update(self, steps: int = 1) -> float | None:
         """Train the model (``neural``: ``steps`` Adam steps; ``ridge``: nothing to do); the last loss."""
@@ -280,8 +296,8 @@ class DynamicsEvidence:
     def errors(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
         """Mean squared error of each context's model on the window, per dimension in the units of
         the observed changes' standard deviation; the lowest names the window's task."""
-        delta = np.asarray(next_obs, dtype=np.float64) - np.asarray(obs, dtype=np.float64)
-        return self.model.errors(obs, np.asarray(actions).reshape(-1), delta, contexts)
+        obs, next_obs = self._embed(obs), self._embed(next_obs)
+        return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts)
 
     def state_dict(self) -> dict[str, Any]:
         """The ridge statistics and the scale, as lists (a resume goes on with them exactly)."""
