@@ -3,6 +3,7 @@ switch leaves no data of the previous context."""
 
 import numpy as np
 
+from psp_rl.agents import ContinualDQN
 from psp_rl.envs import get_sequence
 from psp_rl.plugins.inference.context_trials import FixedContext, InferredTaskEnv
 from tests.conftest import small_dqn
@@ -47,9 +48,11 @@ def test_a_false_alarm_and_the_switch_back_keep_every_transition():
     assert (after["task"][:600] == 0).all() and (after["task"][610:800] == 1).all() and (after["task"][810:] == 0).all()
 
 
-def test_a_confirmed_switch_keeps_the_new_contexts_transitions_only():
+def test_a_confirmed_switch_keeps_the_new_contexts_transitions_only(tmp_path):
     agent, chooser = _hidden_dqn()
     agent.on_inferred_switch(1)
+    agent.save(tmp_path / "model.zip")  # a checkpoint while the switch is pending keeps it pending
+    assert ContinualDQN.load(tmp_path / "model.zip").pending_switch == 0
     _learn_under(agent, chooser, 1, 400)
     kept, kept_actions = _rows(agent)
     agent.confirm_switch()
