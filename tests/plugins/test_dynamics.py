@@ -59,6 +59,19 @@ def test_frames_are_embedded_and_name_the_minatar_game_of_a_short_window():
         assert right >= 40, (game, right)  # 46-50 of 50 measured
 
 
+def test_a_median_window_error_barely_moves_for_a_few_odd_transitions(cartpoles):
+    obs, actions, next_obs = _stack(play_episodes(cartpoles, 0, 1000, seed=0))
+    errors = {}
+    for reduce in ("mean", "median"):
+        evidence = DynamicsEvidence(cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 1, warmup=500, window_error=reduce)
+        evidence.observe(obs, actions, next_obs, context=0)
+        window = [part[:20].copy() for part in (obs, actions, next_obs)]
+        clean = evidence.errors(*window, contexts=[0])[0]
+        window[2][:2] += 1.0  # two of 20 transitions the model cannot predict
+        errors[reduce] = evidence.errors(*window, contexts=[0])[0] / clean
+    assert errors["mean"] > 100 and errors["median"] < 2
+
+
 def test_change_scale_is_fixed_after_its_warmup():
     scale = ChangeScale(2, warmup=3)
     scale.update(np.array([[0.0, 1.0], [2.0, 1.0]]))
@@ -79,6 +92,7 @@ def test_bad_settings_are_refused_in_one_line(cartpoles):
         (lambda: DynamicsEvidence(obs, act, 3, model="gp"), "model='gp'"),
         (lambda: DynamicsEvidence(obs, act, 3, hidden=[64]), "options of model 'neural'"),
         (lambda: DynamicsEvidence(obs, act, 3, ridge=0.0), "ridge=0.0"),
+        (lambda: DynamicsEvidence(obs, act, 3, window_error="max"), "window_error='max'"),
         (lambda: SuperposedDynamics(4, 2, 3, input_layer="wide"), "input_layer='wide'"),
     ]
     for make, message in cases:

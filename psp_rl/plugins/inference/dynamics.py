@@ -170,9 +170,14 @@ class NeuralDynamics:
         return None if loss is None else float(loss.detach())
 
     @torch.no_grad()
-    def errors(self, obs: np.ndarray, actions: np.ndarray, delta: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
+    def errors(
+        self, obs: np.ndarray, actions: np.ndarray, delta: np.ndarray, contexts: Sequence[int], reduce: str = "mean"
+    ) -> np.ndarray:
         self.model.eval()
         x, a, target = torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(actions), self._target(delta)
+        if reduce == "median":
+            rows = [F.mse_loss(self.model(x, a, c), target, reduction="none").mean(dim=1) for c in contexts]
+            return np.array([float(r.median()) for r in rows])
         return np.array([float(F.mse_loss(self.model(x, a, c), target)) for c in contexts])
 
 
@@ -213,12 +218,19 @@ class RidgeDynamics:
             self._solved[context] = np.linalg.solve(a, self.xty[context])
         return self._solved[context]
 
-    def errors(self, obs: np.ndarray, actions: np.ndarray, delta: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
+    def errors(
+        self, obs: np.ndarray, actions: np.ndarray, delta: np.ndarray, contexts: Sequence[int], reduce: str = "mean"
+    ) -> np.ndarray:
         x = self._features(obs, actions)
+        if reduce == "median":  # each transition's mean error, then their median: a few odd states weigh little
+            return np.array(
+                [np.median(np.mean(((x @ self.weights(c) - delta) / self.scale.std) ** 2, axis=1)) for c in contexts]
+            )
         return np.array([np.mean(((x @ self.weights(c) - delta) / self.scale.std) ** 2) for c in contexts])
 
 
 MODELS = ("ridge", "neural")
+WINDOW_ERRORS = ("mean", "median")
 
 
 class DynamicsEvidence:
@@ -234,6 +246,8 @@ class DynamicsEvidence:
     :param ridge: the ridge penalty.
     :param warmup: the run's first transitions that fix the units errors are measured in
         (:class:`ChangeScale`).
+    :param window_error: a window's error is the ``mean`` of its transitions' (default) or their
+        ``median`` (a few states the model predicts badly, a falling pole's, weigh little).
     :param embed: frames (a ``Box`` of more than one axis, MinAtar's or Atari's): the models see a
         fixed random Gaussian projection of the flattened frame to ``embed`` numbers (seeded, the
         same in every run), so a model is ``embed``-sized whatever the frame. On MinAtar's 5 games
@@ -251,8 +265,12 @@ class DynamicsEvidence:
         ridge: float = 1e-3,
         warmup: int = 2000,
         embed: int = 256,
+        window_error: str = "mean",
         **neural_options: Any,
     ) -> None:
+        if window_error not in WINDOW_ERRORS:
+            raise ValueError(f"dynamics window_error={window_error!r}: expected one of {list(WINDOW_ERRORS)}")
+        self.window_error = window_error
         if not isinstance(observation_space, spaces.Box):
             raise ValueError(f"dynamics evidence: observation space {observation_space}: expected a Box")
         check_int("embed", embed)
@@ -294,10 +312,10 @@ class DynamicsEvidence:
         return self.model.update(steps)
 
     def errors(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
-        """Mean squared error of each context's model on the window, per dimension in the units of
-        the observed changes' standard deviation; the lowest names the window's task."""
+        """Mean squared error of each context's model on the window (``window_error``), per dimension
+        in the units of the observed changes' standard deviation; the lowest names the window's task."""
         obs, next_obs = self._embed(obs), self._embed(next_obs)
-        return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts)
+        return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts, self.window_error)
 
     def state_dict(self) -> dict[str, Any]:
         """The ridge statistics and the scale, as lists (a resume goes on with them exactly)."""

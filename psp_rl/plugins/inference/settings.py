@@ -68,6 +68,11 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics: alarms from `surprises` windows in a row, or from a CUSUM on the windows' "
         "log errors (error_threshold, error_warmup; measured: more false alarms)",
     )
+    window_error: Literal["mean", "median"] = Field(
+        default="mean",
+        description="evidence dynamics: a window's error is the mean of its transitions' errors, or their median "
+        "(a few states the model predicts badly weigh little)",
+    )
     switch_confirm_steps: int = Field(
         default=2000,
         gt=0,

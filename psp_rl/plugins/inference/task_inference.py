@@ -78,7 +78,7 @@ class TaskInference(ContinualCallback):
         self.order, self.fit, self.select = config.order, config.fit, config.select
         self.trial_episodes, self.max_delay = config.trial_episodes, config.max_delay
         self.evidence, self.window, self.error_fit = config.evidence, config.window, config.error_fit
-        self.dynamics_warmup = config.dynamics_warmup
+        self.dynamics_warmup, self.window_error = config.dynamics_warmup, config.window_error
         self.reads_transitions = self.evidence == "dynamics"  # (InferredTaskEnv reports every step's transitions)
         self.dynamics: DynamicsEvidence | None = None
         self.surprises, self.confirm, self.error_alarm = config.surprises, config.confirm, config.error_alarm
@@ -119,7 +119,7 @@ class TaskInference(ContinualCallback):
             try:
                 self.dynamics = DynamicsEvidence(
                     loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
-                    warmup=self.dynamics_warmup,
+                    warmup=self.dynamics_warmup, window_error=self.window_error,
                 )  # fmt: skip
             except ValueError as exc:
                 raise ValueError(f"inference.evidence='dynamics': {exc}") from None
