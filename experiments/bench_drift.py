@@ -20,6 +20,7 @@ still there), ``--episodes`` deterministic episodes each; ``<out>/table.md``, ``
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -71,6 +72,36 @@ def evaluate_range(run_dir: Path, config: dict, values: list[float], episodes: i
     return out
 
 
+PLAYABLE = 100.0
+"""An evaluated value is playable when the oracle's mean return there reaches this (random play scores
+~20; at force 0 nothing balances the pole and the oracle gets ~45)."""
+
+
+def oracle_lines(oracle_runs: list[Path], rows: list[dict], columns: list[str]) -> list[str]:
+    """Each variant's mean return at every playable value over the oracle's (mean over seeds), and
+    the target (>= 0.9x at each)."""
+    finals = np.array([json.loads(RunDir(run).metrics.read_text())["eval_matrix"][-1] for run in oracle_runs])
+    oracle = finals.mean(axis=0)
+    if len(oracle) != len(columns):
+        raise SystemExit(f"--oracle: {len(oracle)} tasks per run, expected one per evaluated value ({len(columns)})")
+    playable = [i for i, value in enumerate(oracle) if value >= PLAYABLE]
+    lines = [
+        f"Per-value oracle ({len(oracle_runs)} runs): "
+        + ", ".join(f"{columns[i]} {oracle[i]:.1f}" for i in range(len(columns)))
+        + f"; playable (oracle >= {PLAYABLE:.0f}): {', '.join(columns[i] for i in playable)}",
+        "",
+        "| variant | " + " | ".join(f"{columns[i]} / oracle" for i in playable) + " | mean | target >= 0.9x at each |",
+        "|---" * (len(playable) + 3) + "|",
+    ]
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        mine = np.array([[row[columns[i]] for i in playable] for row in rows if row["variant"] == variant])
+        ratios = mine.mean(axis=0) / oracle[playable]
+        verdict = "met" if (ratios >= 0.9).all() else "MISSED"
+        cells = " | ".join(f"{r:.2f}" for r in ratios)
+        lines.append(f"| {variant} | {cells} | {ratios.mean():.2f} | {verdict} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
@@ -81,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--finished-only", action="store_true", help="evaluate finished runs only, train none")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--oracle",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="finished runs of a per-value oracle (drift-force-oracle.yaml: one task per evaluated value, in "
+        "the same order); each variant's return at every playable value is compared with the oracle's",
+    )
     args = parser.parse_args(argv)
     variants = {name: VARIANTS[name] for name in args.variants}
     torch.set_num_threads(1)
@@ -124,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(the drift held still):\n\n{table}\n\n"
         "Target: the drifting (smooth) context's mean return over the range >= the fixed context's, per seed:\n\n"
     )
+    if args.oracle:
+        lines += ["", *oracle_lines(args.oracle, rows, header[2:-1])]
     atomic_write_text(args.out / "table.md", text + "\n".join(lines) + "\n")
     atomic_write_text(args.out / "command.txt", command + "\n")
     print("\n".join(lines))

@@ -2,6 +2,7 @@
 and README's Python example runs as written (on a smaller budget)."""
 
 import importlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -124,12 +125,19 @@ def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
         _finished_trial(config, variant, out, VARIANTS)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert (
-        main([str(path), "--seeds", "0", "--out", str(out), "--points", "2", "--episodes", "2", "--finished-only"]) == 0
-    )
+    oracles = []
+    for seed, last in ((0, [300.0, 50.0]), (1, [100.0, 30.0])):  # playable at gravity 9.8 only (mean 200)
+        oracles.append(tmp_path / f"oracle-{seed}")
+        oracles[-1].mkdir()
+        (oracles[-1] / "metrics.json").write_text(json.dumps({"eval_matrix": [[0.0, 0.0], last]}))
+    args = [str(path), "--seeds", "0", "--out", str(out), "--points", "2", "--episodes", "2", "--finished-only"]
+    assert main([*args, "--oracle", *map(str, oracles)]) == 0
     rows = (out / "table.csv").read_text().splitlines()
     assert rows[0] == "variant,seed,gravity=9.80,gravity=20.00,range_mean" and len(rows) == 3
-    assert "seed 0: smooth" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "seed 0: smooth" in table and "playable (oracle >= 100): gravity=9.80" in table
+    fixed = float(rows[1].split(",")[2])
+    assert f"| drift-fixed | {fixed / 200:.2f} |" in table
 
 
 def test_readme_python_example_runs(monkeypatch, tmp_path):
