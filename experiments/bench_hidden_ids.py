@@ -34,11 +34,22 @@ from psp_rl.sweep.runner import run_sweep
 MODES = ("hidden", "announced")
 
 
+def fresh_for_known_tasks(choices: list[list], stage_ends: list[int], schedule: list[int]) -> int:
+    """Fresh contexts the inference took during a stage whose task an earlier stage had trained."""
+    count = 0
+    for step, _, how in choices:
+        stage = min(int(np.searchsorted(stage_ends, step, side="right")), len(schedule) - 1)
+        count += how == "fresh" and schedule[stage] in schedule[:stage]
+    return count
+
+
 def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict], list[str]]:
     """Per-seed rows and the target lines, from the finished hidden-id runs under ``out`` and the
     announced-id runs under ``announced``."""
     rows = []
-    pooled = {"noticeable": 0, "detected": 0, "false": 0, "steps": 0, "returning": 0, "mapped": 0, "reused": 0}
+    pooled = {
+        key: 0 for key in ("noticeable", "detected", "false", "steps", "returning", "mapped", "reused", "fresh_known")
+    }
     for seed in seeds:
         metrics = {}
         for mode, where in (("hidden", out / "hidden"), ("announced", announced)):
@@ -54,6 +65,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         returning = returning_tasks(inference["stage_contexts"], schedule)
         mapped = sum(r["context"] == r["own_context"] for r in returning)
         reused = sum(r["reused"] for r in returning)
+        fresh_known = fresh_for_known_tasks(inference["choices"], hidden["stage_end_steps"], schedule)
         rows.append(
             {
                 "seed": seed,
@@ -69,6 +81,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
                 "mapped_to_own_context": mapped,
                 "reused_a_stored_context": reused,
                 "contexts_taken": len({c[1] for c in inference["choices"]} | {0}),
+                "fresh_for_known_tasks": fresh_known,
                 "eval_contexts": " ".join(f"{k}:{v}" for k, v in inference["eval_contexts"].items()),
             }
         )
@@ -80,6 +93,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             ("returning", len(returning)),
             ("mapped", mapped),
             ("reused", reused),
+            ("fresh_known", fresh_known),
         ):
             pooled[key] += value
     targets = []
@@ -95,8 +109,9 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         targets = [
             f"- switches detected within 2,000 env steps >= 95%: {pooled['detected']}/{pooled['noticeable']} = "
             f"{rate:.0%} -> {'met' if rate >= 0.95 else 'MISSED'}",
-            f"- false alarms <= 1 per 100k env steps: {pooled['false']} in {pooled['steps']:,} steps = "
-            f"{false_rate:.2f} -> {'met' if false_rate <= 1 else 'MISSED'}",
+            f"- false alarms <= 0.5 per 100k env steps (issue 33; 1 before): {pooled['false']} in {pooled['steps']:,} "
+            f"steps = {false_rate:.2f} -> {'met' if false_rate <= 0.5 else 'MISSED'}",
+            f"- fresh contexts opened while a task already trained was on (goal 0): {pooled['fresh_known']}",
             f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
             f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'} (reused a stored context rather than a fresh "
             f"one: {pooled['reused']}/{pooled['returning']})",

@@ -110,8 +110,16 @@ def test_bench_hidden_ids_scores_finished_runs(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main([str(path), "--seeds", "0", "--out", str(out), "--finished-only"]) == 0
-    assert "false alarms <= 1 per 100k env steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "false alarms <= 0.5 per 100k env steps" in printed and "fresh contexts opened while a task" in printed
     assert (out / "table.csv").read_text().startswith("seed,final_avg_hidden,final_avg_announced")
+
+
+def test_fresh_contexts_for_known_tasks_count_the_stages_whose_task_came_before():
+    from experiments.bench_hidden_ids import fresh_for_known_tasks
+
+    choices = [[100, 1, "fresh"], [1500, 2, "stored"], [2500, 2, "fresh"], [2600, 0, "stored"]]
+    assert fresh_for_known_tasks(choices, [1000, 2000, 3000], [0, 1, 0]) == 1  # the fresh one in stage 2
 
 
 def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
