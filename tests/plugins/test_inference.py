@@ -243,6 +243,7 @@ def test_inference_state_round_trips_through_a_checkpoint(tmp_path):
     restored.before_training(resumed_loop)
     assert restored.state_dict() == inference.state_dict() and resumed_loop.agent.updates_held
     assert resumed_loop.agent.starts == []  # a resumed run's context is no new start
+    assert restored.task_steps == inference.task_steps == 1000  # the schedules' horizon after a resume too
     for value in (5, 5, 5):
         inference.episode_end(value, inference.context, True)
         restored.episode_end(value, restored.context, True)

@@ -125,10 +125,10 @@ class TaskInference(ContinualCallback):
                 raise ValueError(f"inference.evidence='dynamics': {exc}") from None
             if self._dynamics_state is not None:
                 self.dynamics.load_state_dict(self._dynamics_state)
+        if self.task_steps is None:  # (a resumed run too: it is no saved state)
+            self.task_steps = round(sum(task.steps for task in loop.sequence) / len(loop.sequence))
         if not self._restored:
             self.detector.watch(self.context)
-            if self.task_steps is None:
-                self.task_steps = round(sum(task.steps for task in loop.sequence) / len(loop.sequence))
             if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
                 loop.agent.on_task_start(self.context, self.task_steps)
 
