@@ -72,6 +72,18 @@ def test_a_median_window_error_barely_moves_for_a_few_odd_transitions(cartpoles)
     assert errors["mean"] > 100 and errors["median"] < 2
 
 
+def test_a_forgotten_context_learns_afresh_and_the_others_keep_their_models(cartpoles):
+    evidence = DynamicsEvidence(cartpoles.spaces[0]["obs"], cartpoles.spaces[1], 2, warmup=500)
+    data = [_stack(play_episodes(cartpoles, task, 1000, seed=task)) for task in (0, 1)]
+    for task in (0, 1):
+        evidence.observe(*data[task], context=task)
+    kept = evidence.errors(*data[1], contexts=[1])
+    evidence.forget(0)
+    assert evidence.model.count.tolist() == [0, 1000] and evidence.errors(*data[1], contexts=[1]) == kept
+    evidence.observe(*data[1], context=0)  # context 0 now learns task 1 alone: its model is context 1's
+    np.testing.assert_allclose(evidence.errors(*data[1], contexts=[0]), kept)
+
+
 def test_change_scale_is_fixed_after_its_warmup():
     scale = ChangeScale(2, warmup=3)
     scale.update(np.array([[0.0, 1.0], [2.0, 1.0]]))

@@ -307,6 +307,13 @@ class DynamicsEvidence:
         obs = np.asarray(obs, dtype=np.float64)
         return obs if self.projection is None else obs.reshape(len(obs), -1) @ self.projection.astype(np.float64)
 
+    def forget(self, context: int) -> None:
+        """Drop ``context``'s model (``ridge``: its statistics; it learns afresh from what comes next)."""
+        if not isinstance(self.model, RidgeDynamics):
+            raise ValueError("dynamics evidence: only model 'ridge' forgets a context")
+        self.model.xtx[context], self.model.xty[context], self.model.count[context] = 0.0, 0.0, 0
+        self.model._solved.pop(context, None)
+
     def update(self, steps: int = 1) -> float | None:
         """Train the model (``neural``: ``steps`` Adam steps; ``ridge``: nothing to do); the last loss."""
         return self.model.update(steps)

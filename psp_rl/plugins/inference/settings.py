@@ -68,6 +68,12 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics: alarms from `surprises` windows in a row, or from a CUSUM on the windows' "
         "log errors (error_threshold, error_warmup; measured: more false alarms)",
     )
+    exhausted_model: Literal["keep", "forget"] = Field(
+        default="keep",
+        description="evidence dynamics: when a context is taken again for a task none fits (every context taken), "
+        "keep its dynamics model (it then blends the tasks it saw, and a switch to one of them can go unseen) or "
+        "forget it (it warms up again on the task it now learns)",
+    )
     window_error: Literal["mean", "median"] = Field(
         default="mean",
         description="evidence dynamics: a window's error is the mean of its transitions' errors, or their median "

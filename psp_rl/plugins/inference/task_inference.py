@@ -79,6 +79,7 @@ class TaskInference(ContinualCallback):
         self.trial_episodes, self.max_delay = config.trial_episodes, config.max_delay
         self.evidence, self.window, self.error_fit = config.evidence, config.window, config.error_fit
         self.dynamics_warmup, self.window_error = config.dynamics_warmup, config.window_error
+        self.exhausted_model = config.exhausted_model
         self.reads_transitions = self.evidence == "dynamics"  # (InferredTaskEnv reports every step's transitions)
         self.dynamics: DynamicsEvidence | None = None
         self.surprises, self.confirm, self.error_alarm = config.surprises, config.confirm, config.error_alarm
@@ -350,6 +351,8 @@ class TaskInference(ContinualCallback):
         if how == "exhausted":
             self.usual_error.pop(choice, None)
             self.error_detector.forget(choice)
+            if self.dynamics is not None and self.exhausted_model == "forget":
+                self.dynamics.forget(choice)
         self.error_detector.watch(choice)
         self.context = choice
         self.used = [c for c in self.used if c != choice] + [choice]
