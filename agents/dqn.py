@@ -185,6 +185,14 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
     def on_task_start(
         self, task: int, steps: int | None = None, task_env: Callable[[int], VecEnv] | None = None
     ) -> None:
+        self._switch_to(task, steps, task_env)
+        if self.replay_on_switch == "clear" and self.replay_buffer is not None:
+            self.replay_buffer.reset()
+            # An emptied buffer fills again before updates resume, as at the very start.
+            self.learning_starts = self.num_timesteps + self.base_learning_starts
+
+    def _switch_to(self, task: int, steps: int | None, task_env: Callable[[int], VecEnv] | None) -> None:
+        """A switch but for the replay: distil the task that ends, restart the schedules."""
         q_net = self.policy.q_net
         if q_net.policy_torso is not None:
             # The task that just ended is distilled before its transitions are cleared; the new
@@ -197,10 +205,6 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         super().on_task_start(task, steps, task_env)
         # Exploration restarts for the new task: epsilon is read from task-local progress.
         self.exploration_rate = self.exploration_schedule(self.task_progress_remaining())
-        if self.pending_switch is None and self.replay_on_switch == "clear" and self.replay_buffer is not None:
-            self.replay_buffer.reset()
-            # An emptied buffer fills again before updates resume, as at the very start.
-            self.learning_starts = self.num_timesteps + self.base_learning_starts
 
     def on_inferred_switch(self, task: int, steps: int | None = None) -> None:
         """Task inference's switch to context ``task``, which may be a false alarm: the acting
@@ -214,8 +218,7 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
             return
         back = self.pending_switch is not None and task == self.pending_switch
         before = self.current_task if self.pending_switch is None else self.pending_switch
-        self.pending_switch = before
-        self.on_task_start(task, steps)
+        self._switch_to(task, steps, None)
         self.pending_switch = None if back else before
 
     def confirm_switch(self) -> None:

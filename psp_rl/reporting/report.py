@@ -133,18 +133,17 @@ def _probe_lines(run: RunData) -> list[str]:
     return lines
 
 
-def _inference_lines(runs: list[RunData]) -> list[str]:
-    """Hidden task ids: per run, its detections and the context each stage acted under (the triangles
-    and ``c<k>`` labels of the returns plot)."""
-    inferred = [(r, marks) for r in runs if (marks := r.inference()) is not None]
+def _inference_lines(inferred: dict[str, InferenceMarks]) -> list[str]:
+    """Hidden task ids: per run label, its detections and the context each stage acted under (the
+    triangles and ``c<k>`` labels of the returns plot)."""
     if not inferred:
         return []
     lines = ["", "## Task inference (hidden task ids)", ""]
     lines += ["| run | detections (step) | context per stage (task: context) |", "|---|---|---|"]
-    for r, marks in inferred:
+    for label, marks in inferred.items():
         detections = ", ".join(f"{step:,}" for step in marks.detections) or "none"
         visits = ", ".join(f"{task}: c{context}" for _, _, task, context in marks.visits)
-        lines.append(f"| {r.label} | {detections} | {visits} |")
+        lines.append(f"| {label} | {detections} | {visits} |")
     return lines
 
 
@@ -174,13 +173,14 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(dict.fromkeys(task for r in runs for task in r.tasks))
     finished = [r for r in runs if r.metrics is not None]
+    inferred = {r.label: marks for r in runs if (marks := r.inference()) is not None}
 
     figures = {
         "returns.png": returns_figure(
             {r.label: r.curves() for r in runs},
             tasks,
             {r.label: r.boundaries() for r in runs},
-            {r.label: marks for r in runs if (marks := r.inference()) is not None},
+            inferred,
         ),
         "forgetting.png": forgetting_figure({r.label: r.metrics["forgetting"] for r in finished}, tasks),
     }
@@ -211,7 +211,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         for task in r.tasks:
             final, forgot = r.metrics["final_returns"][task], r.metrics["forgetting"][task]
             lines.append(f"| {r.label} | {task} | {_fmt(final)} | {_fmt(forgot)} |")
-    lines += _inference_lines(runs)
+    lines += _inference_lines(inferred)
     lines += ["", "## Plots", "", "![eval returns per task](returns.png)", "", "![forgetting](forgetting.png)", ""]
     lines += [f"![evaluation matrix {r.label}](matrix-{_file_label(r.label)}.png)" for r in finished]
     probed = [r for r in runs if r.probes]

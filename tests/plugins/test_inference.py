@@ -14,7 +14,8 @@ from psp_rl.envs import get_sequence
 from psp_rl.errors import ConfigError
 from psp_rl.plugins.inference.context_trials import ContextTrials, Deployment, FixedContext, InferredTaskEnv
 from psp_rl.plugins.inference.detection import ReturnDrop
-from psp_rl.plugins.inference.task_inference import TaskInference, score_inference
+from psp_rl.plugins.inference.scoring import score_inference
+from psp_rl.plugins.inference.task_inference import TaskInference
 from tests.conftest import finished_run, run_cli, run_train
 
 

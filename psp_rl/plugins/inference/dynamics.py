@@ -209,6 +209,10 @@ class RidgeDynamics:
         self.count[context] += len(x)
         self._solved.pop(context, None)
 
+    def forget(self, context: int) -> None:
+        self.xtx[context], self.xty[context], self.count[context] = 0.0, 0.0, 0
+        self._solved.pop(context, None)
+
     def update(self, steps: int) -> float | None:
         return None  # (solved when scored)
 
@@ -278,7 +282,7 @@ class DynamicsEvidence:
         self.projection: np.ndarray | None = None
         if len(observation_space.shape) > 1:
             projection = np.random.default_rng(0).standard_normal((obs_dim, embed), dtype=np.float32)
-            self.projection = projection / np.float32(np.sqrt(obs_dim))
+            self.projection = (projection / np.float32(np.sqrt(obs_dim))).astype(np.float64)
             obs_dim = embed
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"dynamics evidence: action space {action_space}: expected Discrete")
@@ -305,14 +309,13 @@ class DynamicsEvidence:
     def _embed(self, obs: np.ndarray) -> np.ndarray:
         """What the models see of ``obs``: itself, or a frame's projection (``embed``)."""
         obs = np.asarray(obs, dtype=np.float64)
-        return obs if self.projection is None else obs.reshape(len(obs), -1) @ self.projection.astype(np.float64)
+        return obs if self.projection is None else obs.reshape(len(obs), -1) @ self.projection
 
     def forget(self, context: int) -> None:
         """Drop ``context``'s model (``ridge``: its statistics; it learns afresh from what comes next)."""
         if not isinstance(self.model, RidgeDynamics):
             raise ValueError("dynamics evidence: only model 'ridge' forgets a context")
-        self.model.xtx[context], self.model.xty[context], self.model.count[context] = 0.0, 0.0, 0
-        self.model._solved.pop(context, None)
+        self.model.forget(context)
 
     def update(self, steps: int = 1) -> float | None:
         """Train the model (``neural``: ``steps`` Adam steps; ``ridge``: nothing to do); the last loss."""

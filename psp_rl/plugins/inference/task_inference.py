@@ -56,8 +56,6 @@ from psp_rl.plugins.inference.dynamics import DynamicsEvidence
 from psp_rl.plugins.inference.scoring import score_inference
 from psp_rl.plugins.inference.settings import InferenceConfig
 
-__all__ = ["TaskInference", "score_inference"]
-
 
 class TaskInference(ContinualCallback):
     """Chooses the acting context when task ids are hidden (see the module's docstring).
@@ -199,7 +197,7 @@ class TaskInference(ContinualCallback):
     def episode_end(self, value: float, context: int, clean: bool) -> None:
         if not clean or context != self.context or self.confirming is not None:
             return  # started under another context (or one on probation): it tells nothing about this one
-        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        step = self._step()
         if self.trials is None:
             alarm = self.detector.update(context, value)
             if self.loop is not None:
@@ -238,7 +236,7 @@ class TaskInference(ContinualCallback):
                 self.usual_error[context] = float(self.dynamics.errors(*window, [context])[0])
             return
         (error,) = self.dynamics.errors(*window, [context])
-        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
+        step = self._step()
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
         if self.error_alarm == "cusum":
@@ -330,7 +328,7 @@ class TaskInference(ContinualCallback):
         policy, whose states can be unusual for every model (a falling pole)."""
         found = self._best_stored()
         if found is None:
-            self._adopt(self.context, "kept", int(self.loop.agent.num_timesteps) if self.loop is not None else 0)
+            self._adopt(self.context, "kept", self._step())
             return
         self.confirming = (found[0], self.context)
         self.context, self.pending = found[0], []
@@ -341,24 +339,22 @@ class TaskInference(ContinualCallback):
         assert self.confirming is not None
         best, before = self.confirming
         self.confirming = None
-        step = int(self.loop.agent.num_timesteps) if self.loop is not None else 0
-        self._adopt(*self._fit_or_fresh(best, error, before), step)
+        self._adopt(*self._fit_or_fresh(best, error, before), self._step())
 
     def _adopt(self, choice: int, how: str, step: int) -> None:
         """Act from ``choice`` from now on (``how``: kept, stored, fresh or exhausted)."""
         self.trials = None
         self.pending, self.surprises_in_a_row = [], 0  # a window holds one context's transitions
-        if how == "exhausted":
+        if how == "exhausted":  # it now learns another task: its old references say nothing
             self.usual_error.pop(choice, None)
             self.error_detector.forget(choice)
+            self.detector.forget(choice)
             if self.dynamics is not None and self.exhausted_model == "forget":
                 self.dynamics.forget(choice)
         self.error_detector.watch(choice)
+        self.detector.watch(choice)
         self.context = choice
         self.used = [c for c in self.used if c != choice] + [choice]
-        if how == "exhausted":  # it now learns another task: its old reference says nothing
-            self.detector.forget(choice)
-        self.detector.watch(choice)
         self.choices.append([step, choice, how])
         self._hold(False)
         if self.loop is not None:
@@ -366,6 +362,10 @@ class TaskInference(ContinualCallback):
             if how != "kept" and hasattr(self.loop.agent, "on_inferred_switch"):
                 self.loop.agent.on_inferred_switch(choice, self.task_steps)  # (as the loop at an announced one)
                 self.since_switch = 0
+
+    def _step(self) -> int:
+        """The agent's env steps so far (0 without a loop: the unit tests drive the hooks by hand)."""
+        return int(self.loop.agent.num_timesteps) if self.loop is not None else 0
 
     def _hold(self, held: bool) -> None:
         if self.loop is not None:
