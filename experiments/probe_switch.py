@@ -25,9 +25,8 @@ from psp_rl.continual import RunDir
 from psp_rl.threads import set_threads
 
 
-def scalars(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
-    events.Reload()
+def scalars(events: EventAccumulator, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of ``tag`` in a loaded run's TensorBoard events (empty when absent)."""
     found = events.Scalars(tag) if tag in events.Tags()["scalars"] else []
     return np.array([e.step for e in found]), np.array([e.value for e in found])
 
@@ -36,6 +35,7 @@ def policy_lines(agent: ContinualPPO, sequence, task: int, contexts: int, seed: 
     """Each context's policy on 2,000 random-play states of ``task``: how often it would push
     right, how sure it is (entropy, nats) and the median logit gap."""
     env, states = sequence.make_env(task), []
+    env.action_space.seed(seed)  # (the random play is part of what is reported: the same every run)
     obs, _ = env.reset(seed=seed)
     for _ in range(2000):
         states.append(obs["obs"])
@@ -65,17 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     inference = metrics["TaskInference"]
     switch = next(s for s in inference["switches"] if s["stage"] == args.stage)
     ends = metrics["stage_end_steps"]
+    events = EventAccumulator(str(args.run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()  # (once: it reads every event file of the run)
     print(f"# Switch at stage {args.stage} ({metrics['stages'][args.stage - 1]} -> {metrics['stages'][args.stage]})")
     print(f"\n{json.dumps(switch)}\n")
     print("| stage | task | context acting most | training return: first 20 episodes | last 20 |")
     print("|---|---|---|---|---|")
     for stage, (task, start, end) in enumerate(zip(metrics["stages"], [0, *ends[:-1]], ends, strict=True)):
-        steps, values = scalars(args.run, f"train/{task}/return")
+        steps, values = scalars(events, f"train/{task}/return")
         inside = values[(steps >= start) & (steps < end)]
         context = int(np.argmax(inference["stage_contexts"][stage]))
         first, last = (f"{inside[:20].mean():.1f}", f"{inside[-20:].mean():.1f}") if len(inside) else ("-", "-")
         print(f"| {stage} | {task} | {context} | {first} | {last} |")
-    steps, values = scalars(args.run, "inference/cusum")
+    steps, values = scalars(events, "inference/cusum")
     at = ends[args.stage - 1]
     near = (steps >= at - 500) & (steps <= at + 2000)
     print(f"\nCUSUM statistic per finished episode from {at - 500} to {at + 2000} (alarm at the config's threshold):")
