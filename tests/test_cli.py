@@ -53,12 +53,20 @@ def test_train_evaluate_report_smoke(tmp_path, tiny_config, capsys):
         (["evaluate", "."], "config file 'config.yaml': not found"),
     ],
 )
-def test_user_errors_are_one_line_and_exit_2(tmp_path, args, match):
-    result = run_cli(*args, cwd=tmp_path)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, match):
+    monkeypatch.chdir(tmp_path)  # in this process: a fresh one costs seconds of imports per case
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], lines
+
+
+def test_a_user_error_in_a_fresh_process_is_one_line_without_a_traceback(tmp_path):
+    """What a user's shell sees, import-time warnings included."""
+    result = run_cli("train", "missing.yaml", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and match in lines[0], lines
+    assert len(lines) == 1 and "config 'missing.yaml': neither a file nor a shipped config" in lines[0], lines
 
 
 def test_bad_arguments_exit_2():

@@ -46,7 +46,6 @@ from psp_rl.envs.episodes import carry_episodes, check_vec_env_carries, restore_
 from psp_rl.envs.factories import software_versions
 from psp_rl.errors import ConfigError, NumericalError, RunInterrupted
 from psp_rl.policies import trained_parameters
-from psp_rl.reporting.plots import matrix_figure
 from psp_rl.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -365,6 +364,9 @@ class ContinualLoop(ResumableRun):
         return M.eval_matrix(self.state.eval_rows, self.state.stage_end_steps, self.sequence.names)
 
     def _matrix_figure(self):
+        # Imported here: matplotlib costs ~1 s at start-up, and only a finished stage draws.
+        from psp_rl.reporting.plots import matrix_figure
+
         schedule = self.sequence.schedule[: len(self.state.stage_end_steps)]
         stage_names = [self.sequence[t].name for t in schedule]
         return matrix_figure(self.eval_matrix(), stage_names, self.sequence.names)
