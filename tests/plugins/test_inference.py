@@ -512,3 +512,31 @@ def test_dynamics_evidence_an_agent_cannot_give_is_a_one_line_error():
     loop.sequence.spaces = (spaces.Dict({"obs": spaces.Discrete(4), "task": spaces.Discrete(2)}), spaces.Discrete(2))
     with pytest.raises(ValueError, match="inference.evidence='dynamics': .*expected a Box"):
         TaskInference(evidence="dynamics").before_training(loop)
+
+
+@pytest.mark.parametrize(("floor", "false_alarms"), [(0.0, 1), (5e-5, 0)])
+def test_an_error_floor_keeps_a_tiny_usual_error_from_raising_alarms_on_the_same_task(shifted, floor, false_alarms):
+    """A context fitted on a balancing policy's states predicts them to ~1e-9 (probe_false_alarms.py); the same
+    task's other states then look like a switch unless the usual error has a floor. A true switch is still seen."""
+    _, inference = _dynamics_inference(shifted, error_floor=floor)
+    _play(inference, shifted, 0, 3000, seed=0)
+    inference.usual_error[0] = 1e-9  # as after a long spell of balancing
+    _play(inference, shifted, 0, 600, seed=7)  # the same task, random play's states
+    assert len(inference.detections) == false_alarms
+    if false_alarms:  # the alarm took a fresh context for a task context 0 knows
+        assert inference.choices[-1][1:] == [1, "fresh"]
+        return
+    _play(inference, shifted, 1, 600, seed=1)  # high gravity
+    assert len(inference.detections) == 1 and inference.choices[-1][1:] == [1, "fresh"]
+
+
+@pytest.mark.parametrize(("kept_return", "alarms"), [("keep", 3), ("reset", 1)])
+def test_a_kept_answer_to_a_return_alarm_can_reset_the_usual_return(shifted, kept_return, alarms):
+    """A returning task playing below its context's old return: the dynamics say it is the same task (kept),
+    and with the old usual return kept the return CUSUM alarms again and again (the benchmark's bursts)."""
+    _, inference = _dynamics_inference(shifted, warmup_episodes=5, kept_return=kept_return)
+    _play(inference, shifted, 0, 3000, seed=0)  # context 0 knows task A's dynamics
+    _episodes(inference, [100] * 10)  # and its usual return
+    _episodes(inference, [5] * 30)  # the same task, played worse
+    assert len(inference.detections) == alarms and {how for *_, how in inference.choices} == {"kept"}
+    assert inference.detector.reference(0) == (100 if kept_return == "keep" else 5)  # reset: re-learned at 5

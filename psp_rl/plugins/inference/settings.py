@@ -49,6 +49,20 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics: the best-scoring stored context fits if its error on the window is at most "
         "error_fit x its usual error; else a fresh context",
     )
+    error_floor: float = Field(
+        default=0.0,
+        ge=0,
+        description="evidence dynamics: the smallest usual error a window is compared with (mean squared error in "
+        "the observed changes' standard deviations); a model fitted on a balancing policy's states predicts them to "
+        "~1e-9 and a falling pole's states of the same task to ~3e-5, which without a floor read as a switch "
+        "(experiments/results/hidden-ids-dynamics/false-alarms.md)",
+    )
+    kept_return: Literal["keep", "reset"] = Field(
+        default="keep",
+        description="when an alarm ends with the acting context kept (evidence dynamics: its model fits the window), "
+        "keep the context's usual return, or reset it (re-learned from its next warmup_episodes): a returning task "
+        "that plays below its context's old return otherwise raises alarm after alarm",
+    )
     dynamics_warmup: int = Field(
         default=2000,
         gt=0,

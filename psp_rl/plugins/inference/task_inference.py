@@ -18,16 +18,15 @@ transitions the context acts in), and at an alarm the context whose model predic
 ``window`` transitions best is taken at once (no trial episodes, no held updates) if its error is
 within ``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one
 window, updates held, and that window judges the fit). The same evidence raises alarms
-(``surprises`` windows in a row beyond ``error_fit``) and keeps another task's transitions out of a
-context's model (:meth:`TaskInference.transitions`).
+(``surprises`` windows in a row beyond ``error_fit``; a usual error below ``error_floor`` counts as the
+floor) and keeps another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
-that entry works unchanged.
-Evaluation uses the same trials (one episode per candidate, starting from the acting context,
-no fresh context), and the trial episodes count in the reported return: the return a deployed
-agent would get. The loop still knows the true schedule; this module uses it only to score the
-detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
+that entry works unchanged. Evaluation uses the same trials (one episode per candidate, starting
+from the acting context, no fresh context), and the trial episodes count in the reported return: the
+return a deployed agent would get. The loop still knows the true schedule; this module uses it only
+to score the detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -56,6 +55,11 @@ from psp_rl.plugins.inference.dynamics import DynamicsEvidence
 from psp_rl.plugins.inference.scoring import score_inference
 from psp_rl.plugins.inference.settings import InferenceConfig
 
+# The settings TaskInference keeps as attributes of the same names (InferenceConfig documents each).
+READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
+    "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
+    "error_alarm", "switch_confirm_steps", "task_steps"}  # fmt: skip
+
 
 class TaskInference(ContinualCallback):
     """Chooses the acting context when task ids are hidden (see the module's docstring).
@@ -73,23 +77,16 @@ class TaskInference(ContinualCallback):
     def __init__(self, probe_episodes: int = 5, **settings: Any) -> None:
         config = validated(InferenceConfig, "inference", settings)
         self.detector = ReturnDrop(config.threshold, config.slack, config.warmup_episodes, config.min_scale)
-        self.order, self.fit, self.select = config.order, config.fit, config.select
-        self.trial_episodes, self.max_delay = config.trial_episodes, config.max_delay
-        self.evidence, self.window, self.error_fit = config.evidence, config.window, config.error_fit
-        self.dynamics_warmup, self.window_error = config.dynamics_warmup, config.window_error
-        self.exhausted_model = config.exhausted_model
+        vars(self).update(config.model_dump(include=READ_AS_ATTRIBUTES))
         self.reads_transitions = self.evidence == "dynamics"  # (InferredTaskEnv reports every step's transitions)
         self.dynamics: DynamicsEvidence | None = None
-        self.surprises, self.confirm, self.error_alarm = config.surprises, config.confirm, config.error_alarm
         self.surprises_in_a_row = 0
-        # error_alarm cusum: a CUSUM per context on each window's log error (a log: errors spread over
-        # orders of magnitude as the states visited change).
+        # error_alarm cusum: a CUSUM per context on each window's log error (errors span orders of magnitude).
         self.error_detector = ReturnDrop(config.error_threshold, config.slack, config.error_warmup, min_scale=1e-3)
         self.pending: list[tuple[np.ndarray, int, np.ndarray]] = []  # the acting context's newest transitions
         self.recent: list[tuple[np.ndarray, int, np.ndarray]] = []  # its last full window (what a choice scores)
         self.usual_error: dict[int, float] = {}  # each context's error on its own windows (a running average)
         self.confirming: tuple[int, int] | None = None  # (context on probation, context before the alarm)
-        self.switch_confirm_steps, self.task_steps = config.switch_confirm_steps, config.task_steps
         self.since_switch: int | None = None  # env steps since the last switch the agent has not confirmed
         self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
@@ -240,10 +237,10 @@ class TaskInference(ContinualCallback):
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
         if self.error_alarm == "cusum":
-            alarm = self.error_detector.update(context, -math.log(max(error, 1e-300)))
+            alarm = self.error_detector.update(context, -math.log(max(error, self.error_floor, 1e-300)))
             learn = not alarm and self.error_detector.statistic == 0.0
         else:
-            learn = error <= self.error_fit * usual
+            learn = self._fits(error, context)
             self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
             alarm = self.surprises_in_a_row >= self.surprises
         if alarm:
@@ -309,12 +306,15 @@ class TaskInference(ContinualCallback):
         return candidates[int(np.argmin(errors))], float(errors.min())
 
     def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
-        """``best`` if ``error`` is within ``error_fit`` of its usual error; else a fresh context
-        (``best`` again, ``exhausted``, when none is free)."""
-        if error <= self.error_fit * self.usual_error[best]:
+        """``best`` if ``error`` fits it (:meth:`_fits`); else a fresh context (``best``, ``exhausted``, if none)."""
+        if self._fits(error, best):
             return best, "kept" if best == before else "stored"
         free = [c for c in range(self._num_contexts()) if c not in self.used]
         return (free[0], "fresh") if free else (best, "exhausted")
+
+    def _fits(self, error: float, context: int) -> bool:
+        """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor)."""
+        return error <= self.error_fit * max(self.usual_error[context], self.error_floor)
 
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
@@ -351,6 +351,8 @@ class TaskInference(ContinualCallback):
             self.detector.forget(choice)
             if self.dynamics is not None and self.exhausted_model == "forget":
                 self.dynamics.forget(choice)
+        if how == "kept" and self.kept_return == "reset":  # the same task, by the evidence: its return moved
+            self.detector.forget(choice)
         self.error_detector.watch(choice)
         self.detector.watch(choice)
         self.context = choice
@@ -442,8 +444,7 @@ class TaskInference(ContinualCallback):
         if "error_detector" in state:
             self.error_detector.load_state_dict(state["error_detector"])
         self.surprises_in_a_row = int(state.get("surprises_in_a_row", 0))
-        confirming = state.get("confirming")
+        confirming, since = state.get("confirming"), state.get("since_switch")
         self.confirming = (int(confirming[0]), int(confirming[1])) if confirming else None
-        since = state.get("since_switch")
         self.since_switch = int(since) if since is not None else None
         self._restored = True
