@@ -31,6 +31,7 @@ import numpy as np
 
 from experiments.probe_dynamics import play_episodes, trained_agent, windows
 from psp_rl.continual.files import atomic_write_text
+from psp_rl.envs import get_sequence
 from psp_rl.plugins.inference.dynamics import DynamicsEvidence
 from psp_rl.plugins.inference.task_inference import TaskInference
 from psp_rl.threads import set_threads
@@ -63,35 +64,33 @@ def error_quantiles(sequence, agent, seed: int) -> list[str]:
     return rows
 
 
-class _Agent(SimpleNamespace):
-    """What task inference asks of an agent: held updates, its step count, switches (counted)."""
-
-    def on_inferred_switch(self, task: int, steps: int | None = None) -> None:
-        self.switches += 1
+def _feed(inference: TaskInference, sequence, task: int, count: int, seed: int, actor) -> list[list[int]]:
+    """``count`` transitions of ``task`` (random play, or ``actor``'s) read by ``inference`` as the wrapper
+    reports them, in vector steps of 8 envs; the detections they raised."""
+    before, agent = len(inference.detections), inference.loop.agent
+    for obs, actions, next_obs in play_episodes(sequence, task, count, seed, actor):
+        for i in range(0, len(obs), 8):
+            inference.transitions(obs[i : i + 8], actions[i : i + 8], next_obs[i : i + 8], inference.context)
+            agent.num_timesteps += len(obs[i : i + 8])
+    return inference.detections[before:]
 
 
 def alarms(sequence, agent, seed: int, floor: float) -> dict[str, int]:
-    """Alarms in each phase of the one-task stream, and the env steps to detect the true switch."""
+    """Alarms in each phase of the one-task stream, and the env steps to detect the true switch (-1: none)."""
     loop = SimpleNamespace(
-        agent=_Agent(num_timesteps=0, updates_held=False, switches=0),
+        agent=SimpleNamespace(num_timesteps=0, updates_held=False),  # what task inference asks of an agent
         writer=SimpleNamespace(add_scalar=lambda *args: None),
         sequence=sequence,
         seed=seed,
     )
     inference = TaskInference(evidence="dynamics", window=WINDOW, error_floor=floor)
     inference.before_training(loop)
-    out: dict[str, int] = {}
-    for index, (name, who, count) in enumerate([*PHASES, ("true switch", "high-gravity", 3000)]):
-        task = sequence.names.index(who) if who == "high-gravity" else 0
-        before, start, actor = len(inference.detections), loop.agent.num_timesteps, agent if who == "agent" else None
-        for obs, actions, next_obs in play_episodes(sequence, task, count, seed * 100 + index, actor):
-            for i in range(0, len(obs), 8):  # vector steps of 8 envs, as the wrapper reports them
-                inference.transitions(obs[i : i + 8], actions[i : i + 8], next_obs[i : i + 8], inference.context)
-                loop.agent.num_timesteps += len(obs[i : i + 8])
-        new = inference.detections[before:]
-        out[name] = len(new)
-        if who == "high-gravity":  # env steps from the switch to its first alarm (-1: none)
-            out[name] = new[0][0] - start if new else -1
+    out = {}
+    for index, (name, player, count) in enumerate(PHASES):
+        out[name] = len(_feed(inference, sequence, 0, count, seed * 100 + index, agent if player else None))
+    start = loop.agent.num_timesteps
+    switch = _feed(inference, sequence, sequence.names.index("high-gravity"), 3000, seed * 100 + len(PHASES), None)
+    out["true switch"] = switch[0][0] - start if switch else -1
     return out
 
 
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(1)
     _, agent = trained_agent(args.policy)
-    from psp_rl.envs import get_sequence
-
     sequence = get_sequence("cartpole-shift")
     lines = [
         "# Where dynamics evidence's false alarms come from",
