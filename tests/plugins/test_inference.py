@@ -507,6 +507,29 @@ def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):
     assert deployment.decided and deployment.context == 0
 
 
+def test_a_restored_inference_evaluates_with_its_dynamics_and_its_deploy_window(shifted, tmp_path):
+    """``psp-rl evaluate`` loads the inference from a checkpoint and starts no training: its deployment
+    still reads the stored models (it played the acting context throughout before 2026-12-02)."""
+    from experiments.probe_dynamics import play_episodes
+
+    _, inference = _dynamics_inference(shifted)
+    _play(inference, shifted, 0, 3000, seed=0)
+    _play(inference, shifted, 2, 3400, seed=1)  # context 1 learns the reversed task
+    restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, deploy_window=5)
+    _through_a_checkpoint(inference, restored, tmp_path)
+    loop = _loop(max_tasks=3)
+    loop.sequence.spaces, loop.sequence[0].name = shifted.spaces, "default"
+    env = restored.wrap_env(loop, shifted.make_vec_env(0, 1, seed=0, training=False), 0, training=False)
+    deployment = env.chooser
+    assert deployment.context == 1 and not deployment.decided
+    obs, actions, next_obs = (np.concatenate(col) for col in zip(*play_episodes(shifted, 0, 5, seed=9), strict=True))
+    deployment.transitions(obs[:4], actions[:4], next_obs[:4], 1)
+    assert not deployment.decided  # 4 of the 5 transitions of its deploy window
+    deployment.transitions(obs[4:5], actions[4:5], next_obs[4:5], 1)
+    assert deployment.decided and deployment.context == 0
+    env.close()
+
+
 def test_dynamics_evidence_an_agent_cannot_give_is_a_one_line_error():
     loop = _loop(max_tasks=2)
     loop.sequence.spaces = (spaces.Dict({"obs": spaces.Discrete(4), "task": spaces.Discrete(2)}), spaces.Discrete(2))

@@ -43,6 +43,13 @@ class InferenceConfig(StrictSettings):
         "flat observations and discrete actions)",
     )
     window: int = Field(default=50, gt=0, description="evidence dynamics: transitions scored to choose a context")
+    deploy_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="evidence dynamics: transitions an evaluation episode set plays under the acting context before "
+        "the best-predicting stored context takes over (default: window); CartPole's wrong policy drops the pole in "
+        "~10-20 steps, so a 50-transition window costs the first 2-3 episodes (experiments/probe_contexts.py)",
+    )
     error_fit: float = Field(
         default=4.0,
         gt=1,

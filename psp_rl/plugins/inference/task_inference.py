@@ -23,10 +23,10 @@ floor) and keeps another task's transitions out of a context's model (:meth:`Tas
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
-that entry works unchanged. Evaluation uses the same trials (one episode per candidate, starting
-from the acting context, no fresh context), and the trial episodes count in the reported return: the
-return a deployed agent would get. The loop still knows the true schedule; this module uses it only
-to score the detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
+that entry works unchanged. Evaluation chooses the same way, without a fresh context (trial episodes,
+or the acting context for ``deploy_window`` transitions), and what it plays first counts in the return:
+what a deployed agent would get. The loop still knows the true schedule; this module uses it only to
+score the detector (delays, false alarms, which context each returning task got) in ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 # The settings TaskInference keeps as attributes of the same names (InferenceConfig documents each).
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
-    "error_alarm", "switch_confirm_steps", "task_steps"}  # fmt: skip
+    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -102,7 +102,6 @@ class TaskInference(ContinualCallback):
         self._restored = False
         self.loop: LoopView | None = None
 
-    # --------------------------------------------------------------- hooks
     def before_training(self, loop: LoopView) -> None:
         self.loop = loop
         if not hasattr(loop.agent, "updates_held"):
@@ -111,16 +110,7 @@ class TaskInference(ContinualCallback):
                 "expected a continual agent (ContinualPPO, ContinualDQN)"
             )
         loop.agent.updates_held = self.trials is not None or self.confirming is not None
-        if self.evidence == "dynamics" and self.dynamics is None:
-            try:
-                self.dynamics = DynamicsEvidence(
-                    loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
-                    warmup=self.dynamics_warmup, window_error=self.window_error,
-                )  # fmt: skip
-            except ValueError as exc:
-                raise ValueError(f"inference.evidence='dynamics': {exc}") from None
-            if self._dynamics_state is not None:
-                self.dynamics.load_state_dict(self._dynamics_state)
+        self._build_dynamics(loop)
         if self.task_steps is None:  # (a resumed run too: it is no saved state)
             self.task_steps = round(sum(task.steps for task in loop.sequence) / len(loop.sequence))
         if not self._restored:
@@ -128,9 +118,24 @@ class TaskInference(ContinualCallback):
             if hasattr(loop.agent, "on_task_start"):  # the agent's first context, not a signalled boundary
                 loop.agent.on_task_start(self.context, self.task_steps)
 
+    def _build_dynamics(self, loop: LoopView) -> None:
+        """The dynamics models, once: for training, and for ``psp-rl evaluate`` of a checkpoint (no training)."""
+        if self.evidence != "dynamics" or self.dynamics is not None:
+            return
+        try:
+            self.dynamics = DynamicsEvidence(
+                loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
+                warmup=self.dynamics_warmup, window_error=self.window_error,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(f"inference.evidence='dynamics': {exc}") from None
+        if self._dynamics_state is not None:
+            self.dynamics.load_state_dict(self._dynamics_state)
+
     def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
         if training:
             return InferredTaskEnv(env, self)
+        self._build_dynamics(loop)  # (psp-rl evaluate starts no training)
         deployment = self._deployment()
         self._deployments[loop.sequence[task].name] = deployment
         return InferredTaskEnv(env, deployment)
@@ -249,11 +254,6 @@ class TaskInference(ContinualCallback):
             self.dynamics.observe(*window, context)
             self.usual_error[context] = usual + 0.05 * (error - usual)
 
-    def _window_errors(self, contexts: list[int]) -> np.ndarray:
-        assert self.dynamics is not None
-        obs, actions, next_obs = (np.stack(col) for col in zip(*self.recent, strict=True))
-        return self.dynamics.errors(obs, actions, next_obs, contexts)
-
     # ----------------------------------------------------------- decisions
     def _references(self, provisional: bool = False) -> dict[int, float]:
         """The usual return of every context taken that has one (:meth:`ReturnDrop.reference`)."""
@@ -290,8 +290,7 @@ class TaskInference(ContinualCallback):
         before = self.trials.candidates[0]
         choice, how = self.trials.choice, "stored"
         if choice is None:
-            free = [c for c in range(self._num_contexts()) if c not in self.used]
-            choice, how = (free[0], "fresh") if free else (self.trials.best, "exhausted")
+            choice, how = (free[0], "fresh") if (free := self._free()) else (self.trials.best, "exhausted")
         elif choice == before:
             how = "kept"
         self._adopt(choice, how, step)
@@ -302,15 +301,15 @@ class TaskInference(ContinualCallback):
         candidates = [c for c in self.used if c in self.usual_error]
         if not candidates or len(self.recent) < self.window:
             return None
-        errors = self._window_errors(candidates)
+        assert self.dynamics is not None
+        errors = self.dynamics.errors(*(np.stack(col) for col in zip(*self.recent, strict=True)), candidates)
         return candidates[int(np.argmin(errors))], float(errors.min())
 
     def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
         """``best`` if ``error`` fits it (:meth:`_fits`); else a fresh context (``best``, ``exhausted``, if none)."""
         if self._fits(error, best):
             return best, "kept" if best == before else "stored"
-        free = [c for c in range(self._num_contexts()) if c not in self.used]
-        return (free[0], "fresh") if free else (best, "exhausted")
+        return (free[0], "fresh") if (free := self._free()) else (best, "exhausted")
 
     def _fits(self, error: float, context: int) -> bool:
         """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor)."""
@@ -373,8 +372,9 @@ class TaskInference(ContinualCallback):
         if self.loop is not None:
             self.loop.agent.updates_held = held
 
-    def _num_contexts(self) -> int:
-        return self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
+    def _free(self) -> list[int]:  # the contexts no task has taken yet
+        n = self.loop.sequence.max_tasks if self.loop is not None else len(self.used)
+        return [c for c in range(n) if c not in self.used]
 
     def _deployment(self) -> Deployment | DynamicsDeployment:
         """An evaluated task's chooser: every stored context, one episode each, the acting one
@@ -383,7 +383,7 @@ class TaskInference(ContinualCallback):
         acting = self.trials.candidates[0] if self.trials is not None else self.context
         if self.evidence == "dynamics":
             candidates = [c for c in self._by_order() if c in self.usual_error]
-            return DynamicsDeployment(acting, self.dynamics, candidates, self.window)
+            return DynamicsDeployment(acting, self.dynamics, candidates, self.deploy_window or self.window)
         order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)

@@ -1,0 +1,119 @@
+"""Every task under every stored context: what a hidden-id run's deployment picks against the best it could.
+
+    python experiments/probe_contexts.py RUN [RUN ...] [--episodes 5] [--seed 12345] [--deploy-windows 10]
+        [--out FILE.md]
+
+For each finished run (its newest checkpoint), every task is played ``--episodes`` times under each
+context held fixed, and once more as the run evaluates it (with hidden task ids: the inference's
+deployment, which lets the acting context play the first window and then picks a context from the
+evidence). The table answers issue 33's target "a returning task acts from a context whose return on it
+is >= 0.9x the best stored context's", and splits a hidden run's gap to the announced-id run into
+what its contexts hold (the best fixed context per task) and what the deployment loses on the way
+(the deployed return against its chosen context played from the first step). ``--deploy-windows``
+adds a deployment for each ``inference.deploy_window`` given (how many transitions the acting context
+plays before the choice), beside the run's own.
+
+A run with announced ids is probed the same way: its deployment is the task's own context.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from psp_rl.continual.files import atomic_write_text
+from psp_rl.plugins.inference.context_trials import Deployment, InferredTaskEnv
+from psp_rl.threads import set_threads
+
+
+def load_run(run_dir: Path):
+    """The trainer (with its callbacks' state restored) and the newest checkpoint's agent."""
+    from psp_rl.config import ContinualTrainer, load_config
+    from psp_rl.continual import RunDir
+    from psp_rl.continual.checkpoints import MODEL
+
+    config = load_config(RunDir(run_dir).config)
+    trainer = ContinualTrainer(config, run_dir, resume=True)
+    path, agent = trainer.store.load_newest(lambda path: trainer.agent_factory.load(path / MODEL, None))
+    trainer.store.load_callbacks(path, trainer.callbacks)  # hidden ids: the inference's models and contexts
+    set_threads(config.threads)
+    return trainer, agent, path.name
+
+
+def task_inference(trainer):
+    """The run's TaskInference callback (None: announced ids)."""
+    return next((callback for callback in trainer.callbacks if callback.name == "TaskInference"), None)
+
+
+def probe(run_dir: Path, episodes: int, seed: int, deploy_windows: list[int]) -> list[str]:
+    from psp_rl.continual import evaluate_tasks
+
+    trainer, agent, checkpoint = load_run(run_dir)
+    sequence, config = trainer.sequence, trainer.config
+    acting = dict(
+        episodes=episodes,
+        seed=lambda task: seed + task,
+        max_episode_steps=config.eval.max_episode_steps,
+        deterministic=config.eval.act == "greedy",
+    )
+    n_contexts = sequence.max_tasks
+    fixed = np.zeros((len(sequence), n_contexts))
+    for context in range(n_contexts):
+        held = lambda env, _task, c=context: InferredTaskEnv(env, Deployment(c))  # noqa: E731 (c held fixed)
+        fixed[:, context] = [r.mean for r in evaluate_tasks(agent, sequence, wrap=held, **acting)]
+    inference = task_inference(trainer)
+    windows = [None] + (deploy_windows if inference is not None else [])
+    deployed, chosen = {}, {}
+    for window in windows:  # None: the run's own deployment
+        if window is not None:
+            inference.deploy_window = window
+        wrap = lambda env, t: trainer.wrap_env(env, t, training=False)  # noqa: E731 (as the run evaluates)
+        deployed[window] = [r.mean for r in evaluate_tasks(agent, sequence, wrap=wrap, **acting)]
+        chosen[window] = [inference._deployments[n].context if inference else t for t, n in enumerate(sequence.names)]
+    labels = ["deployed (ctx)"] + [f"deploy_window {w} (ctx)" for w in windows[1:]]
+    head = "| task | " + " | ".join([f"ctx {c}" for c in range(n_contexts)] + labels) + " | deployed / best fixed |"
+    lines = [f"### `{run_dir}` ({checkpoint}, {episodes} episodes per cell, eval.act {config.eval.act})", "", head]
+    lines.append("|" + "---|" * (n_contexts + len(windows) + 2))
+    ratios = []
+    for task, name in enumerate(sequence.names):
+        best = fixed[task].max()
+        ratios.append(deployed[None][task] / best if best > 0 else float("nan"))
+        cells = [f"**{v:.0f}**" if v == best else f"{v:.0f}" for v in fixed[task]]
+        cells += [f"{deployed[w][task]:.0f} ({chosen[w][task]})" for w in windows]
+        lines.append(f"| {name} | {' | '.join(cells)} | {ratios[-1]:.2f} |")
+    own = np.mean([fixed[t, c] for t, c in enumerate(chosen[None])])
+    averages = ", ".join(
+        f"{label.split(' (')[0]} {np.mean(deployed[w]):.1f}" for label, w in zip(labels, windows, strict=True)
+    )
+    lines += [
+        "",
+        f"Average: {averages}; the run's chosen contexts played from the first step {own:.1f}; the best fixed "
+        f"context per task {fixed.max(axis=1).mean():.1f}. Tasks deployed at >= 0.9x their best fixed context: "
+        f"{sum(r >= 0.9 for r in ratios)} of {len(ratios)}.",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (psp-rl evaluate's)")
+    parser.add_argument("--deploy-windows", nargs="*", type=int, default=[], help="inference.deploy_window values")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    lines = ["# Every task under every stored context (`experiments/probe_contexts.py`)", ""]
+    for run in args.runs:
+        table = probe(run, args.episodes, args.seed, args.deploy_windows)
+        print("\n".join(table), flush=True)
+        lines += table
+    if args.out is not None:
+        atomic_write_text(args.out, "\n".join(lines))
+        print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
