@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
+from psp_rl.continual.metrics import final_average_return, forgetting, normalized
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.plugins.probes import acting_layer
 from psp_rl.reporting.aggregates import (
@@ -25,6 +26,7 @@ from psp_rl.reporting.aggregates import (
     mean_interval,
     normalized_scores,
     plot_performance_profiles,
+    random_play,
 )
 from psp_rl.reporting.report import write_report
 from psp_rl.sweep.runner import Trial
@@ -70,6 +72,25 @@ def relative_forgetting(m: dict) -> float:
     return lost / best if best > 0 else 0.0
 
 
+def human_normalized(m: dict) -> dict | None:
+    """``m`` with its evaluation matrix, final average and forgetting in human-normalized scores, HNS =
+    (score - random play) / (human - random play): for an Atari run (its ROMs recorded) with a reference
+    return for every task (``eval.reference_returns``: the human scores); None otherwise. An Atari table's
+    forgetting and ratios are computed on it: raw Pong scores are negative, and a share of them means nothing."""
+    refs = m.get("reference_returns") or {}
+    if "roms_md5" not in m.get("versions", {}) or any(refs.get(task) is None for task in m["tasks"]):
+        return None
+    human = np.array([refs[task] for task in m["tasks"]], dtype=float)
+    matrix = normalized(np.array(m["eval_matrix"], dtype=float), random_play(m), human)
+    forgot = forgetting(matrix, [m["tasks"].index(task) for task in m["stages"]])
+    return {
+        **m,
+        "eval_matrix": matrix.tolist(),
+        "final_average_return": final_average_return(matrix),
+        "forgetting": dict(zip(m["tasks"], forgot, strict=True)),
+    }
+
+
 def diagonal(m: dict) -> np.ndarray:
     """Return on each task right after first training it."""
     matrix = np.array(m["eval_matrix"])
@@ -95,6 +116,11 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
               "relative_forgetting", "forgetting_ci95_low", "forgetting_ci95_high",
               "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s",
               *(f"probe_{q}" for q in PROBE_COLUMNS)]  # fmt: skip
+    hns = {method: [human_normalized(m) for m in runs] for method, runs in results.items()}
+    on_hns = all(h is not None for runs in hns.values() for h in runs)
+    if on_hns:
+        header += ["hns_final_avg", "hns_ci95_low", "hns_ci95_high", "hns_relative_forgetting",
+                   "hns_forgetting_ci95_low", "hns_forgetting_ci95_high"]  # fmt: skip
     rows = []
     for method, runs in results.items():
         final = mean_interval([m["final_average_return"] for m in runs])
@@ -113,6 +139,10 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
             *(f"{np.nanmean([m['probes'].get(q, np.nan) for m in runs]):.3f}"
               if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
         ])  # fmt: skip
+        if on_hns:
+            hns_final = mean_interval([h["final_average_return"] for h in hns[method]])
+            hns_forget = mean_interval([relative_forgetting(h) for h in hns[method]])
+            rows[-1] += [f"{v:.3f}" for e in (hns_final, hns_forget) for v in (e.value, e.low, e.high)]
     atomic_write_csv(out / "table.csv", header, rows)
     per_task = [
         [method, task, f"{np.mean([diagonal(m)[j] for m in runs]):.1f}",
