@@ -14,6 +14,11 @@ adds a deployment for each ``inference.deploy_window`` given (how many transitio
 plays before the choice), beside the run's own.
 
 A run with announced ids is probed the same way: its deployment is the task's own context.
+
+``--returning`` reads a hidden-id run that kept every stage's checkpoint (``checkpoint.keep`` >= the
+stages): at the end of the stage before each returning task (a task an earlier stage trained), that
+task is played under every context stored then, against the context the inference went on to give it
+(``metrics.json``): the issue's ">= 0.9x the best stored context", per returning stage.
 """
 
 from __future__ import annotations
@@ -32,14 +37,76 @@ def load_run(run_dir: Path):
     """The trainer (with its callbacks' state restored) and the newest checkpoint's agent."""
     from psp_rl.config import ContinualTrainer, load_config
     from psp_rl.continual import RunDir
-    from psp_rl.continual.checkpoints import MODEL
 
     config = load_config(RunDir(run_dir).config)
     trainer = ContinualTrainer(config, run_dir, resume=True)
-    path, agent = trainer.store.load_newest(lambda path: trainer.agent_factory.load(path / MODEL, None))
-    trainer.store.load_callbacks(path, trainer.callbacks)  # hidden ids: the inference's models and contexts
     set_threads(config.threads)
-    return trainer, agent, path.name
+    path = trainer.store.list()[0]
+    return trainer, load_checkpoint(trainer, path), path.name
+
+
+def load_checkpoint(trainer, path: Path):
+    """Checkpoint ``path``'s agent, with the callbacks' state (hidden ids: the inference's models and contexts)."""
+    from psp_rl.continual.checkpoints import MODEL
+
+    agent = trainer.agent_factory.load(path / MODEL, None)
+    trainer.store.load_callbacks(path, trainer.callbacks)
+    return agent
+
+
+def eval_settings(config, episodes: int, seed: int) -> dict:
+    return dict(
+        episodes=episodes,
+        seed=lambda task: seed + task,
+        max_episode_steps=config.eval.max_episode_steps,
+        deterministic=config.eval.act == "greedy",
+    )
+
+
+def under_context(agent, sequence, task: int, context: int, acting: dict) -> float:
+    """``task``'s mean return with ``context`` held fixed from the first step."""
+    from psp_rl.continual import evaluate_tasks
+
+    held = lambda env, _task: InferredTaskEnv(env, Deployment(context))  # noqa: E731
+    return evaluate_tasks(agent, sequence, tasks=[task], wrap=held, **acting)[0].mean
+
+
+def returning(run_dir: Path, episodes: int, seed: int) -> list[str]:
+    """Each returning stage's task under every context stored at the end of the stage before it."""
+    import json
+
+    from psp_rl.continual.checkpoints import CheckpointStore
+
+    trainer, _, _ = load_run(run_dir)
+    sequence, inference = trainer.sequence, task_inference(trainer)
+    acting = eval_settings(trainer.config, episodes, seed)
+    given = {
+        r["stage"]: r["context"]
+        for r in json.loads((run_dir / "metrics.json").read_text())["TaskInference"]["returning_tasks"]
+    }
+    by_stage = {CheckpointStore.read_state(p).stage: p for p in trainer.store.list()}
+    head = f"### `{run_dir}`: returning tasks ({episodes} episodes per cell, eval.act {trainer.config.eval.act})"
+    lines = [
+        head,
+        "",
+        "| stage | task | stored contexts' returns | given | its return / best |",
+        "|---|---|---|---|---|",
+    ]
+    ratios = []
+    for stage, context in sorted(given.items()):
+        if stage not in by_stage:
+            lines.append(f"| {stage} | {sequence.names[sequence.schedule[stage]]} | no checkpoint | {context} | |")
+            continue
+        agent = load_checkpoint(trainer, by_stage[stage])
+        task = sequence.schedule[stage]
+        returns = {c: under_context(agent, sequence, task, c, acting) for c in sorted(inference.used)}
+        best = max(returns.values())
+        ratios.append(returns[context] / best if best > 0 else 1.0)
+        cells = ", ".join(f"c{c} **{r:.0f}**" if r == best else f"c{c} {r:.0f}" for c, r in returns.items())
+        lines.append(f"| {stage} | {sequence.names[task]} | {cells} | c{context} | {ratios[-1]:.2f} |")
+    lines += ["", f"Returning tasks given a context at >= 0.9x the best stored one: {sum(r >= 0.9 for r in ratios)} "
+              f"of {len(ratios)}.", ""]  # fmt: skip
+    return lines
 
 
 def task_inference(trainer):
@@ -52,17 +119,11 @@ def probe(run_dir: Path, episodes: int, seed: int, deploy_windows: list[int]) ->
 
     trainer, agent, checkpoint = load_run(run_dir)
     sequence, config = trainer.sequence, trainer.config
-    acting = dict(
-        episodes=episodes,
-        seed=lambda task: seed + task,
-        max_episode_steps=config.eval.max_episode_steps,
-        deterministic=config.eval.act == "greedy",
-    )
+    acting = eval_settings(config, episodes, seed)
     n_contexts = sequence.max_tasks
-    fixed = np.zeros((len(sequence), n_contexts))
-    for context in range(n_contexts):
-        held = lambda env, _task, c=context: InferredTaskEnv(env, Deployment(c))  # noqa: E731 (c held fixed)
-        fixed[:, context] = [r.mean for r in evaluate_tasks(agent, sequence, wrap=held, **acting)]
+    fixed = np.array(
+        [[under_context(agent, sequence, t, c, acting) for c in range(n_contexts)] for t in range(len(sequence))]
+    )
     inference = task_inference(trainer)
     windows = [None] + (deploy_windows if inference is not None else [])
     deployed, chosen = {}, {}
@@ -103,11 +164,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (psp-rl evaluate's)")
     parser.add_argument("--deploy-windows", nargs="*", type=int, default=[], help="inference.deploy_window values")
+    parser.add_argument("--returning", action="store_true", help="each returning stage (every stage's checkpoint kept)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lines = ["# Every task under every stored context (`experiments/probe_contexts.py`)", ""]
     for run in args.runs:
-        table = probe(run, args.episodes, args.seed, args.deploy_windows)
+        table = (
+            returning(run, args.episodes, args.seed)
+            if args.returning
+            else probe(run, args.episodes, args.seed, args.deploy_windows)
+        )
         print("\n".join(table), flush=True)
         lines += table
     if args.out is not None:
