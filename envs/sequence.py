@@ -184,6 +184,7 @@ class TaskSequence:
         training: bool = True,
         vec_env: str = "dummy",
         max_episode_steps: int | None = None,
+        env_threads: int = 1,
     ):
         """An SB3 vec env of ``n_envs`` monitored envs of ``task``; env ``i`` is seeded ``seed + i``.
 
@@ -192,6 +193,7 @@ class TaskSequence:
             Ctrl-C reaches the training process alone and a graceful stop can still step them) or
             ``"ale"`` (Atari tasks only: ale-py's C++ vector env, :mod:`psp_rl.envs.atari_vector`).
         :param max_episode_steps: cut episodes after this many steps (an evaluation's cap).
+        :param env_threads: ``"ale"``: its C++ threads (0: one per core; the steps are the same for any count).
         """
         # Imported here: psp_rl.envs itself depends on gymnasium only (no torch at import).
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -200,7 +202,7 @@ class TaskSequence:
             raise ValueError(f"n_envs={n_envs!r}: expected a positive int")
         self.check_vec_env(vec_env)
         if vec_env == "ale":
-            return self._ale_vec_env(self.index(task), n_envs, seed, training, max_episode_steps)
+            return self._ale_vec_env(self.index(task), n_envs, seed, training, max_episode_steps, env_threads)
         factory = _MonitoredTask(self, self.index(task), training, max_episode_steps, vec_env == "subproc")
         venv = (SubprocVecEnv if vec_env == "subproc" else DummyVecEnv)([factory] * n_envs)
         if seed is not None:
@@ -217,7 +219,9 @@ class TaskSequence:
                 f"vec_env='ale' steps Atari games only; task(s) {others} are not; expected dummy or subproc"
             )
 
-    def _ale_vec_env(self, task: int, n_envs: int, seed: int | None, training: bool, max_episode_steps: int | None):
+    def _ale_vec_env(
+        self, task: int, n_envs: int, seed: int | None, training: bool, max_episode_steps: int | None, threads: int
+    ):
         """``n_envs`` envs of Atari task ``task`` on ale-py's vector env, monitored (SB3's episode info)."""
         from stable_baselines3.common.vec_env import VecMonitor
 
@@ -233,6 +237,7 @@ class TaskSequence:
             self.max_tasks,
             training=training,
             max_episode_steps=max_episode_steps,
+            num_threads=threads,
             **params,
         )
         if seed is not None:

@@ -151,6 +151,12 @@ class AgentConfig(StrictSettings):
         "kept for the whole task; ale: Atari only, ale-py's C++ vector env (frames preprocessed in C++; a "
         "reset's frame stack starts from zeros, so it changes the numbers and is part of the fingerprint)",
     )
+    env_threads: int = Field(
+        default=1,
+        ge=0,
+        description="vec_env ale: C++ threads stepping a run's training envs (0: one per core); the numbers are the "
+        "same for any count, so a run resumes under another",
+    )
     learning_rate: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     gamma: float | None = Field(default=None, gt=0, le=1)

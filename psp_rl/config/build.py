@@ -229,6 +229,7 @@ def loop_arguments(config: RunConfig) -> dict[str, Any]:
         seed_scheme=config.seed_scheme,
         n_envs=config.agent.n_envs,
         vec_env=config.agent.vec_env,
+        env_threads=config.agent.env_threads,
         threads=config.threads,
     )
 

@@ -170,9 +170,10 @@ class RunConfig(StrictSettings):
 
 
 # How a run computes, not what it computes: a run may resume under other values (vec_env: dummy or
-# subproc; the ale vector env's frame stacks start otherwise, so it is hashed; precision as
-# threads and device: a float path, like another machine's).
-_NOT_HASHED = ("vec_env", "replay_buffer", "precision")
+# subproc; the ale vector env's frame stacks start otherwise, so it is hashed; env_threads: the ale
+# vector env's steps are the same on any number of threads; precision as threads and device: a float
+# path, like another machine's).
+_NOT_HASHED = ("vec_env", "env_threads", "replay_buffer", "precision")
 _SAME_NUMBERS = {"vec_env": ("dummy", "subproc")}
 
 

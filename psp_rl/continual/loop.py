@@ -78,6 +78,7 @@ class ContinualLoop(ResumableRun):
     :param n_envs: training envs stepped together.
     :param vec_env: ``"dummy"`` (in this process), ``"subproc"`` (a worker process per env) or ``"ale"``
         (Atari tasks: ale-py's C++ vector env).
+    :param env_threads: ``"ale"``: C++ threads stepping the training envs (0: one per core).
     :param threads: torch threads while running (``"auto"``: torch's default).
     :param resume: ``True``: continue the run in ``run_dir`` from its newest loadable checkpoint
         (a missing or empty run dir is an error: a mistyped path would silently start over);
@@ -103,6 +104,7 @@ class ContinualLoop(ResumableRun):
         seed_scheme: int = SEED_SCHEME,
         n_envs: int = 1,
         vec_env: str = "dummy",
+        env_threads: int = 1,
         threads: int | Literal["auto"] = 1,
         resume: bool | Literal["or_start"] = False,
         overwrite: bool = False,
@@ -141,7 +143,7 @@ class ContinualLoop(ResumableRun):
         self.store = CheckpointStore(
             self.paths.checkpoints, keep=checkpoint.keep, replay_buffer=checkpoint.replay_buffer
         )
-        self.n_envs, self.vec_env, self.threads = n_envs, vec_env, threads
+        self.n_envs, self.vec_env, self.env_threads, self.threads = n_envs, vec_env, env_threads, threads
         unknown = sorted(set(self.eval.reference_returns or {}) - set(sequence.names))
         if unknown:  # checked now, not after hours of training
             raise ConfigError(f"eval.reference_returns: unknown task(s) {unknown}; tasks are {sequence.names}")
@@ -285,7 +287,10 @@ class ContinualLoop(ResumableRun):
         """The training env of ``task``, kept across its chunks (re-seeded by each chunk)."""
         if self._train_env is not None and self._train_env[0] == task:
             return self._train_env[1]
-        env = self.wrap_env(self.sequence.make_vec_env(task, self.n_envs, seed=self.seed, vec_env=self.vec_env), task)
+        env = self.sequence.make_vec_env(
+            task, self.n_envs, seed=self.seed, vec_env=self.vec_env, env_threads=self.env_threads
+        )
+        env = self.wrap_env(env, task)
         if self._train_env is not None:
             if self.carry_episodes and self._saved_episodes is None:  # (a resume restores its own)
                 carry_episodes(self._train_env[1].unwrapped.envs, env.unwrapped.envs)

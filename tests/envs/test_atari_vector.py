@@ -103,6 +103,22 @@ def test_seeded_resets_repeat_and_differ_by_seed():
     assert not np.array_equal(first_steps(7), first_steps(8))
 
 
+def test_the_env_threads_change_no_step_and_no_fingerprint():
+    sequence = get_sequence("atari-small", tasks=["breakout"])
+
+    def frames(threads: int) -> np.ndarray:
+        env = sequence.make_vec_env(0, 4, seed=3, vec_env="ale", env_threads=threads)
+        env.reset()
+        rng = np.random.default_rng(0)
+        out = [env.step(rng.integers(0, 18, size=4))[0]["obs"] for _ in range(60)]
+        env.close()
+        return np.stack(out)
+
+    assert np.array_equal(frames(1), frames(2)) and np.array_equal(frames(1), frames(0))  # 0: one per core
+    threads = parse_config({**ATARI, "agent": {**ATARI["agent"], "env_threads": 0}})
+    assert threads.agent.env_threads == 0 and threads.fingerprint() == parse_config(ATARI).fingerprint()
+
+
 def test_bad_input_named():
     with pytest.raises(ValueError, match=r"game 'SpaceInvader': not an Atari game; did you mean SpaceInvaders"):
         make_atari_env("SpaceInvader")
@@ -112,6 +128,8 @@ def test_bad_input_named():
         AtariTaskVecEnv("Pong", 1, task=3, max_tasks=2)
     with pytest.raises(ValueError, match="n_envs=0: expected a positive int"):
         AtariTaskVecEnv("Pong", 0, task=0, max_tasks=1)
+    with pytest.raises(ConfigError, match=r"agent\.env_threads: input should be greater than or equal to 0, got -1"):
+        parse_config({**ATARI, "agent": {**ATARI["agent"], "env_threads": -1}})
     cartpole = get_sequence("cartpole-shift", tasks=["default"])
     with pytest.raises(ValueError, match=r"vec_env='ale' steps Atari games only; task\(s\) \['default'\]"):
         cartpole.make_vec_env(0, 2, vec_env="ale")
