@@ -25,8 +25,9 @@ from psp_rl.config.agent import ACTIVATIONS, AgentConfig, EWCConfig
 from psp_rl.config.loading import parse_config
 from psp_rl.config.schema import RunConfig, SequenceConfig
 from psp_rl.continual.callbacks import ContinualCallback
-from psp_rl.continual.loop import ContinualLoop, check_resume
+from psp_rl.continual.loop import ContinualLoop
 from psp_rl.continual.parts import AgentFactory
+from psp_rl.continual.resume import check_resume
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 from psp_rl.errors import CheckpointError, ConfigError

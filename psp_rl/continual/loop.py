@@ -36,7 +36,7 @@ from psp_rl.continual.files import atomic_write_csv, atomic_write_text
 from psp_rl.continual.learn_hook import LearnHook
 from psp_rl.continual.parts import AgentFactory, RunIdentity, SettingsIdentity
 from psp_rl.continual.progress import SequenceProgress
-from psp_rl.continual.resume import ResumableRun
+from psp_rl.continual.resume import ResumableRun, check_resume
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.seeds import SCHEMES, SEED_SCHEME, Stream, stream_seed
 from psp_rl.continual.settings import CheckpointConfig, EvalConfig
@@ -51,12 +51,6 @@ from psp_rl.threads import set_threads
 log = logging.getLogger(__name__)
 
 EVAL_HEADER = ("step", "trained_task", "eval_task", "mean", "std", "episodes")
-
-
-def check_resume(resume: object) -> None:
-    """``ConfigError`` unless ``resume`` is ``True``, ``False`` or ``"or_start"``."""
-    if resume not in (False, True, "or_start"):
-        raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
 
 
 class ContinualLoop(ResumableRun):
@@ -287,10 +281,8 @@ class ContinualLoop(ResumableRun):
         """The training env of ``task``, kept across its chunks (re-seeded by each chunk)."""
         if self._train_env is not None and self._train_env[0] == task:
             return self._train_env[1]
-        env = self.sequence.make_vec_env(
-            task, self.n_envs, seed=self.seed, vec_env=self.vec_env, env_threads=self.env_threads
-        )
-        env = self.wrap_env(env, task)
+        options = dict(seed=self.seed, vec_env=self.vec_env, env_threads=self.env_threads)
+        env = self.wrap_env(self.sequence.make_vec_env(task, self.n_envs, **options), task)
         if self._train_env is not None:
             if self.carry_episodes and self._saved_episodes is None:  # (a resume restores its own)
                 carry_episodes(self._train_env[1].unwrapped.envs, env.unwrapped.envs)

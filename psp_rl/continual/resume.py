@@ -20,13 +20,19 @@ from psp_rl.continual.checkpoints import MODEL, TrainerState
 from psp_rl.continual.evaluation import random_returns
 from psp_rl.continual.faults import fault_point
 from psp_rl.envs.episodes import vec_episode_states
-from psp_rl.errors import CheckpointError
+from psp_rl.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from psp_rl.continual.checkpoints import CheckpointStore
     from psp_rl.continual.stopping import GracefulStop
 
 log = logging.getLogger(__name__)
+
+
+def check_resume(resume: object) -> None:
+    """``ConfigError`` unless ``resume`` is ``True``, ``False`` or ``"or_start"``."""
+    if resume not in (False, True, "or_start"):
+        raise ConfigError(f"resume={resume!r}: expected True, False or 'or_start'")
 
 
 class ResumableRun:
