@@ -563,3 +563,13 @@ def test_a_kept_answer_to_a_return_alarm_can_reset_the_usual_return(shifted, kep
     _episodes(inference, [5] * 30)  # the same task, played worse
     assert len(inference.detections) == alarms and {how for *_, how in inference.choices} == {"kept"}
     assert inference.detector.reference(0) == (100 if kept_return == "keep" else 5)  # reset: re-learned at 5
+
+
+@pytest.mark.parametrize(("floor_in_choice", "choice"), [(True, (0, "stored")), (False, (1, "fresh"))])
+def test_the_floor_can_stay_out_of_the_choice(shifted, floor_in_choice, choice):
+    """A window at 1e-5 under a context whose usual error is 1e-9: no surprise with the 5e-5 floor, and
+    at an alarm that context fits it only when the floor applies to the choice too."""
+    _, inference = _dynamics_inference(shifted, error_floor=5e-5, floor_in_choice=floor_in_choice)
+    inference.usual_error[0] = 1e-9
+    assert inference._fits(1e-5, 0)  # the surprise test keeps the floor either way
+    assert inference._fit_or_fresh(0, 1e-5, before=2) == choice

@@ -64,6 +64,12 @@ class InferenceConfig(StrictSettings):
         "~1e-9 and a falling pole's states of the same task to ~3e-5, which without a floor read as a switch "
         "(experiments/results/hidden-ids-dynamics/false-alarms.md)",
     )
+    floor_in_choice: bool = Field(
+        default=True,
+        description="evidence dynamics: error_floor applies to the choice at an alarm too (does a stored context fit "
+        "the window?), not only to the acting context's surprise test; near upright states the floored error of "
+        "`default` fits high gravity's windows (experiments/results/hidden-ids-dynamics/README.md)",
+    )
     kept_return: Literal["keep", "reset"] = Field(
         default="keep",
         description="when an alarm ends with the acting context kept (evidence dynamics: its model fits the window), "

@@ -58,7 +58,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 # The settings TaskInference keeps as attributes of the same names (InferenceConfig documents each).
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
-    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window"}  # fmt: skip
+    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -307,13 +307,13 @@ class TaskInference(ContinualCallback):
 
     def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
         """``best`` if ``error`` fits it (:meth:`_fits`); else a fresh context (``best``, ``exhausted``, if none)."""
-        if self._fits(error, best):
+        if self._fits(error, best, floor=self.floor_in_choice):
             return best, "kept" if best == before else "stored"
         return (free[0], "fresh") if (free := self._free()) else (best, "exhausted")
 
-    def _fits(self, error: float, context: int) -> bool:
+    def _fits(self, error: float, context: int, floor: bool = True) -> bool:
         """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor)."""
-        return error <= self.error_fit * max(self.usual_error[context], self.error_floor)
+        return error <= self.error_fit * max(self.usual_error[context], self.error_floor if floor else 0.0)
 
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
