@@ -28,7 +28,7 @@ import yaml
 from psp_rl.cli import main as cli
 from psp_rl.continual.files import atomic_write_text
 from psp_rl.reporting.aggregates import mean_interval, normalized_scores, random_play
-from psp_rl.reporting.retention_table import best_earlier_return, diagonal, human_normalized, relative_forgetting
+from psp_rl.reporting.retention_table import best_earlier_return, diagonal, on_human_normalized, relative_forgetting
 from psp_rl.sweep.runner import METHODS, Trial, finished_trials
 
 
@@ -145,13 +145,12 @@ def write_targets(out: Path, methods: list[str], seeds: list[int]) -> list[str]:
     scores, normalized_by = normalized_scores(results)
     normalized = {method: [float(np.mean(row)) for row in matrix] for method, matrix in scores.items()}
     seed_note = ", ".join(f"{method} {len(runs)}" for method, runs in results.items())
-    hns = {method: [human_normalized(m) for m in runs] for method, runs in results.items()}
-    on_hns = all(h is not None for runs in hns.values() for h in runs)
-    goals = targets(hns if on_hns else results, normalized, hns=on_hns)
+    hns = on_human_normalized(results)
+    goals = targets(results if hns is None else hns, normalized, hns=hns is not None)
     atomic_write_text(
         out / "targets.md",
         f"Targets (means over seeds: {seed_note}; normalized: 0 = random play, 1 = {normalized_by}, over the methods "
-        f"of this table{'; every return, ratio and forgetting in human-normalized scores' if on_hns else ''}):"
+        f"of this table{'' if hns is None else '; every return, ratio and forgetting in human-normalized scores'}):"
         "\n\n" + "\n".join(goals) + "\n",
     )
     return goals

@@ -33,16 +33,14 @@ from psp_rl.plugins.inference.context_trials import Deployment, InferredTaskEnv
 from psp_rl.threads import set_threads
 
 
-def load_run(run_dir: Path):
-    """The trainer (with its callbacks' state restored) and the newest checkpoint's agent."""
+def load_trainer(run_dir: Path):
+    """The finished run's trainer (no checkpoint loaded yet); torch set to the run's threads."""
     from psp_rl.config import ContinualTrainer, load_config
     from psp_rl.continual import RunDir
 
     config = load_config(RunDir(run_dir).config)
-    trainer = ContinualTrainer(config, run_dir, resume=True)
     set_threads(config.threads)
-    path = trainer.store.list()[0]
-    return trainer, load_checkpoint(trainer, path), path.name
+    return ContinualTrainer(config, run_dir, resume=True)
 
 
 def load_checkpoint(trainer, path: Path):
@@ -77,7 +75,7 @@ def returning(run_dir: Path, episodes: int, seed: int) -> list[str]:
 
     from psp_rl.continual.checkpoints import CheckpointStore
 
-    trainer, _, _ = load_run(run_dir)
+    trainer = load_trainer(run_dir)
     sequence, inference = trainer.sequence, task_inference(trainer)
     acting = eval_settings(trainer.config, episodes, seed)
     given = {
@@ -117,7 +115,8 @@ def task_inference(trainer):
 def probe(run_dir: Path, episodes: int, seed: int, deploy_windows: list[int]) -> list[str]:
     from psp_rl.continual import evaluate_tasks
 
-    trainer, agent, checkpoint = load_run(run_dir)
+    trainer = load_trainer(run_dir)
+    path, agent = trainer.store.load_newest(lambda path: load_checkpoint(trainer, path))
     sequence, config = trainer.sequence, trainer.config
     acting = eval_settings(config, episodes, seed)
     n_contexts = sequence.max_tasks
@@ -133,9 +132,10 @@ def probe(run_dir: Path, episodes: int, seed: int, deploy_windows: list[int]) ->
         wrap = lambda env, t: trainer.wrap_env(env, t, training=False)  # noqa: E731 (as the run evaluates)
         deployed[window] = [r.mean for r in evaluate_tasks(agent, sequence, wrap=wrap, **acting)]
         chosen[window] = [inference._deployments[n].context if inference else t for t, n in enumerate(sequence.names)]
-    labels = ["deployed (ctx)"] + [f"deploy_window {w} (ctx)" for w in windows[1:]]
-    head = "| task | " + " | ".join([f"ctx {c}" for c in range(n_contexts)] + labels) + " | deployed / best fixed |"
-    lines = [f"### `{run_dir}` ({checkpoint}, {episodes} episodes per cell, eval.act {config.eval.act})", "", head]
+    names = ["deployed"] + [f"deploy_window {w}" for w in windows[1:]]
+    head = "| task | " + " | ".join([f"ctx {c}" for c in range(n_contexts)] + [f"{n} (ctx)" for n in names])
+    head += " | deployed / best fixed |"
+    lines = [f"### `{run_dir}` ({path.name}, {episodes} episodes per cell, eval.act {config.eval.act})", "", head]
     lines.append("|" + "---|" * (n_contexts + len(windows) + 2))
     ratios = []
     for task, name in enumerate(sequence.names):
@@ -145,9 +145,7 @@ def probe(run_dir: Path, episodes: int, seed: int, deploy_windows: list[int]) ->
         cells += [f"{deployed[w][task]:.0f} ({chosen[w][task]})" for w in windows]
         lines.append(f"| {name} | {' | '.join(cells)} | {ratios[-1]:.2f} |")
     own = np.mean([fixed[t, c] for t, c in enumerate(chosen[None])])
-    averages = ", ".join(
-        f"{label.split(' (')[0]} {np.mean(deployed[w]):.1f}" for label, w in zip(labels, windows, strict=True)
-    )
+    averages = ", ".join(f"{name} {np.mean(deployed[w]):.1f}" for name, w in zip(names, windows, strict=True))
     lines += [
         "",
         f"Average: {averages}; the run's chosen contexts played from the first step {own:.1f}; the best fixed "

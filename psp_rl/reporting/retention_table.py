@@ -91,6 +91,13 @@ def human_normalized(m: dict) -> dict | None:
     }
 
 
+def on_human_normalized(results: dict[str, list[dict]]) -> dict[str, list[dict]] | None:
+    """``results`` (method -> runs' metrics) in HNS (:func:`human_normalized`) when every run has a human
+    reference for every game; None otherwise (a table in HNS or not at all, never mixed)."""
+    hns = {method: [human_normalized(m) for m in runs] for method, runs in results.items()}
+    return hns if all(h is not None for runs in hns.values() for h in runs) else None
+
+
 def diagonal(m: dict) -> np.ndarray:
     """Return on each task right after first training it."""
     matrix = np.array(m["eval_matrix"])
@@ -116,9 +123,8 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
               "relative_forgetting", "forgetting_ci95_low", "forgetting_ci95_high",
               "forward_transfer_vs_separate", "parameters", "env_steps_per_s", "wall_time_s",
               *(f"probe_{q}" for q in PROBE_COLUMNS)]  # fmt: skip
-    hns = {method: [human_normalized(m) for m in runs] for method, runs in results.items()}
-    on_hns = all(h is not None for runs in hns.values() for h in runs)
-    if on_hns:
+    hns = on_human_normalized(results)
+    if hns is not None:
         header += ["hns_final_avg", "hns_ci95_low", "hns_ci95_high", "hns_relative_forgetting",
                    "hns_forgetting_ci95_low", "hns_forgetting_ci95_high"]  # fmt: skip
     rows = []
@@ -139,7 +145,7 @@ def write_tables(results: dict[str, list[dict[str, Any]]], run_dirs: dict[str, l
             *(f"{np.nanmean([m['probes'].get(q, np.nan) for m in runs]):.3f}"
               if any(np.isfinite(m["probes"].get(q, np.nan)) for m in runs) else "" for q in PROBE_COLUMNS),
         ])  # fmt: skip
-        if on_hns:
+        if hns is not None:
             hns_final = mean_interval([h["final_average_return"] for h in hns[method]])
             hns_forget = mean_interval([relative_forgetting(h) for h in hns[method]])
             rows[-1] += [f"{v:.3f}" for e in (hns_final, hns_forget) for v in (e.value, e.low, e.high)]
