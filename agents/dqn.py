@@ -51,8 +51,9 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         replaying old tasks, and updates wait ``learning_starts`` new transitions again;
         ``"keep"`` keeps old transitions, each with its own task id, so replay batches mix
         tasks (superposed layers handle that per sample).
-    :param task_lr_schedule: ``"constant"`` (SB3's schedule) or ``"task_linear"`` (SB3's rate
-        times the task's remaining progress: annealed to 0 at each task's end).
+    :param task_lr_schedule: ``"constant"`` (SB3's schedule), ``"task_linear"`` (SB3's rate
+        times the task's remaining progress: annealed to 0 at each task's end) or
+        ``"task_hold_linear"`` (SB3's rate over each task's first half, annealed to 0 over its second).
     :param advantage_learning: ``alpha`` of advantage learning (Bellemare et al. 2016,
         "Increasing the action gap"): the TD target loses ``alpha * (max_b Q'(s, b) - Q'(s, a))``,
         which widens the gaps between actions' values by about ``1 / (1 - alpha)``. 0 is DQN.

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from psp_rl.checks import is_int
 from psp_rl.precision import update_autocast
 
-LR_SCHEDULES = ("constant", "task_linear")
+LR_SCHEDULES = ("constant", "task_linear", "task_hold_linear")
 
 
 def relabel_last_observation(agent: BaseAlgorithm, task: int) -> None:
@@ -98,7 +98,12 @@ class TaskSwitchMixin:
             return super()._update_learning_rate(optimizers)
         # task_linear: the rate falls to 0 at each task's end, so the shared weights stop moving
         # while a task's last updates settle it (Adam moves every weight by ~lr per step).
-        lr = self.lr_schedule(self._current_progress_remaining) * self.task_progress_remaining()
+        # task_hold_linear keeps the full rate over a task's first half and falls over its second:
+        # annealing from the start slowed DQN's learning of a CartPole task by half (dqn-budget).
+        remaining = self.task_progress_remaining()
+        if self.task_lr_schedule == "task_hold_linear":
+            remaining = min(1.0, 2.0 * remaining)
+        lr = self.lr_schedule(self._current_progress_remaining) * remaining
         self.logger.record("train/learning_rate", lr)
         for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
             update_learning_rate(optimizer, lr)

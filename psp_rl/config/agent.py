@@ -161,8 +161,10 @@ class AgentConfig(StrictSettings):
     batch_size: int | None = Field(default=None, gt=0)
     gamma: float | None = Field(default=None, gt=0, le=1)
     max_grad_norm: float | None = Field(default=None, gt=0)
-    task_lr_schedule: Literal["constant", "task_linear"] | None = Field(
-        default=None, description="task_linear: the learning rate anneals to 0 at each task's end"
+    task_lr_schedule: Literal["constant", "task_linear", "task_hold_linear"] | None = Field(
+        default=None,
+        description="task_linear: the learning rate anneals to 0 at each task's end; task_hold_linear: it holds "
+        "over each task's first half and anneals to 0 over its second",
     )
     precision: Precision = Field(
         default="auto",

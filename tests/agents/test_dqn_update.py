@@ -53,17 +53,23 @@ def test_advantage_learning_widens_the_action_gap(learning_seed, record_property
 
 
 @pytest.mark.parametrize("agent_class", [ContinualDQN, ContinualPPO])
-def test_task_linear_learning_rate_falls_to_zero_at_each_task_end(agent_class):
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("task_linear", [1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0]), ("task_hold_linear", [1e-3, 1e-3, 1e-3, 5e-4, 0.0])],
+)
+def test_task_schedules_fall_to_zero_at_each_task_end(agent_class, schedule, expected):
     env = get_sequence("cartpole-shift", tasks=["default"]).make_vec_env(0, 1, seed=0)
-    agent = agent_class("PSPPolicy", env, learning_rate=1e-3, task_lr_schedule="task_linear", seed=0)
+    agent = agent_class("PSPPolicy", env, learning_rate=1e-3, task_lr_schedule=schedule, seed=0)
     agent.set_logger(configure(None, []))
-    agent.on_task_start(0, 1000)
     rates = []
-    for done in (0, 500, 1000):
-        agent.num_timesteps = done
-        agent._update_learning_rate(agent.policy.optimizer)
-        rates.append(agent.policy.optimizer.param_groups[0]["lr"])
-    assert rates == pytest.approx([1e-3, 5e-4, 0.0])
+    for start in (0, 3000):  # a second task restarts the schedule
+        agent.num_timesteps = start
+        agent.on_task_start(0, 1000)
+        for done in (0, 250, 500, 750, 1000):
+            agent.num_timesteps = start + done
+            agent._update_learning_rate(agent.policy.optimizer)
+            rates.append(agent.policy.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx(expected * 2)
 
 
 @pytest.mark.parametrize(
