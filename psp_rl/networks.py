@@ -30,7 +30,17 @@ from psp_rl.checks import is_int
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, kernel_like_input, per_task_groups
 from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings
 
-__all__ = ["HEADS", "INPUT_LAYERS", "NARROW_INPUT", "TORSOS", "LayerIds", "build_head", "build_torso", "mlp_torso"]
+__all__ = [
+    "HEADS",
+    "INPUT_LAYERS",
+    "NARROW_INPUT",
+    "TORSOS",
+    "LayerIds",
+    "build_head",
+    "build_torso",
+    "mlp_torso",
+    "orthogonal_init",
+]
 
 NARROW_INPUT = 64
 
@@ -287,3 +297,32 @@ class DuelingHead(TaskModule):
     def forward(self, x: torch.Tensor, task: TaskArg) -> torch.Tensor:
         advantage = self.advantage(x, task)
         return self.value(x, task) + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def orthogonal_init(module: nn.Module, gain: float) -> None:
+    """Give every weight in ``module`` an orthogonal initialisation with ``gain`` and every bias 0,
+    as SB3's ``ortho_init`` and CleanRL's ``layer_init`` do for PPO (``agent.network.init:
+    orthogonal``). The superposed layers' task models ``W C_k`` are then orthogonal too (a binary or
+    rotation context is an orthogonal matrix); a complex layer's real and imaginary weights each get
+    the initialisation, as each gets ``nn.Linear``'s under ``torch``. Per-task layers (separate
+    networks, per-task heads) initialise each task's weight on its own.
+
+    Why: under torch's default (``kaiming_uniform_`` with ``a = sqrt(5)``, gain ``1/sqrt(3)``) the
+    Nature CNN's features on Atari frames come out ~20x smaller than under SB3's (RMS 0.012 against
+    0.25 on Breakout frames), and PSP-PPO learned Breakout more slowly than stock SB3 PPO.
+    """
+    for layer in module.modules():
+        if isinstance(layer, SuperposedLinear | SuperposedConv2d):
+            weights = [layer.weight, layer.weight_imag]
+        elif isinstance(layer, PerTaskLinear):
+            weights = list(layer.weight)  # one (out, in) view per task
+        elif isinstance(layer, nn.Conv2d | nn.Linear):  # a separate network's per-task convolutions
+            weights = [layer.weight]
+        else:
+            continue
+        for weight in weights:
+            if weight is not None:
+                nn.init.orthogonal_(weight, gain=gain)
+        if layer.bias is not None:
+            layer.bias.zero_()

@@ -11,6 +11,7 @@ contexts and an id outside it raises ``ValueError`` in the first superposed laye
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from psp_rl.contexts import Context, drift_context, mixture_contexts
-from psp_rl.networks import DuelingHead, LayerIds, build_head, build_torso
+from psp_rl.networks import DuelingHead, LayerIds, build_head, build_torso, orthogonal_init
 from psp_rl.settings import PSPSettings
 
 ACTINGS = ("q", "distilled", "auto")
@@ -202,6 +203,13 @@ class PSPQNetwork(BasePolicy):
             )
             # Which tasks act from the distilled policy (saved with the weights: a resume keeps it).
             self.register_buffer("distilled", torch.zeros(num_tasks, dtype=torch.bool))
+        if psp.init == "orthogonal":  # the torsos' gain for ReLU, the output layers' 1
+            for torso in (self.torso, self.policy_torso):
+                if torso is not None:
+                    orthogonal_init(torso, math.sqrt(2))
+            for head in (self.q_head, self.policy_head):
+                if head is not None:
+                    orthogonal_init(head, 1.0)
         use_drift_contexts(self, psp)
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
@@ -416,9 +424,15 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         )
         self.action_head = build_head(latent, n_out, num_tasks, self.psp, layer_id=LayerIds.ACTION_HEAD)
         self.value_head = build_head(latent, 1, num_tasks, self.psp, layer_id=LayerIds.VALUE_HEAD)
-        with torch.no_grad():  # small initial actions, as SB3's 0.01-gain actor init
-            for param in self.action_head.parameters():
-                param.mul_(0.01)
+        if self.psp.init == "orthogonal":  # SB3's ortho_init gains: torsos sqrt(2), actor 0.01, critic 1
+            for torso in {self.pi_torso, self.vf_torso}:
+                orthogonal_init(torso, math.sqrt(2))
+            orthogonal_init(self.action_head, 0.01)
+            orthogonal_init(self.value_head, 1.0)
+        else:
+            with torch.no_grad():  # small initial actions, as SB3's 0.01-gain actor init
+                for param in self.action_head.parameters():
+                    param.mul_(0.01)
         if isinstance(self.action_space, spaces.Box):
             self.log_std = nn.Parameter(torch.full((num_tasks, n_out), float(self.log_std_init)))
         use_drift_contexts(self, self.psp)

@@ -13,10 +13,12 @@ Torso = Literal["auto", "mlp", "nature_cnn", "minatar_cnn"]
 InputLayer = Literal["auto", "per_task", "expand", "superposed"]
 Heads = Literal["shared", "per_task"]
 Drift = Literal["none", "smooth", "binned", "mixture"]
+Init = Literal["torch", "orthogonal"]
 TORSOS: tuple[str, ...] = get_args(Torso)
 INPUT_LAYERS: tuple[str, ...] = get_args(InputLayer)
 HEADS: tuple[str, ...] = get_args(Heads)
 DRIFTS: tuple[str, ...] = get_args(Drift)
+INITS: tuple[str, ...] = get_args(Init)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class PSPSettings:
         ``num_tasks`` independent contexts: a hard switch at every bin), or ``mixture`` (as
         ``smooth``, the nearest of ``num_tasks`` grid points, whose contexts are mixtures of the two
         neighbouring of 4 independent contexts: :func:`~psp_rl.contexts.mixture_contexts`; any kind).
+    :param init: the weights' initialisation: ``torch`` (each layer as ``nn.Linear`` / ``nn.Conv2d``
+        would be) or ``orthogonal`` (SB3's and CleanRL's PPO: orthogonal weights with gain
+        ``sqrt(2)`` in the torsos and heads' own gains, zero biases; :func:`~psp_rl.networks.orthogonal_init`).
     """
 
     context: ContextKind = "binary"
@@ -51,12 +56,20 @@ class PSPSettings:
     separate: bool = False
     center: bool = False
     drift: Drift = "none"
+    init: Init = "torch"
 
     def __post_init__(self) -> None:
         check_kind(self.context)
         if isinstance(self.context_seed, bool) or not isinstance(self.context_seed, int) or self.context_seed < 0:
             raise ValueError(f"context_seed={self.context_seed!r}: expected a non-negative int")
-        for name, allowed in (("torso", TORSOS), ("input_layer", INPUT_LAYERS), ("heads", HEADS), ("drift", DRIFTS)):
+        choices = (
+            ("torso", TORSOS),
+            ("input_layer", INPUT_LAYERS),
+            ("heads", HEADS),
+            ("drift", DRIFTS),
+            ("init", INITS),
+        )
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
         for name in ("separate", "center"):
@@ -87,5 +100,9 @@ class PSPSettings:
         return "per_task" if self.separate else self.heads
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The settings as keyword arguments (what SB3 saves as a policy's constructor arguments)."""
-        return asdict(self)
+        """The settings as keyword arguments (what SB3 saves as a policy's constructor arguments);
+        ``init`` only when it is not ``torch``, as policies saved before the option have them."""
+        kwargs = asdict(self)
+        if kwargs["init"] == "torch":
+            del kwargs["init"]
+        return kwargs

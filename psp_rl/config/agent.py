@@ -23,7 +23,7 @@ from psp_rl.contexts import ContextKind
 from psp_rl.continual.settings import StrictSettings
 from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.precision import Precision
-from psp_rl.settings import Drift, Heads, InputLayer, PSPSettings, Torso
+from psp_rl.settings import Drift, Heads, Init, InputLayer, PSPSettings, Torso
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 # Online EWC's and PSP-DQN's defaults, for the descriptions of their options (left out, they take these).
@@ -50,6 +50,12 @@ class NetworkConfig(StrictSettings):
         default=None, description="hidden activation (default: DQN relu, PPO tanh)"
     )
     center: bool | None = Field(default=None, description="superposed layers centre their inputs per task")
+    init: Init = Field(
+        default="torch",
+        description="the weights' initialisation: torch (nn.Linear's and nn.Conv2d's) or orthogonal (SB3's and "
+        "CleanRL's PPO: gain sqrt(2) in the torsos, 0.01 on the actor's output, 1 on the critic's and Q's; "
+        "zero biases)",
+    )
 
 
 class DQNConfig(StrictSettings):

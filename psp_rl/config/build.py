@@ -100,6 +100,7 @@ def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
         separate=config.method == "separate",
         center=bool(network.center),
         drift=network.drift,
+        init=network.init,
     )
 
 

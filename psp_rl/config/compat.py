@@ -17,7 +17,17 @@ from typing import Any
 FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     **{
         name: ("network", name)
-        for name in ("context", "context_seed", "net_arch", "torso", "input_layer", "heads", "drift", "activation")
+        for name in (
+            "context",
+            "context_seed",
+            "net_arch",
+            "torso",
+            "input_layer",
+            "heads",
+            "drift",
+            "activation",
+            "init",
+        )
     },
     "center": ("network", "center"),
     **{

@@ -16,7 +16,10 @@ from psp_rl.errors import ConfigError
         ({"advantage_learning": 1.0}, r"agent\.dqn\.advantage_learning: input should be less than 1, got 1\.0"),
         ({"activation": "gelu"}, r"agent\.network\.activation: input should be 'relu' or 'tanh', got 'gelu'"),
         ({"center": "sometimes"}, r"agent\.network\.center: expected bool, got 'sometimes'"),
-        ({"task_lr_schedule": "cosine"}, r"agent\.task_lr_schedule: input should be 'constant', 'task_linear' or 'task_hold_linear'"),
+        (
+            {"task_lr_schedule": "cosine"},
+            r"agent\.task_lr_schedule: input should be 'constant', 'task_linear' or 'task_hold_linear'",
+        ),
         ({"acting": "greedy"}, r"agent\.dqn\.acting: input should be 'q', 'distilled' or 'auto', got 'greedy'"),
         ({"distil_loss": "kl"}, r"agent\.distil\.loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         ({"distil_margin": -1}, r"agent\.distil\.margin: input should be greater than 0, got -1"),

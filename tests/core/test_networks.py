@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear
-from psp_rl.networks import PerTaskLinear, RandomExpansion, build_head, build_torso, mlp_torso
+from psp_rl.networks import PerTaskLinear, RandomExpansion, build_head, build_torso, mlp_torso, orthogonal_init
 from psp_rl.settings import PSPSettings
 
 
@@ -153,3 +153,38 @@ def test_frames_are_scaled_straight_into_their_torsos_layout_with_preprocess_obs
     assert torch.equal(x, preprocess_obs(frames, space["obs"], normalize_images=True))
     minatar_cnn = build_torso((4, 10, 10), 2, PSPSettings()).memory_format  # a contiguous torso: as SB3 scales
     assert split_observation(obs, space, normalize_images=True, memory_format=minatar_cnn)[0].is_contiguous()
+
+
+@pytest.mark.parametrize("context", ["binary", "complex", "rotation", "none"])
+def test_orthogonal_init_makes_each_task_model_orthogonal(context):
+    torso = mlp_torso(64, [32, 32], 3, PSPSettings(context))
+    orthogonal_init(torso, gain=2.0)
+    for layer in (m for m in torso.layers if isinstance(m, SuperposedLinear)):
+        assert torch.count_nonzero(layer.bias) == 0
+        for task in range(3):  # rows of W C_k orthogonal, scaled by the gain (a complex layer's halves each)
+            weight = layer.task_weight(task) if context != "complex" else layer.weight
+            gram = weight @ weight.T
+            torch.testing.assert_close(gram, 4.0 * torch.eye(weight.shape[0]), atol=1e-4, rtol=0)
+
+
+def test_orthogonal_init_initialises_separate_networks_per_task():
+    torso = build_torso((4, 10, 10), 2, PSPSettings("none", separate=True))
+    head = build_head(torso.latent_dim, 3, 2, PSPSettings("none", separate=True), layer_id=99)
+    orthogonal_init(torso, gain=1.0)
+    orthogonal_init(head, gain=1.0)
+    for task in range(2):
+        weight = head.weight[task]
+        torch.testing.assert_close(weight @ weight.T, torch.eye(3), atol=1e-5, rtol=0)
+    assert not torch.equal(head.weight[0], head.weight[1])  # independent draws
+    convs = [m for m in torso.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(torch.count_nonzero(c.bias) == 0 for c in convs)
+
+
+def test_nature_cnn_features_keep_their_scale_under_orthogonal_init():
+    """The reason for the option: torch's default init shrinks the Nature CNN's features ~20x."""
+    frames = torch.rand(16, 4, 84, 84)
+    torso = build_torso((4, 84, 84), 2, "binary")
+    default_rms = torso(frames, 0).pow(2).mean().sqrt()
+    orthogonal_init(torso, gain=float(np.sqrt(2)))
+    ortho_rms = torso(frames, 0).pow(2).mean().sqrt()
+    assert ortho_rms > 5 * default_rms

@@ -10,6 +10,7 @@ from experiments.bench_input_layer import visited_states
 from psp_rl.agents import ContinualDQN, ContinualPPO
 from psp_rl.envs import get_sequence
 from psp_rl.policies import PSPActorCriticPolicy, PSPDQNPolicy
+from psp_rl.settings import PSPSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -254,3 +255,23 @@ def test_device_follows_the_policy_to_another_device(cartpoles, algo):
     assert policy.device == BaseModel.device.fget(policy) == torch.device("cpu")  # SB3's walk
     policy.to("meta")  # (a device every machine has) the kept parameter moves with the policy
     assert policy.device == BaseModel.device.fget(policy) == torch.device("meta")
+
+
+@pytest.mark.parametrize("init", ["torch", "orthogonal"])
+def test_ppo_policy_init_option_and_its_saved_kwargs(init):
+    from stable_baselines3.common.utils import get_schedule_fn
+
+    from psp_rl.layers import SuperposedLinear
+
+    space = gym.spaces.Dict({"obs": gym.spaces.Box(-1, 1, (8,)), "task": gym.spaces.Discrete(2)})
+    policy = PSPActorCriticPolicy(space, gym.spaces.Discrete(3), get_schedule_fn(1e-3), psp=PSPSettings(init=init))
+    head = policy.action_head
+    assert isinstance(head, SuperposedLinear)
+    if init == "orthogonal":  # the actor's output rows are orthogonal with gain 0.01, biases 0
+        gram = head.task_weight(1) @ head.task_weight(1).T
+        torch.testing.assert_close(gram, 1e-4 * torch.eye(3), atol=1e-8, rtol=0)
+        assert torch.count_nonzero(policy.value_head.bias) == 0
+    else:
+        assert torch.count_nonzero(head.bias) > 0
+    saved = policy._get_constructor_parameters()["psp"].as_kwargs()
+    assert ("init" in saved) == (init == "orthogonal")  # policies saved before the option load as saved
