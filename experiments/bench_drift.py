@@ -7,6 +7,8 @@ finished runs reused, unfinished ones resumed) into ``<out>/runs/<variant>-s<see
 
 - ``drift-fixed``: one context (``agent.drift: none``), the agent sees theta but its context does not move;
 - ``drift-smooth``: powers of one context on a grid of ``max_tasks`` points, theta picks the nearest;
+- ``drift-smooth-bins``: the same powers at the centres of ``max_tasks`` equal bins of theta (the grid's
+  end points get half a bin's data under ``drift-smooth``);
 - ``drift-binned``: an independent context per bin of theta (a hard switch every ``period / (2 K)``
   env steps while the drift sweeps up or down);
 - ``drift-mixture``: the grid's contexts mix the two nearest of 4 independent contexts (``--variants``
@@ -43,6 +45,7 @@ from psp_rl.sweep.runner import run_sweep
 VARIANTS = {
     "drift-fixed": {"drift": "none"},
     "drift-smooth": {"drift": "smooth"},
+    "drift-smooth-bins": {"drift": "smooth_bins"},
     "drift-binned": {"drift": "binned"},
     "drift-mixture": {"drift": "mixture"},
 }

@@ -12,7 +12,7 @@ from psp_rl.contexts import ContextKind, check_kind
 Torso = Literal["auto", "mlp", "nature_cnn", "minatar_cnn"]
 InputLayer = Literal["auto", "per_task", "expand", "superposed"]
 Heads = Literal["shared", "per_task"]
-Drift = Literal["none", "smooth", "binned", "mixture"]
+Drift = Literal["none", "smooth", "smooth_bins", "binned", "mixture"]
 Init = Literal["torch", "orthogonal"]
 TORSOS: tuple[str, ...] = get_args(Torso)
 INPUT_LAYERS: tuple[str, ...] = get_args(InputLayer)
@@ -39,8 +39,11 @@ class PSPSettings:
         ``none`` (the ``task`` entry picks it, one fixed context for a drifting task), ``smooth``
         (the ``num_tasks`` contexts are :func:`~psp_rl.contexts.drift_context` at ``theta = k /
         (num_tasks - 1)``, powers of one context, and ``theta`` picks the nearest: complex or
-        rotation), ``binned`` (``theta``'s bin of width ``1 / num_tasks`` picks one of
-        ``num_tasks`` independent contexts: a hard switch at every bin), or ``mixture`` (as
+        rotation), ``smooth_bins`` (the same powers at the centres of ``num_tasks`` equal bins of
+        ``theta``, its bin picking one: every slot trains on the same share of a sweep, where the
+        grid's two end slots get half; :func:`~psp_rl.policies.drift_grid`), ``binned`` (``theta``'s
+        bin of width ``1 / num_tasks`` picks one of ``num_tasks`` independent contexts: a hard switch
+        at every bin), or ``mixture`` (as
         ``smooth``, the nearest of ``num_tasks`` grid points, whose contexts are mixtures of the two
         neighbouring of 4 independent contexts: :func:`~psp_rl.contexts.mixture_contexts`; any kind).
     :param init: the weights' initialisation: ``torch`` (each layer as ``nn.Linear`` / ``nn.Conv2d``
@@ -75,9 +78,9 @@ class PSPSettings:
         for name in ("separate", "center"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
-        if self.drift == "smooth" and self.context not in ("complex", "rotation"):
+        if self.drift in ("smooth", "smooth_bins") and self.context not in ("complex", "rotation"):
             raise ValueError(
-                f"drift='smooth' with context={self.context!r}: smooth drift needs powers of a context; "
+                f"drift={self.drift!r} with context={self.context!r}: smooth drift needs powers of a context; "
                 "expected context complex or rotation"
             )
 

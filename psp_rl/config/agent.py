@@ -43,8 +43,9 @@ class NetworkConfig(StrictSettings):
     drift: Drift = Field(
         default="none",
         description="how the context follows a drifting task's theta: none (one context), smooth (powers of one "
-        "context on a grid of max_tasks points; complex or rotation), binned (an independent context per bin), "
-        "mixture (the grid's contexts mix the two nearest of 4 independent ones; any kind)",
+        "context on a grid of max_tasks points, ends included; complex or rotation), smooth_bins (the same powers "
+        "at the centres of max_tasks equal bins), binned (an independent context per bin), mixture (the grid's "
+        "contexts mix the two nearest of 4 independent ones; any kind)",
     )
     activation: Literal["relu", "tanh"] | None = Field(
         default=None, description="hidden activation (default: DQN relu, PPO tanh)"
@@ -220,9 +221,9 @@ class AgentConfig(StrictSettings):
             raise ValueError(
                 f"agent.network.drift: {drift!r} needs method='psp' (drifting contexts), got {self.method!r}"
             )
-        if drift == "smooth" and context not in ("complex", "rotation"):
+        if drift in ("smooth", "smooth_bins") and context not in ("complex", "rotation"):
             raise ValueError(
-                f"agent.network.drift: 'smooth' with context={context!r}; smooth drift needs powers of a context, "
+                f"agent.network.drift: {drift!r} with context={context!r}; smooth drift needs powers of a context, "
                 "expected context complex or rotation"
             )
         if self.precision == "bf16" and context == "complex":

@@ -11,7 +11,7 @@ from psp_rl.config.build import check_agent_fits
 from psp_rl.contexts import drift_context, make_contexts
 from psp_rl.envs import get_sequence
 from psp_rl.errors import ConfigError
-from psp_rl.policies import drift_slot
+from psp_rl.policies import drift_grid, drift_slot
 
 
 def test_drift_follows_the_runs_steps_whatever_the_number_of_envs():
@@ -53,6 +53,17 @@ def test_drift_slots_round_to_the_grid_or_fall_in_bins():
     assert drift_slot(theta, 5, "binned").tolist() == [0, 0, 2, 2, 4, 4]
     assert drift_slot(theta, 5, "mixture").tolist() == drift_slot(theta, 5, "smooth").tolist()
     assert drift_slot(torch.tensor([0.19, 0.21]), 5, "binned").tolist() == [0, 1]
+    assert drift_slot(theta, 5, "smooth_bins").tolist() == drift_slot(theta, 5, "binned").tolist()
+
+
+def test_smooth_bins_give_every_slot_an_equal_share_of_a_sweep():
+    """The grid's end slots collect half a bin's worth of a uniform sweep; equal bins do not."""
+    sweep = torch.linspace(0, 1, 100_001)
+    grid = torch.bincount(drift_slot(sweep, 8, "smooth"), minlength=8) / len(sweep)
+    bins = torch.bincount(drift_slot(sweep, 8, "smooth_bins"), minlength=8) / len(sweep)
+    assert grid[0] == pytest.approx(grid[3] / 2, rel=1e-3) and grid[7] == pytest.approx(grid[3] / 2, rel=1e-3)
+    torch.testing.assert_close(bins, torch.full((8,), 1 / 8), atol=1e-4, rtol=0)
+    assert drift_grid(8, "smooth_bins") == pytest.approx([(k + 0.5) / 8 for k in range(8)])
 
 
 def _agent(drift: str, context: str = "complex", seed: int = 0) -> ContinualPPO:
@@ -61,12 +72,14 @@ def _agent(drift: str, context: str = "complex", seed: int = 0) -> ContinualPPO:
     return ContinualPPO("PSPPolicy", seq.make_vec_env(0, 1, seed=0), policy_kwargs=kwargs, seed=seed)
 
 
-def test_smooth_drift_contexts_are_powers_of_one_context_and_theta_picks_them():
-    agent = _agent("smooth")
+@pytest.mark.parametrize(("drift", "grid_theta"), [("smooth", 3 / 7), ("smooth_bins", 3.5 / 8)])
+def test_smooth_drift_contexts_are_powers_of_one_context_and_theta_picks_them(drift, grid_theta):
+    agent = _agent(drift)
     layers = [m for m in agent.policy.modules() if hasattr(m, "contexts") and m.context == "complex"]
     assert len(layers) == 6  # actor and critic torsos (input layer superposed), two heads
     for module in layers:
-        expected = drift_context("complex", module.contexts.size, 3 / 7, seed=module.seed, layer=module.layer_id)
+        where = dict(seed=module.seed, layer=module.layer_id)
+        expected = drift_context("complex", module.contexts.size, grid_theta, **where)
         torch.testing.assert_close(module.contexts.cos[3], expected.real)
         # nearby grid points have nearby contexts; far ones are further apart
         near = (module.contexts.cos[3] - module.contexts.cos[4]).abs().mean()
