@@ -195,3 +195,17 @@ def test_atari_stock_ppo_evaluates_each_chunk_and_resumes_exactly(tmp_path):
     (run / "checkpoints/stock-000000002048.zip").unlink()  # killed before its last checkpoint
     stock([config, "--run-dir", str(run), "--resume", *settings])
     assert (run / "eval.csv").read_text().splitlines() == rows  # the last chunk redone, the same numbers
+
+
+def test_probe_drift_slots_plays_every_slot_at_a_held_value(tmp_path, capsys):
+    from experiments.bench_drift import VARIANTS
+    from experiments.probe_drift_slots import main
+
+    agent = {**TINY_PPO, "context": "complex", "input_layer": "superposed"}
+    config = {"name": "tiny-drift", "sequence": {"name": "cartpole-drift", "steps": 512, "max_tasks": 4},
+              "agent": agent, "eval": {"every": 512, "episodes": 2}}  # fmt: skip
+    _finished_trial(config, "drift-smooth-bins", tmp_path, VARIANTS)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert main([str(run), "--value", "9.8", "--episodes", "2"]) == 0
+    printed = capsys.readouterr().out.split(": ")[1].split()
+    assert len(printed) == 4 and all(float(r) > 0 for r in printed)  # one return per slot
