@@ -209,3 +209,18 @@ def test_probe_drift_slots_plays_every_slot_at_a_held_value(tmp_path, capsys):
     assert main([str(run), "--value", "9.8", "--episodes", "2"]) == 0
     printed = capsys.readouterr().out.split(": ")[1].split()
     assert len(printed) == 4 and all(float(r) > 0 for r in printed)  # one return per slot
+
+
+def test_atari_single_curves_compares_finished_groups_with_the_reference(tmp_path, capsys):
+    from experiments.atari_single_curves import main
+
+    for name, means in {"stock-s0": [2, 8, 10], "stock-s1": [2, 6, 6], "psp-s0": [1, 5, 8], "psp-s1": [1, 3]}.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        rows = ["step,trained_task,eval_task,mean,std,episodes"]
+        rows += [f"{(i + 1) * 100},breakout,breakout,{m},1.0,8" for i, m in enumerate(means)]
+        (tmp_path / "runs" / name / "eval.csv").write_text("\n".join(rows) + "\n")
+    assert main([str(tmp_path), "--steps", "300", "--random", "2", "--human", "12"]) == 0
+    table = (tmp_path / "curves.md").read_text()
+    assert "| psp-s0 | 300 | 8.0 | 4.67 | 0.6 | 0.267 |" in table  # HNS (8 - 2) / 10; last three 14/3
+    assert "| psp | 1 | 8.00 | 1.00x |" in table  # psp-s1 has not reached 300 steps: left out
+    assert (tmp_path / "curves.png").stat().st_size > 0
