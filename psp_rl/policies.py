@@ -435,7 +435,8 @@ class PSPActorCriticPolicy(_TaskObsToTensor, ActorCriticPolicy):
         self.action_head = build_head(latent, n_out, num_tasks, self.psp, layer_id=LayerIds.ACTION_HEAD)
         self.value_head = build_head(latent, 1, num_tasks, self.psp, layer_id=LayerIds.VALUE_HEAD)
         if self.psp.init == "orthogonal":  # SB3's ortho_init gains: torsos sqrt(2), actor 0.01, critic 1
-            for torso in {self.pi_torso, self.vf_torso}:
+            # In a fixed order (a set's would follow memory addresses): the same seed, the same weights.
+            for torso in dict.fromkeys((self.pi_torso, self.vf_torso)):
                 orthogonal_init(torso, math.sqrt(2))
             orthogonal_init(self.action_head, 0.01)
             orthogonal_init(self.value_head, 1.0)

@@ -43,9 +43,9 @@ class PSPSettings:
         ``theta``, its bin picking one: every slot trains on the same share of a sweep, where the
         grid's two end slots get half; :func:`~psp_rl.policies.drift_grid`), ``binned`` (``theta``'s
         bin of width ``1 / num_tasks`` picks one of ``num_tasks`` independent contexts: a hard switch
-        at every bin), or ``mixture`` (as
-        ``smooth``, the nearest of ``num_tasks`` grid points, whose contexts are mixtures of the two
-        neighbouring of 4 independent contexts: :func:`~psp_rl.contexts.mixture_contexts`; any kind).
+        at every bin), or ``mixture`` (as ``smooth``, the nearest of ``num_tasks`` grid points, whose
+        contexts are mixtures of the two neighbouring of 4 independent contexts:
+        :func:`~psp_rl.contexts.mixture_contexts`; any kind).
     :param init: the weights' initialisation: ``torch`` (each layer as ``nn.Linear`` / ``nn.Conv2d``
         would be) or ``orthogonal`` (SB3's and CleanRL's PPO: orthogonal weights with gain
         ``sqrt(2)`` in the torsos and heads' own gains, zero biases; :func:`~psp_rl.networks.orthogonal_init`).

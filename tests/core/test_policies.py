@@ -275,3 +275,18 @@ def test_ppo_policy_init_option_and_its_saved_kwargs(init):
         assert torch.count_nonzero(head.bias) > 0
     saved = policy._get_constructor_parameters()["psp"].as_kwargs()
     assert ("init" in saved) == (init == "orthogonal")  # policies saved before the option load as saved
+
+
+def test_orthogonal_init_is_the_same_for_the_same_seed_with_separate_actor_and_critic_torsos():
+    from stable_baselines3.common.utils import get_schedule_fn
+
+    space = gym.spaces.Dict({"obs": gym.spaces.Box(-1, 1, (8,)), "task": gym.spaces.Discrete(2)})
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        policy = PSPActorCriticPolicy(
+            space, gym.spaces.Discrete(3), get_schedule_fn(1e-3), psp=PSPSettings(init="orthogonal")
+        )
+        assert policy.pi_torso is not policy.vf_torso
+        weights.append(torch.cat([p.detach().flatten() for p in policy.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
