@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from psp_rl.continual.files import atomic_write_text, markdown_table
+from psp_rl.continual.metrics import normalized
 
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 
@@ -48,6 +49,7 @@ def summary_rows(
     for group, seeds in sorted(curves.items()):
         for seed, (at, means) in sorted(seeds.items()):
             final, last3 = float(means[-1]), float(means[-3:].mean())
+            hns_final, hns_last3 = normalized(np.array([final, last3]), np.array(random), np.array(human))
             rows.append(
                 {
                     "run": f"{group}-s{seed}",
@@ -56,8 +58,8 @@ def summary_rows(
                     "finished": bool(at[-1] >= steps),
                     "final": round(final, 2),
                     "last3": round(last3, 2),
-                    "hns_final": round((final - random) / (human - random), 3),
-                    "hns_last3": round((last3 - random) / (human - random), 3),
+                    "hns_final": round(float(hns_final), 3),
+                    "hns_last3": round(float(hns_last3), 3),
                 }
             )
     return rows

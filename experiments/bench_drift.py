@@ -25,11 +25,13 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.agents import ContinualPPO
 from psp_rl.config.build import build_sequence
@@ -40,6 +42,7 @@ from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.seeds import legacy_seed
+from psp_rl.envs import TaskSequence
 from psp_rl.sweep.runner import run_sweep
 
 VARIANTS = {
@@ -51,25 +54,34 @@ VARIANTS = {
 }
 
 
+def final_agent(run_dir: Path, config: dict) -> tuple[TaskSequence, ContinualPPO]:
+    """The run's sequence and its newest checkpoint's agent."""
+    newest = CheckpointStore(RunDir(run_dir).checkpoints).list()[0]
+    return build_sequence(parse_config(config).sequence), ContinualPPO.load(newest / MODEL, device="cpu")
+
+
+def held_at(value: float) -> Callable[[VecEnv, int], VecEnv]:
+    """An ``evaluate_tasks`` wrap that holds the drifting parameter of the eval envs at ``value``."""
+
+    def hold(env: VecEnv, task: int) -> VecEnv:
+        env.env_method("set_value", value)
+        return env
+
+    return hold
+
+
 def evaluate_range(run_dir: Path, config: dict, values: list[float], episodes: int, seed: int) -> list[float]:
     """Mean return of the run's newest model at each drift value, the drift held there."""
-    sequence = build_sequence(parse_config(config).sequence)
-    newest = CheckpointStore(RunDir(run_dir).checkpoints).list()[0]
-    agent = ContinualPPO.load(newest / MODEL, device="cpu")
+    sequence, agent = final_agent(run_dir, config)
     out = []
     for value in values:
-
-        def hold(env, task, value=value):
-            env.env_method("set_value", value)
-            return env
-
         (result,) = evaluate_tasks(
             agent,
             sequence,
             episodes=episodes,
             n_envs=min(episodes, 4),
             seed=lambda t: legacy_seed(seed, 9, t),  # the seeds its committed results drew
-            wrap=hold,
+            wrap=held_at(value),
         )
         out.append(result.mean)
     return out

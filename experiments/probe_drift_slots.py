@@ -5,7 +5,7 @@ A drifting run's final model acts from the slot its ``theta`` picks; this probe 
 theta picks plays its own value as well as its neighbours do (the force drift's end slot did not:
 docs/results.md, "Why smooth misses at -10").
 
-    python experiments/probe_drift_slots.py experiments/results/drift-force-mixture/runs/drift-smooth-s0 --value -10
+    python -m experiments.probe_drift_slots experiments/results/drift-force-mixture/runs/drift-smooth-s0 --value -10
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import torch
 import yaml
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
-from psp_rl.agents import ContinualPPO
-from psp_rl.config.build import build_sequence
-from psp_rl.config.loading import parse_config
-from psp_rl.continual.checkpoints import MODEL, CheckpointStore
+from experiments.bench_drift import final_agent, held_at
 from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.run_dir import RunDir
 
@@ -45,16 +42,14 @@ class HeldTheta(VecEnvWrapper):
 
 def slot_returns(run_dir: Path, value: float, episodes: int, seed: int) -> list[float]:
     """Mean return of each slot's context at the drifting parameter held at ``value``."""
-    config = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    sequence = build_sequence(config.sequence)
-    agent = ContinualPPO.load(CheckpointStore(RunDir(run_dir).checkpoints).list()[0] / MODEL, device="cpu")
+    sequence, agent = final_agent(run_dir, yaml.safe_load(RunDir(run_dir).config.read_text()))
     slots = int(agent.observation_space["task"].n)
+    hold = held_at(value)
     out = []
     for slot in range(slots):
 
         def wrap(env, task, slot=slot):  # noqa: ANN001, ANN202
-            env.env_method("set_value", value)
-            return HeldTheta(env, slot / (slots - 1))  # theta that every drift kind maps to this slot
+            return HeldTheta(hold(env, task), slot / (slots - 1))  # theta every drift kind maps to this slot
 
         (result,) = evaluate_tasks(agent, sequence, episodes=episodes, n_envs=4, seed=lambda t: seed + t, wrap=wrap)
         out.append(result.mean)

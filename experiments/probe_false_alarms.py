@@ -1,6 +1,6 @@
 """Where do dynamics evidence's false alarms come from? (issue 33, item 4's false-alarm target)
 
-    python experiments/probe_false_alarms.py [--policy experiments/results/quickstart/runs/quickstart] \\
+    python -m experiments.probe_false_alarms [--policy experiments/results/quickstart/runs/quickstart] \\
         [--seeds 0 1 2] [--floors 0 5e-5] [--out experiments/results/hidden-ids-dynamics/false-alarms.md]
 
 Two measurements on cartpole-shift, without training an agent (a finished run's agent, ``--policy``,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Where dynamics evidence's false alarms come from",
         "",
-        f"`python experiments/probe_false_alarms.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+        f"`python -m experiments.probe_false_alarms {' '.join(sys.argv[1:] if argv is None else argv)}`"
         f" (the agent: `{args.policy}`, PSP-PPO trained on default, reversed, long pole).",
         "",
         f"## Window errors (mean squared, in the observed changes' standard deviations; seed {args.seeds[0]})",

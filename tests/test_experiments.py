@@ -122,12 +122,17 @@ def test_fresh_contexts_for_known_tasks_count_the_stages_whose_task_came_before(
     assert fresh_for_known_tasks(choices, [1000, 2000, 3000], [0, 1, 0]) == 1  # the fresh one in stage 2
 
 
+def tiny_drift_config() -> dict:
+    """A drifting CartPole run of 512 steps with 4 complex context slots (the drift benches' tests)."""
+    agent = {**TINY_PPO, "context": "complex", "input_layer": "superposed"}
+    return {"name": "tiny-drift", "sequence": {"name": "cartpole-drift", "steps": 512, "max_tasks": 4},
+            "agent": agent, "eval": {"every": 512, "episodes": 2}}  # fmt: skip
+
+
 def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
     from experiments.bench_drift import VARIANTS, main
 
-    agent = {**TINY_PPO, "context": "complex", "input_layer": "superposed"}
-    config = {"name": "tiny-drift", "sequence": {"name": "cartpole-drift", "steps": 512, "max_tasks": 4},
-              "agent": agent, "eval": {"every": 512, "episodes": 2}}  # fmt: skip
+    config = tiny_drift_config()
     out = tmp_path / "out"
     for variant in ("drift-fixed", "drift-smooth"):
         _finished_trial(config, variant, out, VARIANTS)
@@ -201,9 +206,7 @@ def test_probe_drift_slots_plays_every_slot_at_a_held_value(tmp_path, capsys):
     from experiments.bench_drift import VARIANTS
     from experiments.probe_drift_slots import main
 
-    agent = {**TINY_PPO, "context": "complex", "input_layer": "superposed"}
-    config = {"name": "tiny-drift", "sequence": {"name": "cartpole-drift", "steps": 512, "max_tasks": 4},
-              "agent": agent, "eval": {"every": 512, "episodes": 2}}  # fmt: skip
+    config = tiny_drift_config()
     _finished_trial(config, "drift-smooth-bins", tmp_path, VARIANTS)
     (run,) = (tmp_path / "runs").iterdir()
     assert main([str(run), "--value", "9.8", "--episodes", "2"]) == 0
