@@ -14,7 +14,9 @@ them (``method: psp`` with its defaults) for ``binary`` and ``complex`` contexts
 plain network behind the ``{"obs", "task"}`` observation (``method: finetune``), all on the same
 env chain as vanilla, ``binary-ale``: PSP binary on ale-py's C++ vector env (``vec_env: ale``,
 one ALE thread; Atari rows only), the configuration a run uses, and ``binary-uncentred``: PSP-DQN
-binary with ``center: false`` (DQN rows only), so that one run prices the centring.
+binary with ``center: false`` (DQN rows only), so that one run prices the centring, and
+``vanilla-fused``: vanilla SB3 DQN given the fused Adam PSP-DQN uses (DQN rows only), so that one
+run also prices the optimizer.
 DQN with n_envs 8 keeps the one-env replay ratio (vanilla: ``train_freq / 8`` vector steps).
 Runs are interleaved, one process at a time, best of ``--repeats``; torch uses one thread unless
 ``--threads`` says otherwise. Timed: ``learn(steps)`` from a fresh agent, updates included
@@ -60,7 +62,7 @@ ATARI_PPO: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
     clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )  # fmt: skip
-AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred")
+AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred", "vanilla-fused")
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -129,13 +131,17 @@ def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device:
         hparams = _per_transition(hparams, n_envs if agent == "vanilla" else 1, steps)
     if algo == "ppo":
         hparams["n_steps"] = max(hparams["n_steps"], 256 // n_envs)  # a rollout of >= 256 transitions
-    if agent == "vanilla":
+    if agent in ("vanilla", "vanilla-fused"):
         image = row.startswith("atari")
         cls, policy = (
             (DQN, "CnnPolicy" if image else "MlpPolicy")
             if algo == "dqn"
             else (PPO, "CnnPolicy" if image else "MlpPolicy")
         )
+        if agent == "vanilla-fused":  # PSP-DQN's optimizer (Adam's fused kernel), DQN rows only
+            if algo != "dqn":
+                return None
+            vanilla_kwargs = {**vanilla_kwargs, "optimizer_kwargs": {"fused": True}}
         env = _plain_vec_env(sequence, n_envs, seed)
         return cls(policy, env, seed=seed, device=device, policy_kwargs=vanilla_kwargs, **hparams)
     # binary-ale: PSP binary on ale-py's C++ vector env (the others step the gymnasium chain, as vanilla)

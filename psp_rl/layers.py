@@ -219,17 +219,22 @@ class SuperposedLinear(_Superposed):
     @torch.no_grad()
     def _update_mean(self, x: torch.Tensor, task: TaskArg) -> None:
         """Move each present task's input mean towards this batch's, keeping the layer's function."""
-        for t in [task] if isinstance(task, int) else torch.unique(task).tolist():
-            rows = x if isinstance(task, int) else x[task == t]
-            # A plain average over a task's first 1/momentum batches, an exponential one after.
-            count = self.running_batches[t].add_(1)
-            rate = max(self.center_momentum, 1.0 / float(count))
-            mean, bias = self.running_input_mean[t], self.bias[t]
-            step = (rows.mean(0) - mean).mul_(rate)
-            mean.add_(step)
-            # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
-            # W C step is the layer's own product on one row (no (out, in) weight is formed).
-            bias.add_(self._forward_one_task(step.unsqueeze(0), t).squeeze(0) - bias)
+        if isinstance(task, int):  # the update's usual batch: one task, no masking
+            self._move_mean(x.mean(0), task)
+            return
+        for t in torch.unique(task).tolist():
+            self._move_mean(x[task == t].mean(0), t)
+
+    def _move_mean(self, batch_mean: torch.Tensor, task: int) -> None:
+        # A plain average over a task's first 1/momentum batches, an exponential one after.
+        count = self.running_batches[task].add_(1)
+        rate = max(self.center_momentum, 1.0 / float(count))
+        step = batch_mean.sub_(self.running_input_mean[task]).mul_(rate)
+        self.running_input_mean[task].add_(step)
+        # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
+        # W C step is the layer's own product on one row, without its bias (no (out, in) weight is formed).
+        fold = self.contexts.linear(step.unsqueeze(0), self.weight, self.weight_imag, task, None)
+        self.bias[task].add_(fold.squeeze(0))
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.contexts.linear(x, self.weight, self.weight_imag, task, self._bias(task))

@@ -290,3 +290,16 @@ def test_orthogonal_init_is_the_same_for_the_same_seed_with_separate_actor_and_c
         assert policy.pi_torso is not policy.vf_torso
         weights.append(torch.cat([p.detach().flatten() for p in policy.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+def test_dqn_adam_is_fused_and_an_unfused_saved_optimizer_stays_unfused(cartpoles, tmp_path):
+    model = _make("dqn", cartpoles)
+    assert model.policy.optimizer.param_groups[0]["fused"] is True
+    model.learn(100)
+    # A run saved before the fused default: its optimizer state names fused=None, and loading it
+    # keeps that setting, so a resumed run steps exactly as it did.
+    model.policy.optimizer.param_groups[0]["fused"] = None
+    model.save(tmp_path / "old")
+    loaded = ContinualDQN.load(tmp_path / "old", env=cartpoles.make_vec_env(0, 2, seed=0))
+    assert loaded.policy.optimizer.param_groups[0]["fused"] is None
+    loaded.learn(100)  # and it still updates
