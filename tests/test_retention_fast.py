@@ -18,6 +18,10 @@ PSP kept 0.31-1.44 (one run lost task 0 to its distilled policy) and fine-tuning
 run had not learned the reversed task). ``kept``, the share of task 0's greedy actions the final
 agent still takes on the states its own policy visited, is recorded, not asserted: a half-learned
 policy has many near-ties, and it overlapped (PSP 0.58-0.99, fine-tuning 0.17-0.50).
+
+PSP-DQN's Adam became fused (other floats, so other trajectories): remeasured at learning seeds 0-4 on a
+2-core AMD EPYC (native = AVX2), PSP kept 0.62-1.03 (lowest learned 86.5) and fine-tuning 0.06-0.49; at
+seed 3 the slow control's precondition failed (one of its 3 seeds learned task 0 only to 33.3 < 40).
 """
 
 import numpy as np
