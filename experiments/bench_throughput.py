@@ -63,6 +63,7 @@ ATARI_PPO: dict[str, Any] = dict(
     clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )  # fmt: skip
 AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred", "vanilla-fused")
+VANILLA = ("vanilla", "vanilla-fused")  # stock SB3 agents: DQN's train_freq counts their vector steps
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -128,10 +129,10 @@ def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device:
     sequence, algo, hparams, vanilla_kwargs = _case(row)
     hparams = dict(hparams)
     if algo == "dqn":  # ContinualDQN keeps the one-env ratio itself; vanilla SB3 is told in vector steps
-        hparams = _per_transition(hparams, n_envs if agent == "vanilla" else 1, steps)
+        hparams = _per_transition(hparams, n_envs if agent in VANILLA else 1, steps)
     if algo == "ppo":
         hparams["n_steps"] = max(hparams["n_steps"], 256 // n_envs)  # a rollout of >= 256 transitions
-    if agent in ("vanilla", "vanilla-fused"):
+    if agent in VANILLA:
         image = row.startswith("atari")
         cls, policy = (
             (DQN, "CnnPolicy" if image else "MlpPolicy")

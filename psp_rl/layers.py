@@ -229,8 +229,9 @@ class SuperposedLinear(_Superposed):
         # A plain average over a task's first 1/momentum batches, an exponential one after.
         count = self.running_batches[task].add_(1)
         rate = max(self.center_momentum, 1.0 / float(count))
-        step = batch_mean.sub_(self.running_input_mean[task]).mul_(rate)
-        self.running_input_mean[task].add_(step)
+        mean = self.running_input_mean[task]
+        step = batch_mean.sub_(mean).mul_(rate)
+        mean.add_(step)
         # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
         # W C step is the layer's own product on one row, without its bias (no (out, in) weight is formed).
         fold = self.contexts.linear(step.unsqueeze(0), self.weight, self.weight_imag, task, None)
