@@ -33,6 +33,7 @@ from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 from psp_rl.errors import CheckpointError, ConfigError
 from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.task_inference import TaskInference
+from psp_rl.plugins.keep_best import KeepStageBest
 from psp_rl.plugins.probes import RetentionProbes
 from psp_rl.plugins.videos import TaskVideos
 from psp_rl.precision import EMULATED_BF16_SLOWDOWN, native_bf16, resolve_precision
@@ -152,7 +153,8 @@ def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
 
 def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
     """The loop hooks a run needs: online EWC for ``method: ewc``, the retention probes if enabled,
-    task inference for PSP under hidden task ids, TensorBoard videos with ``eval.video_every``."""
+    task inference for PSP under hidden task ids, TensorBoard videos with ``eval.video_every``, the
+    stage's best weights with ``keep_best``."""
     callbacks: list[ContinualCallback] = []
     agent = config.agent
     if config.sequence.task_ids == "hidden" and agent.method == "psp":
@@ -164,6 +166,8 @@ def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
         callbacks.append(RetentionProbes(samples=config.probes.samples))
     if config.eval.video_every is not None:
         callbacks.append(TaskVideos(config.eval.video_every))
+    if config.keep_best:
+        callbacks.append(KeepStageBest())
     return callbacks
 
 

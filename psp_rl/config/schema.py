@@ -79,6 +79,11 @@ class RunConfig(StrictSettings):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    keep_best: bool = Field(
+        default=False,
+        description="at each stage's end, go back to the weights of the stage's best evaluation on its task when "
+        "they beat the final ones (psp_rl.plugins.keep_best; DQN's returns oscillate within a stage)",
+    )
     device: str = "auto"
     threads: int | Literal["auto"] = Field(
         default=1,
@@ -101,6 +106,15 @@ class RunConfig(StrictSettings):
         return self
 
     @model_validator(mode="after")
+    def _keep_best(self) -> RunConfig:
+        if self.keep_best and self.sequence.task_ids == "hidden":
+            raise ValueError(
+                "keep_best: true with sequence.task_ids 'hidden': the stage's task chooses the weights kept, and "
+                "under hidden ids the agent does not know it; expected keep_best false or task_ids announced"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _mid_episode(self) -> RunConfig:
         check_vec_env_carries(self.sequence.switch, self.agent.vec_env)
         return self
@@ -115,6 +129,8 @@ class RunConfig(StrictSettings):
             shaping["seed_scheme"] = self.seed_scheme
         if self.probes.enabled:  # the probes' state is in the checkpoints: a resume keeps the setting
             shaping["probes"] = self.probes.model_dump(mode="json")
+        if self.keep_best:  # the weights a stage hands on; absent when off, so older runs keep their fingerprint
+            shaping["keep_best"] = True
         if self.sequence.task_ids == "hidden":  # the inference decides which context trains
             shaping["inference"] = self.inference.model_dump(mode="json")
         return canonical_shaping(shaping)

@@ -64,6 +64,12 @@ class ContinualCallback:
     def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
         """After each evaluation of every task, with its new ``eval.csv`` rows."""
 
+    def at_stage_end(self, loop: LoopView, stage: int, task: int, rows: list[dict[str, Any]]) -> bool:
+        """After the evaluation that ends stage ``stage`` (its ``rows``), before :meth:`after_task`.
+        Return True when this changed the agent's weights: the loop then evaluates every task
+        again, and that evaluation replaces ``rows`` as the stage's end (``keep_best``)."""
+        return False
+
     def wrap_env(self, loop: LoopView, env: VecEnv, task: int, *, training: bool) -> VecEnv:
         """Wrap the vec env of task ``task``: the training env (``training``) or an evaluation env.
         Task inference writes its chosen context into the observations here."""

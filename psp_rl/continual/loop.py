@@ -216,8 +216,11 @@ class ContinualLoop(ResumableRun):
                 self._train_chunk(stage, task, target - done_before)
                 finished = self.state.stage_steps >= spec.steps
                 if finished or self.state.stage_steps // every_eval > done_before // every_eval:
-                    self._evaluate(task)
+                    rows = self._evaluate(task)
                 if finished:
+                    # Every callback is asked (a list, not any()'s short cut); a changed agent is evaluated again.
+                    if any([cb.at_stage_end(self, stage, task, rows) for cb in self.callbacks]):
+                        self._evaluate_again(task)
                     self.state.stage_end_steps.append(self.agent.num_timesteps)
                     self.writer.add_figure("eval/matrix", self._matrix_figure(), self.agent.num_timesteps)
                     self.state.stage, self.state.stage_steps = stage + 1, 0
@@ -339,6 +342,12 @@ class ContinualLoop(ResumableRun):
         for cb in self.callbacks:
             cb.after_eval(self, rows)
         return rows
+
+    def _evaluate_again(self, trained_task: int) -> None:
+        """Replace the evaluation just made at this step by a new one (the same episodes' seeds)."""
+        step = self.agent.num_timesteps
+        self.state.eval_rows = [row for row in self.state.eval_rows if row["step"] != step]
+        self._evaluate(trained_task)
 
     def wrap_env(self, env: VecEnv, task: int, *, training: bool = True) -> VecEnv:
         """``env`` of task ``task`` wrapped by every callback's ``wrap_env``, in order (task inference
