@@ -22,7 +22,9 @@ class _Writer:
 
 def _loop(policy: nn.Module) -> SimpleNamespace:
     agent = SimpleNamespace(policy=policy, num_timesteps=0)
-    return SimpleNamespace(agent=agent, sequence=[SimpleNamespace(name="a"), SimpleNamespace(name="b")], writer=_Writer())
+    return SimpleNamespace(
+        agent=agent, sequence=[SimpleNamespace(name="a"), SimpleNamespace(name="b")], writer=_Writer()
+    )
 
 
 def _evaluate(callback: KeepStageBest, loop: SimpleNamespace, step: int, weight: float, mean: float) -> list[dict]:
@@ -42,7 +44,9 @@ def test_the_best_evaluations_weights_come_back_when_they_beat_the_final_ones():
     assert torch.all(loop.agent.policy.weight == 2.0)  # the weights of step 20, not the final ones
     rows = _evaluate(callback, loop, 30, 2.0, 79.0)  # the loop's evaluation again: ignored
     assert callback.metrics(loop) == {
-        "stages": [dict(stage=0, task="a", final_step=30, final_return=60.0, restored=True, best_step=20, best_return=80.0)],
+        "stages": [
+            dict(stage=0, task="a", final_step=30, final_return=60.0, restored=True, best_step=20, best_return=80.0)
+        ],
         "restored": 1,
     }
 
