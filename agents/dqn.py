@@ -95,7 +95,7 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         "distil_visits",
         "rehearsal_states",
     )
-    policy_options: ClassVar[tuple[str, ...]] = ("dueling", "acting", "center")
+    policy_options: ClassVar[tuple[str, ...]] = ("dueling", "acting", "center", "distil_arch")
 
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.

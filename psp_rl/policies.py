@@ -147,14 +147,14 @@ class PSPQNetwork(BasePolicy):
     :param normalize_images: divide uint8 frames by 255.
     :param dueling: a dueling head, ``Q = V + A - mean(A)``, both streams superposed.
     :param acting: ``"q"`` acts greedily on Q for every task; ``"distilled"`` adds a small
-        superposed policy network (its own ``distilled_arch`` tanh torso and a logit head) into
+        superposed policy network (its own ``distil_arch`` tanh torso and a logit head) into
         which each finished task's greedy policy is distilled (:meth:`distil`); a task marked
         in ``distilled`` then acts from its logits, whose margins are large, instead of from
         Q-values whose gaps are a small fraction of Q (see ``psp_rl.plugins.probes``).
         For frames the distilled policy is a second CNN of Q's torso kind. ``"auto"``:
         ``"distilled"`` for flat observations, ``"q"`` for images (what runs saved before image
         distillation existed built; they resume as they ran).
-    :param distilled_arch: hidden widths of the distilled policy's MLP torso (default ``[64, 64]``).
+    :param distil_arch: hidden widths of the distilled policy's MLP torso (default ``[64, 64]``).
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class PSPQNetwork(BasePolicy):
         normalize_images: bool = True,
         dueling: bool = False,
         acting: str = "q",
-        distilled_arch: list[int] | None = None,
+        distil_arch: list[int] | None = None,
     ) -> None:
         super().__init__(observation_space, action_space, normalize_images=normalize_images)
         if acting not in ACTINGS:
@@ -177,7 +177,7 @@ class PSPQNetwork(BasePolicy):
             raise ValueError(f"action_space {action_space}: a Q-network needs Discrete actions")
         self.psp = psp = PSPSettings.of(psp)
         self.net_arch, self.activation_fn = net_arch, activation_fn
-        self.dueling, self.acting, self.distilled_arch = dueling, acting, distilled_arch
+        self.dueling, self.acting, self.distil_arch = dueling, acting, distil_arch
         self.torso = build_torso(obs_space.shape, num_tasks, psp, net_arch=net_arch, activation_fn=activation_fn)
         n_actions, latent = int(action_space.n), self.torso.latent_dim
         # The advantage stream keeps the plain head's layer id, so its contexts are the same.
@@ -193,17 +193,17 @@ class PSPQNetwork(BasePolicy):
                     obs_space.shape,
                     num_tasks,
                     replace(psp, torso="mlp"),
-                    net_arch=[64, 64] if distilled_arch is None else distilled_arch,
+                    net_arch=[64, 64] if distil_arch is None else distil_arch,
                     layer_offset=LayerIds.DISTILLED_TORSO,
                     activation_fn=nn.Tanh,
                 )
                 # The logit head reads tanh features (near zero-mean) and was measured uncentred.
                 head_psp = replace(psp, center=False)
             else:
-                if distilled_arch is not None:
+                if distil_arch is not None:
                     raise ValueError(
-                        f"distilled_arch={distilled_arch!r}: the distilled policy of image observations has "
-                        "Q's CNN torso; distilled_arch sets MLP widths"
+                        f"distil_arch={distil_arch!r}: the distilled policy of image observations has "
+                        "Q's CNN torso; distil_arch sets MLP widths"
                     )
                 # Frames: a second CNN of Q's torso kind, whose ReLU features are centred as Q's are.
                 self.policy_torso = build_torso(obs_space.shape, num_tasks, psp, layer_offset=LayerIds.DISTILLED_TORSO)
@@ -267,7 +267,7 @@ class PSPQNetwork(BasePolicy):
             activation_fn=self.activation_fn,
             dueling=self.dueling,
             acting=self.acting,
-            distilled_arch=self.distilled_arch,
+            distil_arch=self.distil_arch,
         )
         return data
 
@@ -312,7 +312,7 @@ class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
     Use as ``DQN(PSPDQNPolicy, env, policy_kwargs=dict(context="binary"))``: the PSP settings come
     as one :class:`~psp_rl.settings.PSPSettings` (``psp=``) or as its fields by name (``context``,
     ``context_seed``, ``torso``, ``input_layer``, ``heads``, ``separate``, ``center``). ``dueling``,
-    ``acting`` and ``distilled_arch`` are :class:`PSPQNetwork`'s.
+    ``acting`` and ``distil_arch`` are :class:`PSPQNetwork`'s.
     """
 
     def __init__(
@@ -325,7 +325,7 @@ class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
         psp: PSPSettings | None = None,
         dueling: bool = False,
         acting: str = "q",
-        distilled_arch: list[int] | None = None,
+        distil_arch: list[int] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -334,7 +334,7 @@ class PSPDQNPolicy(_TaskObsToTensor, DQNPolicy):
         check_task_observation_space(observation_space)
         # Set before super().__init__, which builds the networks through make_q_net.
         self.psp = PSPSettings.of(psp, **settings)
-        self._q_kwargs = dict(dueling=dueling, acting=acting, distilled_arch=distilled_arch)
+        self._q_kwargs = dict(dueling=dueling, acting=acting, distil_arch=distil_arch)
         if optimizer_class is torch.optim.Adam:
             # Adam's fused kernel: one pass per tensor where the default makes ~6 small ops (one step
             # on the CartPole Q-network, one thread: 580 -> 153 us, a fifth of an update). A run saved

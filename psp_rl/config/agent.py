@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from psp_rl.agents import AGENTS
@@ -107,6 +107,12 @@ class DistilConfig(StrictSettings):
         ge=0,
         description="env steps each distillation spends in the finished task's env (DAgger: Q acts, then the "
         f"distilled policy), its states labelled by Q; {_DQN['distil_visits']} (default): replayed states only",
+    )
+    arch: list[PositiveInt] | None = Field(
+        default=None,
+        min_length=1,
+        description="hidden widths of the distilled policy's tanh MLP (flat observations; default [64, 64]); frames "
+        "get a CNN of Q's torso kind",
     )
 
 

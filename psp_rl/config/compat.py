@@ -49,7 +49,7 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
             "rehearsal_states",
         )
     },
-    **{f"distil_{name}": ("distil", name) for name in ("loss", "steps", "margin", "visits")},
+    **{f"distil_{name}": ("distil", name) for name in ("loss", "steps", "margin", "visits", "arch")},
     "ewc_lambda": ("ewc", "strength"),
     "ewc_decay": ("ewc", "decay"),
     "ewc_samples": ("ewc", "samples"),

@@ -125,8 +125,8 @@ def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches(lea
         assert torch.equal(acted, q_net.policy_logits(obs).argmax(1))
     record_property("agreement", float((acted == q_actions).float().mean()))
     assert float((acted == q_actions).float().mean()) >= 0.9
-    with pytest.raises(ValueError, match=r"distilled_arch=\[32\]: the distilled policy of image observations"):
-        ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="distilled", distilled_arch=[32]))
+    with pytest.raises(ValueError, match=r"distil_arch=\[32\]: the distilled policy of image observations"):
+        ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="distilled", distil_arch=[32]))
     # what runs saved before image distillation existed built: "auto" acts from Q on frames
     assert ContinualDQN("PSPPolicy", env, policy_kwargs=dict(acting="auto")).policy.q_net.policy_torso is None
 

@@ -24,6 +24,8 @@ from psp_rl.errors import ConfigError
         ({"distil_loss": "kl"}, r"agent\.distil\.loss: input should be 'margin' or 'cross_entropy', got 'kl'"),
         ({"distil_margin": -1}, r"agent\.distil\.margin: input should be greater than 0, got -1"),
         ({"distil_visits": 1.5}, r"agent\.distil\.visits: expected int, got 1\.5"),
+        ({"distil_arch": [32, 0]}, r"agent\.distil\.arch\.1: input should be greater than 0, got 0"),
+        ({"distil_arch": []}, r"agent\.distil\.arch: list should have at least 1 item after validation"),
         ({"rehearsal_states": -1}, r"agent\.dqn\.rehearsal_states: input should be greater than or equal to 0, got -1"),
         (
             {
@@ -73,3 +75,22 @@ def test_a_baseline_implies_context_none(tiny_config, method):
     tiny_config["agent"]["context"] = "binary"
     with pytest.raises(ConfigError, match=f"method='{method}' is a plain-network baseline, which implies context none"):
         parse_config(tiny_config)
+
+
+def test_distil_arch_shapes_the_distilled_policy_and_leaves_other_runs_fingerprints(tiny_config):
+    from psp_rl.config.build import build_agent, build_sequence
+    from psp_rl.policies import trained_parameters
+
+    plain = parse_config(tiny_config)
+    tiny_config["agent"] = {**tiny_config["agent"], "distil": {"arch": [16]}}
+    small = parse_config(tiny_config)
+    assert small.fingerprint() != plain.fingerprint()
+    assert plain.fingerprint() == parse_config({**tiny_config, "agent": plain.agent.model_dump()}).fingerprint()
+    env = build_sequence(small.sequence).make_vec_env(0, 1, seed=0)
+    sizes = {}
+    for name, config in (("default", plain), ("small", small)):
+        q_net = build_agent(config.agent, env, seed=0, device="cpu").policy.q_net
+        widths = [m.out_features for m in q_net.policy_torso.modules() if hasattr(m, "out_features")]
+        sizes[name] = (widths, sum(p.numel() for n, p in trained_parameters(q_net).items() if n.startswith("policy_")))
+    assert sizes["default"][0] == [64, 64] and sizes["small"][0] == [16]
+    assert sizes["small"][1] < sizes["default"][1] / 5
