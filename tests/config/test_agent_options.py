@@ -67,6 +67,18 @@ def test_every_ablation_variant_parses_over_its_config():
     assert default == parse_config(base).resolved().agent
 
 
+def test_the_dqn_budget_rows_parse_and_hold_m5_is_the_default_at_that_budget():
+    base = yaml.safe_load(Path("experiments/configs/cartpole-shift.yaml").read_text())
+    variants = yaml.safe_load(Path("experiments/variants/dqn-budget.yaml").read_text())
+    resolved = {
+        name: parse_config({**base, "agent": merge_agent_options(base["agent"], settings)}).resolved().agent
+        for name, settings in variants.items()
+    }
+    default = parse_config({**base, "agent": {**base["agent"], "task_lr_schedule": "task_hold_linear"}})
+    assert resolved["hold-m5"] == default.resolved().agent
+    assert resolved["hold-visits-small"].distil.arch == [16]
+
+
 @pytest.mark.parametrize("method", ["finetune", "multihead", "separate", "ewc"])
 def test_a_baseline_implies_context_none(tiny_config, method):
     del tiny_config["agent"]["context"]
