@@ -79,6 +79,11 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
             f"agent.network.drift: {drift!r} needs a drifting task (a 'theta' observation); sequence "
             f"{sequence.name!r} has none"
         )
+    if config.distil is not None and config.distil.arch is not None and len(observation_space["obs"].shape) > 1:
+        raise ConfigError(
+            f"agent.distil.arch: {config.distil.arch} sets the widths of an MLP distilled policy; sequence "
+            f"{sequence.name!r} has image observations, whose distilled policy is a CNN of Q's torso (leave it out)"
+        )
     acts_in = AGENTS[config.algo].action_spaces
     if not isinstance(action_space, acts_in):
         kinds = " or ".join(SPACE_WORDS.get(space, space.__name__) for space in acts_in)

@@ -106,3 +106,15 @@ def test_distil_arch_shapes_the_distilled_policy_and_leaves_other_runs_fingerpri
         sizes[name] = (widths, sum(p.numel() for n, p in trained_parameters(q_net).items() if n.startswith("policy_")))
     assert sizes["default"][0] == [64, 64] and sizes["small"][0] == [16]
     assert sizes["small"][1] < sizes["default"][1] / 5
+
+
+def test_distil_arch_on_frames_is_one_line_naming_the_field(tmp_path, capsys):
+    from psp_rl.cli import main
+
+    code = main(
+        ["train", "minatar", "--run-dir", str(tmp_path / "run"), "--no-progress", "--set", "agent.distil.arch=[16]"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("psp-rl: error: agent.distil.arch: [16] sets the widths of an MLP distilled policy"), err
+    assert not (tmp_path / "run").exists()
