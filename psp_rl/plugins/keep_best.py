@@ -48,13 +48,13 @@ class KeepStageBest(ContinualCallback):
     def after_eval(self, loop: LoopView, rows: list[dict[str, Any]]) -> None:
         if self.task is None:  # the evaluation again after a restore: the stage is decided
             return
-        mean = next(float(row["mean"]) for row in rows if row["eval_task"] == self.task)
+        mean = self._own_return(rows)
         if mean > self.best_return:
             self.best_return, self.best_step = mean, int(loop.agent.num_timesteps)
             self.weights = {name: t.detach().clone() for name, t in loop.agent.policy.state_dict().items()}
 
     def at_stage_end(self, loop: LoopView, stage: int, task: int, rows: list[dict[str, Any]]) -> bool:
-        final = next(float(row["mean"]) for row in rows if row["eval_task"] == self.task)
+        final = self._own_return(rows)
         step = int(loop.agent.num_timesteps)
         restore = self.weights is not None and self.best_return > final
         if restore:
@@ -66,6 +66,10 @@ class KeepStageBest(ContinualCallback):
         loop.writer.add_scalar(f"keep_best/{self.task}/final_return", final, step)
         self.task, self.weights = None, None
         return restore
+
+    def _own_return(self, rows: list[dict[str, Any]]) -> float:
+        """The evaluation's mean return on the stage's task."""
+        return next(float(row["mean"]) for row in rows if row["eval_task"] == self.task)
 
     def metrics(self, loop: LoopView) -> dict[str, Any]:
         return {"stages": self.stages, "restored": sum(s["restored"] for s in self.stages)}
