@@ -30,19 +30,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.agents import ContinualPPO
 from psp_rl.config.build import build_sequence
 from psp_rl.config.compat import merge_agent_options
-from psp_rl.config.loading import parse_config
+from psp_rl.config.loading import parse_config, read_config
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
 from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.seeds import legacy_seed
 from psp_rl.envs import TaskSequence
+from psp_rl.errors import ConfigError
 from psp_rl.sweep.runner import run_sweep
 
 VARIANTS = {
@@ -125,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--points", type=int, default=5, help="drift values evaluated across the range")
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings over the config's, as psp-rl train --set takes them (agent.task_lr_schedule=task_linear)",
+    )
     parser.add_argument("--finished-only", action="store_true", help="evaluate finished runs only, train none")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument(
@@ -138,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = {name: VARIANTS[name] for name in args.variants}
     torch.set_num_threads(1)
-    base = yaml.safe_load(args.config.read_text())
+    try:
+        base = read_config(args.config, args.settings)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if not args.finished_only:
         run_sweep(base, list(variants), args.seeds, args.out, overlays=variants, max_parallel=args.max_parallel)
     drift = build_sequence(parse_config(base).sequence)[0].params["drift"]

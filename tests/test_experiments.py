@@ -153,6 +153,22 @@ def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
     assert f"| drift-fixed | {fixed / 200:.2f} |" in table
 
 
+def test_bench_drift_set_reaches_the_sweep_and_a_bad_key_exits_2(tmp_path, capsys, monkeypatch):
+    import experiments.bench_drift as bench
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_drift_config()))
+    args = [str(path), "--seeds", "0", "--out", str(tmp_path / "out"), "--variants", "drift-smooth"]
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([*args, "--set", "agent.nope=1"])
+    assert exit_.value.code == 2 and "unknown key 'agent.nope'" in capsys.readouterr().err
+    swept = []
+    monkeypatch.setattr(bench, "run_sweep", lambda base, *a, **k: swept.append(base))
+    assert bench.main([*args, "--set", "agent.task_lr_schedule=task_linear", "sequence.steps=256"]) == 0
+    (base,) = swept  # the trials' config carries the settings
+    assert base["agent"]["task_lr_schedule"] == "task_linear" and base["sequence"]["steps"] == 256
+
+
 def test_readme_python_example_runs(monkeypatch, tmp_path):
     readme = (ROOT / "README.md").read_text()
     example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ContinualLoop" in block)
