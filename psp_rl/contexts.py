@@ -192,6 +192,13 @@ class Context(nn.Module):
         """``Re(W C_task[i] x_i)`` row by row (no bias)."""
         return F.linear(x * self.table[task], weight)
 
+    def fold(
+        self, bias: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int
+    ) -> None:
+        """``bias += Re(W C_task step)`` in place (a centred layer's mean moving by ``step``); ``step`` may be
+        overwritten. The layer's own product on one row: no ``(out, n)`` weight is formed."""
+        bias.add_(self.linear(step.unsqueeze(0), weight, weight_imag, task, None).squeeze(0))
+
 
 class BinaryContext(Context):
     """A diagonal of random +-1 per task."""
@@ -208,6 +215,12 @@ class BinaryContext(Context):
     ) -> torch.Tensor:
         # Multiplying the (batch, n) input is cheaper than the (m, n) weight for RL batch sizes.
         return F.linear(x * self.table[task], weight, bias)
+
+    def fold(
+        self, bias: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int
+    ) -> None:
+        # One matrix-vector product into the bias: the general path's row, transpose and add cost three ops more.
+        bias.addmv_(weight, step.mul_(self.table[task]))
 
 
 class ComplexContext(Context):

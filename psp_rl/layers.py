@@ -220,22 +220,23 @@ class SuperposedLinear(_Superposed):
     def _update_mean(self, x: torch.Tensor, task: TaskArg) -> None:
         """Move each present task's input mean towards this batch's, keeping the layer's function."""
         if isinstance(task, int):  # the update's usual batch: one task, no masking
-            self._move_mean(x.mean(0), task)
+            self._move_mean(x.sum(0), x.shape[0], task)
             return
         for t in torch.unique(task).tolist():
-            self._move_mean(x[task == t].mean(0), t)
+            rows = x[task == t]
+            self._move_mean(rows.sum(0), rows.shape[0], t)
 
-    def _move_mean(self, batch_mean: torch.Tensor, task: int) -> None:
+    def _move_mean(self, batch_sum: torch.Tensor, rows: int, task: int) -> None:
         # A plain average over a task's first 1/momentum batches, an exponential one after.
         count = self.running_batches[task].add_(1)
         rate = max(self.center_momentum, 1.0 / float(count))
         mean = self.running_input_mean[task]
-        step = batch_mean.sub_(mean).mul_(rate)
+        # step = rate (batch mean - m), from the batch's sum in two in-place ops (a mean costs three more, and
+        # with a power-of-two batch the scalings are exact: the same bits as through the mean).
+        step = batch_sum.sub_(mean, alpha=rows).mul_(rate / rows)
         mean.add_(step)
-        # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old);
-        # W C step is the layer's own product on one row, without its bias (no (out, in) weight is formed).
-        fold = self.contexts.linear(step.unsqueeze(0), self.weight, self.weight_imag, task, None)
-        self.bias[task].add_(fold.squeeze(0))
+        # W C (x - m_new) + b_new == W C (x - m_old) + b_old  <=>  b_new = b_old + W C (m_new - m_old).
+        self.contexts.fold(self.bias[task], step, self.weight, self.weight_imag, task)
 
     def _forward_one_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.contexts.linear(x, self.weight, self.weight_imag, task, self._bias(task))

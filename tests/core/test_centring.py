@@ -10,9 +10,10 @@ from psp_rl.plugins.probes import split_change
 
 
 # ----------------------------------------------------------------------------- centring
-def test_centring_update_keeps_the_function_and_tracks_the_mean():
+@pytest.mark.parametrize("context", ["binary", "complex", "rotation"])  # each kind folds the mean its own way
+def test_centring_update_keeps_the_function_and_tracks_the_mean(context):
     torch.manual_seed(0)
-    layer = SuperposedLinear(16, 4, num_tasks=2, context="binary", center=True, center_momentum=0.1)
+    layer = SuperposedLinear(16, 4, num_tasks=2, context=context, center=True, center_momentum=0.1)
     x = torch.rand(64, 16) * 3 + 2  # a large positive mean, as ReLU features have
     layer.eval()
     before = layer(x, 0)
