@@ -60,9 +60,25 @@ def learned_tasks(runs: list[dict]) -> list[str]:
     return [task for task, f, b in zip(tasks, final, bar, strict=True) if f >= b - 1e-9]  # returns are rounded
 
 
+def paired_line(results: dict[str, list[dict]], method: str, reference: str) -> list[str]:
+    """``method``'s final average minus ``reference``'s, paired by seed, with a 95% bootstrap interval (no line
+    under 2 pairs): the interval excluding 0 is what makes one row better than another."""
+    by_seed = {m["seed"]: m for m in results[reference] if m.get("seed") is not None}
+    pairs = [(m, by_seed[m["seed"]]) for m in results[method] if m.get("seed") in by_seed]
+    if len(pairs) < 2:
+        return []
+    paired = mean_interval([m["final_average_return"] - r["final_average_return"] for m, r in pairs])
+    excludes = "excludes 0" if paired.low > 0 or paired.high < 0 else "includes 0"
+    return [
+        f"- {method} minus {reference}, final average paired by seed ({len(pairs)} seeds): "
+        f"{paired.value:.1f}, 95% bootstrap interval [{paired.low:.1f}, {paired.high:.1f}] ({excludes})"
+    ]
+
+
 def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]], hns: bool = False) -> list[str]:
     """The issue's targets as met / MISSED lines, from the mean over seeds (``hns``: ``results`` are in
-    human-normalized scores, an Atari benchmark's, whose forgetting bound is 15%)."""
+    human-normalized scores, an Atari benchmark's, whose forgetting bound is 15%). Every PSP row after the
+    first is also compared with the first, paired by seed (list today's default first)."""
 
     def mean(method: str, key: str) -> float:
         return float(np.mean([m[key] for m in results[method]]))
@@ -85,14 +101,9 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]], 
             worst = float(np.min(learned / scratch))
             name = f"{psp} every just-learned return >= 0.90 x separate's"
             lines.append(line(name, f"min {worst:.2f}x", worst >= 0.9))
-            by_seed = {m["seed"]: m for m in results["separate"] if m.get("seed") is not None}
-            pairs = [(m, by_seed[m["seed"]]) for m in results[psp] if m.get("seed") in by_seed]
-            if len(pairs) >= 2:
-                paired = mean_interval([m["final_average_return"] - s["final_average_return"] for m, s in pairs])
-                lines.append(
-                    f"- {psp} minus separate, final average paired by seed ({len(pairs)} seeds): "
-                    f"{paired.value:.1f}, 95% bootstrap interval [{paired.low:.1f}, {paired.high:.1f}]"
-                )
+            lines += paired_line(results, psp, "separate")
+        if psp != (reference := next(m for m in results if m.startswith("psp-"))):
+            lines += paired_line(results, psp, reference)
         kept = [kept_share(m) for m in results[psp]]
         held = sum(k >= 0.9 for shares in kept for k in shares)
         total = sum(len(shares) for shares in kept)

@@ -75,8 +75,8 @@ def test_the_dqn_budget_rows_parse_and_hold_m5_is_the_default_at_that_budget():
         for name, settings in variants.items()
     }
     default = parse_config({**base, "agent": {**base["agent"], "task_lr_schedule": "task_hold_linear"}})
-    assert resolved["hold-m5"] == default.resolved().agent
-    assert resolved["hold-visits-small"].distil.arch == [16]
+    assert resolved["psp-hold-m5"] == default.resolved().agent
+    assert resolved["psp-hold-visits-small"].distil.arch == [16]
 
 
 @pytest.mark.parametrize("method", ["finetune", "multihead", "separate", "ewc"])

@@ -138,3 +138,19 @@ def test_separate_learns_a_task_at_five_times_random_play_over_the_seeds_mean():
     assert targets({"separate": seeds}, {})[0].endswith("-> MISSED")
     seeds[0]["normalized_final_average_return"] = 0.5  # tasks with a reference return: no such target
     assert targets({"separate": seeds}, {}) == []
+
+
+def test_paired_line_compares_rows_seed_by_seed():
+    from experiments.bench_retention import paired_line
+
+    def runs(finals: dict[int, float]) -> list[dict]:
+        return [{"seed": seed, "final_average_return": final} for seed, final in finals.items()]
+
+    default = runs({0: 400.0, 1: 300.0, 2: 450.0, 3: 350.0})
+    better = runs({0: 420.0, 1: 330.0, 2: 460.0, 3: 365.0, 9: 0.0})  # seed 9 has no pair: left out
+    (line,) = paired_line({"psp-a": default, "psp-b": better}, "psp-b", "psp-a")
+    assert line.startswith("- psp-b minus psp-a, final average paired by seed (4 seeds): 18.8, 95% bootstrap")
+    assert line.endswith("(excludes 0)")
+    mixed = runs({0: 500.0, 1: 200.0, 2: 450.0, 3: 350.0})
+    assert paired_line({"psp-a": default, "psp-c": mixed}, "psp-c", "psp-a")[0].endswith("(includes 0)")
+    assert paired_line({"psp-a": default[:1], "psp-b": better}, "psp-b", "psp-a") == []  # one pair: no interval
