@@ -220,7 +220,8 @@ class BinaryContext(Context):
         self, bias: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, weight_imag: torch.Tensor | None, task: int
     ) -> None:
         # One matrix-vector product into the bias: the general path's row, transpose and add cost three ops more.
-        bias.addmv_(weight, step.mul_(self.table[task]))
+        # The step takes the bias's dtype: under bf16 autocast the batch (hence the step) is bf16, the bias fp32.
+        bias.addmv_(weight, step.mul_(self.table[task]).to(bias.dtype))
 
 
 class ComplexContext(Context):

@@ -27,6 +27,21 @@ def test_centring_update_keeps_the_function_and_tracks_the_mean(context):
     assert torch.allclose(layer(x, 0), before, atol=1e-5)
 
 
+@pytest.mark.parametrize("context", ["binary", "complex", "rotation"])
+def test_centring_under_bf16_autocast_keeps_means_and_biases_fp32(context):
+    layer = SuperposedLinear(16, 4, num_tasks=2, context=context, center=True)
+    x = torch.rand(32, 16) * 3 + 2
+    layer.eval()
+    before = layer(x, 1)
+    layer.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what agent.precision bf16 trains under
+        layer(x.bfloat16(), 1)
+    assert layer.bias.dtype == layer.running_input_mean.dtype == torch.float32
+    assert torch.allclose(layer.running_input_mean[1], x.mean(0), atol=0.05)  # bf16's ~3 significant digits
+    layer.eval()
+    assert torch.allclose(layer(x, 1), before, atol=0.05)
+
+
 def test_centring_mixed_batch_updates_each_task_present():
     layer = SuperposedLinear(8, 3, num_tasks=3, context="complex", center=True)
     x, task = torch.rand(12, 8) + 1, torch.tensor([0, 2] * 6)
