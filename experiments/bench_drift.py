@@ -43,6 +43,7 @@ from psp_rl.continual.run_dir import RunDir
 from psp_rl.continual.seeds import legacy_seed
 from psp_rl.envs import TaskSequence
 from psp_rl.errors import ConfigError
+from psp_rl.reporting.aggregates import mean_interval
 from psp_rl.sweep.runner import run_sweep
 
 VARIANTS = {
@@ -92,9 +93,18 @@ PLAYABLE = 100.0
 ~20; at force 0 nothing balances the pole and the oracle gets ~45)."""
 
 
+def ratio_cell(returns: np.ndarray, oracle: float) -> str:
+    """The seeds' mean return over the oracle's, and with 2 seeds or more the 95% bootstrap interval of that
+    mean over the seeds, over the same oracle mean (the oracle's own spread is not in it)."""
+    if len(returns) < 2:
+        return f"{returns.mean() / oracle:.2f}"
+    estimate = mean_interval(list(returns))
+    return f"{estimate.value / oracle:.2f} [{estimate.low / oracle:.2f}, {estimate.high / oracle:.2f}]"
+
+
 def oracle_lines(oracle_runs: list[Path], rows: list[dict], columns: list[str]) -> list[str]:
-    """Each variant's mean return at every playable value over the oracle's (mean over seeds), and
-    the target (>= 0.9x at each)."""
+    """Each variant's mean return at every playable value over the oracle's (mean over seeds; with its
+    interval over the variant's seeds), and the target (>= 0.9x at each, on the means)."""
     finals = np.array([json.loads(RunDir(run).metrics.read_text())["eval_matrix"][-1] for run in oracle_runs])
     oracle = finals.mean(axis=0)
     if len(oracle) != len(columns):
@@ -112,7 +122,7 @@ def oracle_lines(oracle_runs: list[Path], rows: list[dict], columns: list[str]) 
         mine = np.array([[row[columns[i]] for i in playable] for row in rows if row["variant"] == variant])
         ratios = mine.mean(axis=0) / oracle[playable]
         verdict = "met" if (ratios >= 0.9).all() else "MISSED"
-        cells = " | ".join(f"{r:.2f}" for r in ratios)
+        cells = " | ".join(ratio_cell(mine[:, k], oracle[i]) for k, i in enumerate(playable))
         lines.append(f"| {variant} | {cells} | {ratios.mean():.2f} | {verdict} |")
     return lines
 

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -150,7 +151,16 @@ def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
     table = (out / "table.md").read_text()
     assert "seed 0: smooth" in table and "playable (oracle >= 100): gravity=9.80" in table
     fixed = float(rows[1].split(",")[2])
-    assert f"| drift-fixed | {fixed / 200:.2f} |" in table
+    assert f"| drift-fixed | {fixed / 200:.2f} |" in table  # one seed: no interval
+
+
+def test_drift_ratio_cells_carry_the_seeds_interval():
+    from experiments.bench_drift import ratio_cell
+
+    assert ratio_cell(np.array([300.0]), 200.0) == "1.50"
+    value, interval = ratio_cell(np.array([180.0, 200.0, 220.0, 240.0]), 200.0).split(" ", 1)
+    low, high = (float(v) for v in interval.strip("[]").split(", "))
+    assert value == "1.05" and 0.9 <= low < 1.05 < high <= 1.2  # the bootstrap over the four seeds' mean
 
 
 def test_bench_drift_set_reaches_the_sweep_and_a_bad_key_exits_2(tmp_path, capsys, monkeypatch):
