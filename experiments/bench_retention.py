@@ -90,7 +90,8 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]], 
         return f"- {name}: {value} -> {'met' if ok else 'MISSED'}"
 
     lines = []
-    for psp in [m for m in results if m.startswith("psp-")]:
+    psp_rows = [m for m in results if m.startswith("psp-")]
+    for psp in psp_rows:
         if "separate" in results:
             ratio = mean(psp, "final_average_return") / mean("separate", "final_average_return")
             lines.append(line(f"{psp} final average >= 0.90 x separate", f"{ratio:.2f}x", ratio >= 0.9))
@@ -102,8 +103,8 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]], 
             name = f"{psp} every just-learned return >= 0.90 x separate's"
             lines.append(line(name, f"min {worst:.2f}x", worst >= 0.9))
             lines += paired_line(results, psp, "separate")
-        if psp != (reference := next(m for m in results if m.startswith("psp-"))):
-            lines += paired_line(results, psp, reference)
+        if psp != psp_rows[0]:
+            lines += paired_line(results, psp, psp_rows[0])
         kept = [kept_share(m) for m in results[psp]]
         held = sum(k >= 0.9 for shares in kept for k in shares)
         total = sum(len(shares) for shares in kept)
