@@ -55,10 +55,10 @@ VARIANTS = {
 }
 
 
-def final_agent(run_dir: Path, config: dict) -> tuple[TaskSequence, ContinualPPO]:
-    """The run's sequence and its newest checkpoint's agent."""
-    newest = CheckpointStore(RunDir(run_dir).checkpoints).list()[0]
-    return build_sequence(parse_config(config).sequence), ContinualPPO.load(newest / MODEL, device="cpu")
+def final_agent(run_dir: Path, config: dict, checkpoint: Path | None = None) -> tuple[TaskSequence, ContinualPPO]:
+    """The run's sequence and its newest checkpoint's agent (or ``checkpoint``'s)."""
+    checkpoint = checkpoint or CheckpointStore(RunDir(run_dir).checkpoints).list()[0]
+    return build_sequence(parse_config(config).sequence), ContinualPPO.load(checkpoint / MODEL, device="cpu")
 
 
 def held_at(value: float) -> Callable[[VecEnv, int], VecEnv]:
@@ -71,9 +71,11 @@ def held_at(value: float) -> Callable[[VecEnv, int], VecEnv]:
     return hold
 
 
-def evaluate_range(run_dir: Path, config: dict, values: list[float], episodes: int, seed: int) -> list[float]:
-    """Mean return of the run's newest model at each drift value, the drift held there."""
-    sequence, agent = final_agent(run_dir, config)
+def evaluate_range(
+    run_dir: Path, config: dict, values: list[float], episodes: int, seed: int, checkpoint: Path | None = None
+) -> list[float]:
+    """Mean return of the run's newest model (or ``checkpoint``'s) at each drift value, the drift held there."""
+    sequence, agent = final_agent(run_dir, config, checkpoint)
     out = []
     for value in values:
         (result,) = evaluate_tasks(

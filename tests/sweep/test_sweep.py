@@ -24,7 +24,7 @@ def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_pa
     config, variants = write_config(tmp_path, TINY), write_config(tmp_path, BROKEN, "variants.yaml")
     out = tmp_path / "sweep"
     argv = ["sweep", str(config), "--methods", "psp-binary", "finetune", "broken", "--variants", str(variants)]
-    argv += ["--seeds", "0", "1", "--out", str(out)]
+    argv += ["--seeds", "0", "--out", str(out)]  # one seed: a second only repeats the trials (a third of the time)
     assert main(argv) == 1  # a trial failed: reported, the rest tabulated
     captured = capsys.readouterr()
     assert "trial broken-s0 failed twice: ValueError: net_arch=[-1]" in captured.err
@@ -32,11 +32,11 @@ def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_pa
     assert (out / "logs" / "broken-s0.log").read_text().count("broken-s0 failed") == 2  # retried once
     rows = (out / "table.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["psp-binary", "finetune"]
-    assert "sweep: 4 done, 0 running, 2 failed, 0 waiting" in captured.err  # the last progress line
+    assert "sweep: 2 done, 0 running, 1 failed, 0 waiting" in captured.err  # the last progress line
     for name in ("report.md", "table.md", "command.txt"):
         assert (out / name).exists()
 
-    finished = ["psp-binary-s0", "psp-binary-s1", "finetune-s0", "finetune-s1"]
+    finished = ["psp-binary-s0", "finetune-s0"]
     before = _mtimes(out, finished)
     assert main(argv[:5] + argv[8:]) == 0  # the same sweep without the broken variant
     assert _mtimes(out, finished) == before  # reused untouched
