@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Run THERE (the device machine, repo root), with .whl carried (experiments/gpu/fetch_wheels.sh made it):
+#   run(command="bash experiments/gpu/device_check.sh", carry=[".whl"], timeout_s=540)
+# Issue 34 item 6 in one call of at most 8 minutes (~5 expected): the GPU rows of bench_throughput (Atari PPO
+# and DQN, stock SB3 against PSP, 8 envs) and a short learning run of atari-3-gpu.yaml (Breakout alone, 200k
+# agent steps), each result into $OUT. DEVICE=cpu STEPS=1024 LEARN_STEPS=4096 try the same script on a CPU
+# machine (~4 minutes on 2 cores).
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-20000}
+LEARN_STEPS=${LEARN_STEPS:-200000}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site || exit 1
+export PYTHONUNBUFFERED=1
+{ nvidia-smi 2>&1 || true; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } \
+  > "$OUT/machine.txt"
+# The GPU rows: 8 envs, the update on the device; one run each. One bench per row, so that a row cut by its
+# timeout leaves the other's table. At most 8 files come back from $OUT: these are 8.
+for row in atari-ppo atari-dqn; do
+  timeout 120 python3 experiments/bench_throughput.py --device "$DEVICE" --rows "$row" --agents vanilla binary none \
+    --n-envs 8 --steps "$STEPS" --repeats 1 --replay-transitions 0 --out "$OUT/throughput-$row.md" 2>&1 \
+    | tee -a "$OUT/bench.log"
+done
+# The short learning run: the GPU config on one game, evaluated twice.
+run=/tmp/atari-gpu-breakout
+# From another folder: the repo's psp_rl/ would hide the wheel's, which holds psp_rl.agents and psp_rl.envs.
+config=$PWD/experiments/configs/atari-3-gpu.yaml
+(cd /tmp && timeout 240 python3 -m psp_rl.cli train "$config" --run-dir "$run" --overwrite \
+  --no-progress --set "sequence.spec.tasks=[{name: breakout, atari: Breakout}]" "eval.reference_returns={breakout: 31.8}" \
+  "sequence.steps=$LEARN_STEPS" \
+  "eval.every=$((LEARN_STEPS / 2))" "checkpoint.every=$LEARN_STEPS") 2>&1 | tee "$OUT/learn.log"
+cp "$run/eval.csv" "$run/config.yaml" "$OUT/" 2>/dev/null
+cp "$run/metrics.json" "$OUT/" 2>/dev/null
+ls -l "$OUT"
