@@ -179,6 +179,12 @@ class PadChannels(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return out
 
 
+def triangle_wave(low: float, high: float, period: int, step: int) -> float:
+    """The drifting value ``step`` env steps into a run: ``low`` at 0, ``high`` half a period later, ``low`` again."""
+    phase = (step % period) / period
+    return low + (high - low) * (1 - abs(2 * phase - 1))
+
+
 class DriftingParam(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """One physics parameter that changes continuously as training goes on.
 
@@ -211,8 +217,7 @@ class DriftingParam(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return (self.value - self.low) / (self.high - self.low)
 
     def _update(self) -> None:
-        phase = (self.steps % self.period) / self.period
-        self.set_value(self.low + (self.high - self.low) * (1 - abs(2 * phase - 1)))
+        self.set_value(triangle_wave(self.low, self.high, self.period, self.steps))
 
     def set_value(self, value: float) -> None:
         """Put the parameter at ``value`` (an evaluation at a fixed point of the range)."""

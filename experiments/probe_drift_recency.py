@@ -25,12 +25,7 @@ from psp_rl.config.loading import parse_config
 from psp_rl.continual.checkpoints import CheckpointStore
 from psp_rl.continual.files import markdown_table
 from psp_rl.continual.run_dir import RunDir
-
-
-def drift_value(drift: dict, step: int) -> float:
-    """Where the triangle wave of :class:`envs.wrappers.DriftingParam` stands ``step`` env steps into the run."""
-    phase = (step % drift["period"]) / drift["period"]
-    return drift["low"] + (drift["high"] - drift["low"]) * (1 - abs(2 * phase - 1))
+from psp_rl.envs.wrappers import triangle_wave
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         for checkpoint in reversed(CheckpointStore(RunDir(run_dir).checkpoints).list()):  # oldest first
             step = int(checkpoint.name.split("-")[1])
             returns = evaluate_range(run_dir, config, values, args.episodes, config["seed"], checkpoint)
-            row = [run_dir.name, step, round(drift_value(drift, step), 1), *(round(r, 1) for r in returns)]
+            at = triangle_wave(drift["low"], drift["high"], drift["period"], step)
+            row = [run_dir.name, step, round(at, 1), *(round(r, 1) for r in returns)]
             rows.append(row)
             print(*row, sep="\t", flush=True)
     header = ["run", "step", f"{drift['name']} at step", *(f"{v:.0f}" for v in values)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run HERE (the CPU machine, repo root) before a session's device call: the py3.12 wheels the device image
-# lacks, plus a wheel of the project, into .whl/ (git-ignored through .git/info/exclude; ~20 MB). The versions
+# lacks, plus a wheel of the project, into .whl/ (git-ignored through .git/info/exclude; ~6 MB). The versions
 # are the ones this machine's tests pass with; the image already has torch, numpy, pandas, matplotlib, rich,
 # pyyaml, tensorboard, opencv and cloudpickle.
 set -euo pipefail
