@@ -71,6 +71,12 @@ def held_at(value: float) -> Callable[[VecEnv, int], VecEnv]:
     return hold
 
 
+def drift_range(config: dict, points: int) -> tuple[dict, list[float]]:
+    """The config's drifting parameter (``{"name", "low", "high", "period"}``) and ``points`` values across it."""
+    drift = build_sequence(parse_config(config).sequence)[0].params["drift"]
+    return drift, list(np.linspace(drift["low"], drift["high"], points))
+
+
 def evaluate_range(
     run_dir: Path, config: dict, values: list[float], episodes: int, seed: int, checkpoint: Path | None = None
 ) -> list[float]:
@@ -164,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if not args.finished_only:
         run_sweep(base, list(variants), args.seeds, args.out, overlays=variants, max_parallel=args.max_parallel)
-    drift = build_sequence(parse_config(base).sequence)[0].params["drift"]
-    values = list(np.linspace(drift["low"], drift["high"], args.points))
+    drift, values = drift_range(base, args.points)
     rows = []
     for variant in variants:
         for seed in args.seeds:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from experiments.bench_drift import evaluate_range
-from psp_rl.config.build import build_sequence
-from psp_rl.config.loading import parse_config
+from experiments.bench_drift import drift_range, evaluate_range
 from psp_rl.continual.checkpoints import CheckpointStore
 from psp_rl.continual.files import markdown_table
 from psp_rl.continual.run_dir import RunDir
@@ -38,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for run_dir in args.runs:
         config = yaml.safe_load(RunDir(run_dir).config.read_text())
-        drift = build_sequence(parse_config(config).sequence)[0].params["drift"]
-        values = list(np.linspace(drift["low"], drift["high"], args.points))
+        drift, values = drift_range(config, args.points)
         for checkpoint in reversed(CheckpointStore(RunDir(run_dir).checkpoints).list()):  # oldest first
             step = int(checkpoint.name.split("-")[1])
             returns = evaluate_range(run_dir, config, values, args.episodes, config["seed"], checkpoint)
