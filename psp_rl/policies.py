@@ -106,6 +106,8 @@ def split_observation(
         task = drift_slot(obs["theta"], int(observation_space["task"].n), drift)
     else:  # replay and rollout buffers store a Discrete entry as shape (batch, 1); predict gives (batch,)
         task = obs["task"].reshape(-1).long()
+    if task.numel() == 1:  # one env's step: its id (one sync)
+        return x, int(task)
     if task.numel():  # one task: its smallest id is its largest (one op and one sync on the hot path)
         low, high = torch.aminmax(task)
         if (ids := torch.stack((low, high)).tolist())[0] == ids[1]:
