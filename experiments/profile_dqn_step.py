@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["vanilla", "none", "binary", "binary-uncentred"])
     parser.add_argument("--calls", type=int, default=800, help="env steps / predictions per measurement")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2_000, help="env steps learned before measuring")
     args = parser.parse_args()
     set_threads(1)
     print("| row | agent | collect | predict | update | step | speed/vanilla |")
@@ -71,7 +72,7 @@ def main() -> None:
     for row in args.rows:
         models = {agent: make_agent(row, agent, 1, 20_000, 0, "cpu") for agent in args.agents}
         for model in models.values():
-            model.learn(2_000)  # past learning_starts: a filled buffer, optimizer state, compiled paths
+            model.learn(args.warmup)  # a filled buffer, the optimizer's state, paths taken once
         best = {(agent, part): np.inf for agent in models for part in PARTS}
         for _ in range(args.repeats):
             for agent, model in models.items():

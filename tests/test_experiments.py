@@ -53,6 +53,13 @@ def _main(monkeypatch, module: str, *argv: str) -> None:
             id="bench_throughput",
         ),
         pytest.param(
+            "experiments.profile_dqn_step",
+            ["--rows", "minatar-dqn", "--agents", "vanilla", "binary", "--calls", "16", "--repeats", "1"]
+            + ["--warmup", "200"],
+            "| minatar-dqn | binary |",
+            id="profile_dqn_step",
+        ),
+        pytest.param(
             "experiments.paper_replica.__main__",
             ["--demo", "--epochs", "1"],
             "task-0 accuracy after 10 tasks",
