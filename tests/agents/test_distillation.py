@@ -143,3 +143,26 @@ def test_distilled_acting_bad_input():
     agent = ContinualDQN("PSPPolicy", sequence.make_vec_env(0, 1, seed=0))
     with pytest.raises(ValueError, match="acting='q'; use acting='distilled'"):
         agent.distil(0)
+
+
+def test_rows_that_change_only_the_distillation_train_the_same_q(tmp_path):
+    """bench_retention pairs PSP-DQN rows by seed as the same Q acting another way
+    (experiments/variants/dqn-budget.yaml): a row that changes only the distillation (its margin, its
+    DAgger visits) changes the distilled policy and leaves the Q-network's trajectory alone, with
+    keep_best and the probes on as those rows run (keep_best's choices read Q's own task only)."""
+    from psp_rl.config import ContinualTrainer, parse_config
+    from tests.conftest import tiny
+
+    base = {"keep_best": True, "probes.enabled": True, "sequence.steps": 600, "eval.every": 300}
+    base["agent.learning_starts"] = 100
+    final = {}
+    for name, change in (("m5", {}), ("m20", {"agent.distil_margin": 20.0}), ("visits", {"agent.distil_visits": 400})):
+        trainer = ContinualTrainer(parse_config(tiny({**base, **change})), tmp_path / name)
+        trainer.run()
+        final[name] = trainer.agent.policy.q_net.state_dict()
+    q_part = [key for key in final["m5"] if key.startswith(("torso.", "q_head."))]
+    policy_part = [key for key in final["m5"] if key.startswith(("policy_torso.", "policy_head."))]
+    assert q_part and policy_part
+    for name in ("m20", "visits"):
+        assert all(torch.equal(final[name][key], final["m5"][key]) for key in q_part), name
+        assert not all(torch.equal(final[name][key], final["m5"][key]) for key in policy_part), name
