@@ -15,7 +15,8 @@ import yaml
 # Training tests use a handful of small networks; one thread each keeps them fast and deterministic on 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # SB3 makes a fresh /tmp/SB3-<time> folder for every agent that learns without a logger of its own (hundreds a
-# suite, left behind); its SB3_LOGDIR names one folder instead, this process's (and its CLI children's), removed at exit.
+# suite, left behind); its SB3_LOGDIR names one folder instead, this process's (and its CLI children's), removed
+# at exit.
 if "SB3_LOGDIR" not in os.environ:
     os.environ["SB3_LOGDIR"] = tempfile.mkdtemp(prefix="psp-rl-tests-sb3-")
     atexit.register(shutil.rmtree, os.environ["SB3_LOGDIR"], ignore_errors=True)
