@@ -1,6 +1,6 @@
 """Where a DQN env step's time goes, PSP vs vanilla SB3: the parts ``learn`` repeats, in CPU time.
 
-    python experiments/profile_dqn_step.py [--rows minatar-dqn cartpole-dqn] [--repeats 3]
+    python -m experiments.profile_dqn_step [--rows minatar-dqn cartpole-dqn] [--repeats 3]
 
 For each agent of ``bench_throughput.py`` (same rows, settings and env chains) it times, in CPU
 microseconds (``time.process_time``, so other work on the cores moves the numbers less than it
