@@ -150,11 +150,11 @@ def test_frames_are_scaled_straight_into_their_torsos_layout_with_preprocess_obs
     nature_cnn = build_torso((4, 84, 84), 2, PSPSettings()).memory_format  # the layout of the torso fed
     x, task = split_observation(obs, space, normalize_images=True, memory_format=nature_cnn)
     assert task == 1 and x.is_contiguous(memory_format=torch.channels_last)
-    one_env = {"obs": frames[:1], "task": torch.tensor([[1]])}  # an env step: the id as an int, the fast path
-    assert type(split_observation(one_env, space, normalize_images=True, memory_format=nature_cnn)[1]) is int
     assert torch.equal(x, preprocess_obs(frames, space["obs"], normalize_images=True))
     minatar_cnn = build_torso((4, 10, 10), 2, PSPSettings()).memory_format  # a contiguous torso: as SB3 scales
     assert split_observation(obs, space, normalize_images=True, memory_format=minatar_cnn)[0].is_contiguous()
+    one_env = {"obs": frames[:1], "task": torch.tensor([[1]])}  # an env step: the id as an int, the fast path
+    assert type(split_observation(one_env, space, normalize_images=True, memory_format=nature_cnn)[1]) is int
 
 
 @pytest.mark.parametrize("context", ["binary", "complex", "rotation", "none"])
