@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import re
 import signal
@@ -91,25 +92,27 @@ def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_the_lock(tm
     assert f"in use by another psp-rl process (pid {os.getpid()})" in result.stderr
 
 
-def test_resume_of_a_missing_run_dir_is_refused_and_resume_or_start_starts(tmp_path, tiny_config):
+def test_resume_of_a_missing_run_dir_is_refused_and_resume_or_start_starts(tmp_path, tiny_config, capsys, caplog):
+    """In this process (a fresh one costs seconds of imports per call): the run's news goes to the log, which a
+    user's process prints on stderr."""
     tiny_config["sequence"]["steps"] = 300
     tiny_config["eval"]["every"] = 300
     config = write_config(tmp_path, tiny_config)
-    result = run_cli("train", str(config), "--run-dir", str(tmp_path / "typo"), "--resume")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "typo"), "--resume"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no run to resume (missing or empty)" in lines[0] and "--resume-or-start" in lines[0]
-    assert not (tmp_path / "typo").exists() and "training" not in result.stdout + result.stderr
-    started = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress")
-    assert started.returncode == 0, started.stderr
-    assert "training 'tiny'" in started.stderr and "resuming" not in started.stderr
+    assert not (tmp_path / "typo").exists() and "training" not in caplog.text
+    caplog.set_level(logging.INFO, logger="psp_rl")
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress"]) == 0
+    assert "training 'tiny'" in caplog.text and "resuming" not in caplog.text
     # Not a terminal: one line per evaluation shows the run is alive.
-    assert "step 320 (" in started.stderr and "env-steps/s) default: default" in started.stderr
-    again = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--resume")
-    assert again.returncode == 0 and "had finished" in again.stderr
+    assert "step 320 (" in caplog.text and "env-steps/s) default: default" in caplog.text
+    caplog.clear()
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume"]) == 0
+    assert "had finished" in caplog.text
 
 
-def test_resume_says_where_it_resumed_from(tmp_path, tiny_config):
+def test_resume_says_where_it_resumed_from(tmp_path, tiny_config, caplog):
     config = write_config(tmp_path, tiny_config)
     run_dir = tmp_path / "run"
     env = {**os.environ, "PSP_RL_KILL_AT": "task_end:1"}
@@ -119,18 +122,18 @@ def test_resume_says_where_it_resumed_from(tmp_path, tiny_config):
         capture_output=True,
     )
     assert killed.returncode != 0
-    resumed = run_cli("train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress")
-    assert resumed.returncode == 0, resumed.stderr
+    caplog.set_level(logging.INFO, logger="psp_rl")
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress"]) == 0  # in this process
     pattern = r"resuming from checkpoint \S+ckpt-0+(\d+)-0000: step \1, task 1/2 \(default\)"
-    assert re.search(pattern, resumed.stderr), resumed.stderr
+    assert re.search(pattern, caplog.text), caplog.text
 
 
-def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, tiny_config):
+def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, tiny_config, capsys):
     tiny_config["sequence"] = {"name": "pendulum-shift", "steps": 300}
     config = write_config(tmp_path, tiny_config)
-    result = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "agent.algo: 'dqn' needs a discrete action space" in result.stderr and "Box" in result.stderr
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "agent.algo: 'dqn' needs a discrete action space" in err and "Box" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -176,10 +179,10 @@ def test_list_shows_task_keys_and_action_spaces(capsys):
     assert "actions Box(" in out  # pendulum-shift
 
 
-def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config):
+def test_unknown_key_suggests_the_close_one(tmp_path, tiny_config, capsys):
     tiny_config["agent"]["learning_rat"] = 0.1
-    result = run_cli("train", str(write_config(tmp_path, tiny_config)))
-    assert result.returncode == 2 and "agent.learning_rat: unknown key; did you mean 'learning_rate'?" in result.stderr
+    assert main(["train", str(write_config(tmp_path, tiny_config))]) == 2
+    assert "agent.learning_rat: unknown key; did you mean 'learning_rate'?" in capsys.readouterr().err
 
 
 def test_report_over_runs_with_other_boundaries_same_names_and_one_unfinished(tmp_path, tiny_config, monkeypatch):

@@ -4,6 +4,7 @@
 import pytest
 import yaml
 
+from psp_rl.cli import main
 from psp_rl.config import load_config
 from psp_rl.config.loading import apply_settings, find_config, shipped_configs
 from psp_rl.errors import ConfigError
@@ -49,16 +50,15 @@ def test_shipped_configs_are_found_by_name_and_a_path_still_works(tmp_path):
 TINY = ["sequence.steps=512", "eval.every=512", "eval.episodes=2", "checkpoint.every=512"]
 
 
-def test_train_by_name_with_settings_records_them_and_a_resume_must_repeat_them(tmp_path):
+def test_train_by_name_with_settings_records_them_and_a_resume_must_repeat_them(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    first = run_cli("train", "quickstart", "--run-dir", str(run_dir), "--set", *TINY, "--no-progress")
-    assert first.returncode == 0, first.stderr
+    assert main(["train", "quickstart", "--run-dir", str(run_dir), "--set", *TINY, "--no-progress"]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["sequence"]["steps"] == 512 and saved["eval"]["every"] == 512 and saved["name"] == "quickstart"
-    other = run_cli("train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY, "seed=3")
-    assert other.returncode == 2 and "seed was 0, now 3" in other.stderr, other.stderr
-    again = run_cli("train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY)
-    assert again.returncode == 0, again.stderr
+    capsys.readouterr()
+    assert main(["train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY, "seed=3"]) == 2
+    assert "seed was 0, now 3" in capsys.readouterr().err
+    assert main(["train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY]) == 0
 
 
 @pytest.mark.parametrize(
@@ -71,10 +71,11 @@ def test_train_by_name_with_settings_records_them_and_a_resume_must_repeat_them(
         (["sweep", "quickstart", "--set", "agent.bogus=1", "--seeds", "0"], "unknown key 'agent.bogus'"),
     ],
 )
-def test_bad_settings_on_the_command_line_exit_2_before_any_run_dir(tmp_path, args, message):
-    result = run_cli(*args, "--run-dir" if args[0] == "train" else "--out", str(tmp_path / "out"), cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+def test_bad_settings_on_the_command_line_exit_2_before_any_run_dir(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)  # in this process: a fresh one costs seconds of imports per case
+    assert main([*args, "--run-dir" if args[0] == "train" else "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 

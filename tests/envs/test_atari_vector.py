@@ -10,7 +10,7 @@ from psp_rl.envs import get_sequence, sequence_from_spec
 from psp_rl.envs.atari_vector import AtariTaskVecEnv
 from psp_rl.envs.factories import make_atari_env
 from psp_rl.errors import ConfigError
-from tests.conftest import run_train
+from tests.conftest import run_train, train_here
 
 
 def _play(game: str, steps: int, seed: int = 0, **options):
@@ -161,12 +161,10 @@ def test_the_vec_env_is_part_of_the_fingerprint_and_cartpole_refuses_it(tiny_con
 def test_a_run_on_the_vector_env_is_killed_and_resumes_exactly(tmp_path):
     config = tmp_path / "atari.yaml"
     config.write_text(yaml.safe_dump(ATARI))
-    whole = run_train(config, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    train_here(config, tmp_path / "whole")
     killed = run_train(config, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:90"})
     assert killed.returncode != 0
-    resumed = run_train(config, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(config, tmp_path / "killed", "--resume")
     assert (tmp_path / "killed" / "eval.csv").read_text() == (tmp_path / "whole" / "eval.csv").read_text()
     assert yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())["agent"]["vec_env"] == "ale"
 

@@ -13,7 +13,7 @@ from psp_rl.continual import ContinualCallback
 from psp_rl.envs import get_sequence, sequence_from_spec
 from psp_rl.envs.episodes import carry_episodes
 from psp_rl.errors import ConfigError
-from tests.conftest import finished_run, run_train
+from tests.conftest import finished_run, run_train, train_here
 from tests.plugins.test_inference import HIDDEN_KILL, HIDDEN_RUN
 
 
@@ -101,10 +101,9 @@ def test_mid_episode_run_killed_resumes_exactly(tmp_path, tiny_config):
     tiny_config["sequence"]["switch"] = "mid_episode"
     path = tmp_path / "mid.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
-    assert run_train(path, tmp_path / "whole").returncode == 0
+    train_here(path, tmp_path / "whole")
     assert run_train(path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"}).returncode == -9
-    resumed = run_train(path, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(path, tmp_path / "killed", "--resume")
     assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
 
 
@@ -124,7 +123,6 @@ def test_hidden_ids_mid_episode_ppo_run_detects_and_resumes_exactly(tmp_path, le
     assert switch["delay"] is not None and switch["delay"] <= 2000
     killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": HIDDEN_KILL})
     assert killed.returncode != 0
-    resumed = run_train(config_path, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(config_path, tmp_path / "killed", "--resume")
     assert (tmp_path / "killed" / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["TaskInference"] == inference

@@ -12,8 +12,7 @@ from psp_rl.config.build import build_agent, build_sequence
 from psp_rl.continual import ContinualCallback
 from psp_rl.errors import ConfigError
 from psp_rl.plugins.ewc import OnlineEWC, fisher_diagonal
-from tests.conftest import run_train as _train
-from tests.conftest import tiny
+from tests.conftest import run_train, tiny, train_here
 
 PPO_AGENT = {"algo": "ppo", "method": "ewc", "context": "none", "net_arch": [32, 32], "n_steps": 64, "batch_size": 64}
 
@@ -81,12 +80,10 @@ def test_fisher_is_a_nonnegative_per_parameter_estimate(tmp_path, algo):
 def test_killed_ewc_run_resumes_with_its_fisher(tmp_path):
     config_path = tmp_path / "ewc.yaml"
     config_path.write_text(yaml.safe_dump(_ewc_config("dqn", 1e4)))
-    whole = _train(config_path, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
-    killed = _train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"})  # mid task 1
+    train_here(config_path, tmp_path / "whole")
+    killed = run_train(config_path, tmp_path / "killed", env={"PSP_RL_KILL_AT": "learn:2100"})  # mid task 1
     assert killed.returncode == -signal.SIGKILL
-    resumed = _train(config_path, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(config_path, tmp_path / "killed", "--resume")
     assert (tmp_path / "killed" / "eval.csv").read_bytes() == (tmp_path / "whole" / "eval.csv").read_bytes()
     saved = torch.load(sorted((tmp_path / "whole" / "checkpoints").glob("ckpt-*"))[-1] / "callbacks.pt")
     assert set(saved["OnlineEWC"]) == {"fisher", "anchor"}  # keyed by callback name

@@ -16,7 +16,7 @@ from psp_rl.plugins.inference.context_trials import ContextTrials, Deployment, F
 from psp_rl.plugins.inference.detection import ReturnDrop
 from psp_rl.plugins.inference.scoring import score_inference
 from psp_rl.plugins.inference.task_inference import TaskInference
-from tests.conftest import finished_run, run_cli, run_train
+from tests.conftest import finished_run, run_cli, run_train, train_here
 
 
 # ----------------------------------------------------------------- detection
@@ -364,8 +364,7 @@ def test_a_killed_hidden_id_run_resumes_exactly(hidden_run, tmp_path):
     run_dir = tmp_path / "run"
     killed = run_train(config_path, run_dir, env={"PSP_RL_KILL_AT": HIDDEN_KILL})
     assert killed.returncode != 0
-    resumed = run_train(config_path, run_dir, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(config_path, run_dir, "--resume")
     assert (run_dir / "eval.csv").read_bytes() == (whole / "eval.csv").read_bytes()
     a, b = (json.loads((d / "metrics.json").read_text())["TaskInference"] for d in (whole, run_dir))
     assert a == b
