@@ -4,7 +4,8 @@ A *method* is a named overlay of ``agent`` settings on the base config (:data:`M
 given as variants), so a baseline or a remedy is sweepable without code. Each trial trains
 ``ContinualTrainer(config, <out>/runs/<method>-s<seed>, resume="or_start")`` in a Ray worker:
 
-- a finished trial (``metrics.json`` written by the same config) is reused untouched;
+- a finished trial (``metrics.json`` written by the same config) is reused untouched, read by the
+  sweep itself (no Ray cluster starts when every trial has finished);
 - an unfinished one resumes from its own newest checkpoint (exactly, as ``--resume`` does);
 - a trial that raises is retried once, then reported with its error and its log file
   (``<out>/logs/<method>-s<seed>.log``); the table is written over the trials that finished.
@@ -32,7 +33,7 @@ from typing import Any
 from psp_rl.config.compat import merge_agent_options
 from psp_rl.config.loading import parse_config
 from psp_rl.continual.run_dir import RunDir
-from psp_rl.errors import ConfigError
+from psp_rl.errors import CheckpointError, ConfigError
 
 METHODS: dict[str, dict[str, Any]] = {
     **{f"psp-{kind}": {"method": "psp", "network": {"context": kind}} for kind in ("binary", "complex", "rotation")},
@@ -183,6 +184,11 @@ def run_sweep(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
+    reused = {t: m for t in trials if (m := _finished_before(configs[t], out / "runs" / t.name)) is not None}
+    if len(reused) == len(trials):  # nothing to train: no cluster to start (seconds of Ray and worker start-up)
+        report(f"sweep: {len(trials)} done (finished before, reused), 0 running, 0 failed, 0 waiting")
+        return _outcome(trials, reused, SweepOutcome(), out)
+
     if address is None:
         # A local cluster is one node: Ray then uses the loopback address instead of this machine's
         # network address (its single-node mode on macOS and Windows), so no port faces the network.
@@ -201,18 +207,46 @@ def run_sweep(
         remote = ray.remote(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=retries, retry_exceptions=True
         )(run_trial)
-        return _collect(remote, trials, configs, out, max_parallel, report)
+        return _collect(remote, trials, configs, out, max_parallel, report, reused)
     finally:
         ray.shutdown()
 
 
+def _finished_before(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run ``config`` finished before in ``run_dir``, else None (a run dir holding another
+    config's run is left to its trial, which fails naming the difference)."""
+    from psp_rl.config.build import config_for_run_dir  # loaded already: parse_config brings torch
+
+    paths = RunDir(run_dir)
+    if not (paths.metrics.exists() and paths.config.exists()):
+        return None
+    try:
+        config_for_run_dir(parse_config(config), run_dir, resume=True)
+    except (CheckpointError, ConfigError):
+        return None
+    return json.loads(paths.metrics.read_text())
+
+
+def _outcome(trials: list[Trial], metrics: dict[Trial, dict], outcome: SweepOutcome, out: Path) -> SweepOutcome:
+    for trial in trials:  # methods in the order asked, seeds in order
+        if trial in metrics:
+            outcome.add(trial, metrics[trial], out / "runs" / trial.name)
+    return outcome
+
+
 def _collect(
-    remote: Any, trials: list[Trial], configs: dict, out: Path, max_parallel: int, report: Callable
+    remote: Any,
+    trials: list[Trial],
+    configs: dict,
+    out: Path,
+    max_parallel: int,
+    report: Callable,
+    reused: dict[Trial, dict],
 ) -> SweepOutcome:
     import ray
 
-    outcome, waiting, running = SweepOutcome(), list(trials), {}
-    metrics: dict[Trial, dict] = {}
+    outcome, waiting, running = SweepOutcome(), [t for t in trials if t not in reused], {}
+    metrics: dict[Trial, dict] = dict(reused)
     start = time.perf_counter()
 
     def launch() -> None:
@@ -235,10 +269,7 @@ def _collect(
             f"sweep: {len(metrics)} done, {len(running)} running, {len(outcome.failures)} failed, "
             f"{len(waiting)} waiting ({time.perf_counter() - start:.0f} s)"
         )
-    for trial in trials:  # methods in the order asked, seeds in order
-        if trial in metrics:
-            outcome.add(trial, metrics[trial], out / "runs" / trial.name)
-    return outcome
+    return _outcome(trials, metrics, outcome, out)
 
 
 def finished_trials(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> SweepOutcome:

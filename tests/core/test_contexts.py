@@ -42,18 +42,18 @@ def test_none_is_identity():
     assert torch.equal(make_context("none", 10), torch.ones(10))
 
 
-@pytest.mark.parametrize("kind", CONTEXT_KINDS)
-def test_same_seed_same_context_in_a_new_process(kind):
-    here = make_context(kind, 16, seed=11, layer=2, task=3)
+def test_same_seed_same_context_in_a_new_process():
+    """Every kind in one fresh process (a process costs seconds of imports)."""
     code = (
         "import torch; from psp_rl.contexts import make_context; "
-        f"c = make_context({kind!r}, 16, seed=11, layer=2, task=3); "
-        "print(repr(torch.view_as_real(c).tolist() if c.is_complex() else c.tolist()))"
+        f"cs = [make_context(kind, 16, seed=11, layer=2, task=3) for kind in {list(CONTEXT_KINDS)!r}]; "
+        "print(repr([torch.view_as_real(c).tolist() if c.is_complex() else c.tolist() for c in cs]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    there = eval(out)  # our own repr of a list of floats
-    expected = torch.view_as_real(here).tolist() if here.is_complex() else here.tolist()
-    assert there == expected
+    there = eval(out)  # our own repr of lists of floats
+    for kind, theirs in zip(CONTEXT_KINDS, there, strict=True):
+        here = make_context(kind, 16, seed=11, layer=2, task=3)
+        assert theirs == (torch.view_as_real(here).tolist() if here.is_complex() else here.tolist()), kind
 
 
 def test_seed_layer_task_each_change_the_context():

@@ -39,6 +39,7 @@ def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_pa
     finished = ["psp-binary-s0", "finetune-s0"]
     before = _mtimes(out, finished)
     assert main(argv[:5] + argv[8:]) == 0  # the same sweep without the broken variant
+    assert "sweep: 2 done (finished before, reused)" in capsys.readouterr().err  # read here: no Ray started
     assert _mtimes(out, finished) == before  # reused untouched
     assert (out / "table.csv").read_text().splitlines() == rows
 
