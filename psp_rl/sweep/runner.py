@@ -32,6 +32,7 @@ from typing import Any
 
 from psp_rl.config.compat import merge_agent_options
 from psp_rl.config.loading import parse_config
+from psp_rl.config.schema import RunConfig
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.errors import CheckpointError, ConfigError
 
@@ -107,7 +108,7 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
     A finished run of the same config is returned untouched; a run dir holding another config's
     run raises (it is never overwritten).
     """
-    from psp_rl.config.build import ContinualTrainer, config_for_run_dir  # in the Ray worker: torch loads here
+    from psp_rl.config.build import ContinualTrainer  # in the Ray worker: torch loads here
 
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -116,11 +117,13 @@ def run_trial(config: dict[str, Any], run_dir: str, log_file: str) -> dict[str, 
     logger.setLevel(logging.INFO)
     try:
         parsed = parse_config(config, source=f"trial {config['name']}")
-        paths = RunDir(run_dir)
-        if paths.metrics.exists() and paths.config.exists():
-            config_for_run_dir(parsed, run_dir, resume=True)  # another config's run raises
+        # The sweep reused what had finished when it started; this one finished since (another sweep on the same
+        # out, or an attempt that wrote its metrics, then failed).
+        # A finished run's checkpoints may be gone (committed results keep none): it is read, never retrained.
+        metrics = _finished_metrics(parsed, run_dir)  # another config's run raises
+        if metrics is not None:
             logger.info("%s: finished before, reused", config["name"])
-            return json.loads(paths.metrics.read_text())
+            return metrics
         metrics = ContinualTrainer(parsed, run_dir, resume="or_start").run()
         logger.info("%s: finished, final average %.1f", config["name"], metrics["final_average_return"])
         return metrics
@@ -212,19 +215,25 @@ def run_sweep(
         ray.shutdown()
 
 
-def _finished_before(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a run ``config`` finished before in ``run_dir``, else None (a run dir holding another
-    config's run is left to its trial, which fails naming the difference)."""
-    from psp_rl.config.build import config_for_run_dir  # loaded already: parse_config brings torch
+def _finished_metrics(config: RunConfig, run_dir: str | Path) -> dict[str, Any] | None:
+    """The metrics of the run ``config`` finished in ``run_dir``, else None; a run dir holding another
+    config's run raises :class:`CheckpointError` naming the difference."""
+    from psp_rl.config.build import config_for_run_dir  # torch: loaded already with the config's modules
 
     paths = RunDir(run_dir)
     if not (paths.metrics.exists() and paths.config.exists()):
         return None
+    config_for_run_dir(config, run_dir, resume=True)
+    return json.loads(paths.metrics.read_text())
+
+
+def _finished_before(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """:func:`_finished_metrics` for the sweep itself: a run dir holding another config's run is left to its
+    trial, which fails naming the difference."""
     try:
-        config_for_run_dir(parse_config(config), run_dir, resume=True)
+        return _finished_metrics(parse_config(config), run_dir)
     except (CheckpointError, ConfigError):
         return None
-    return json.loads(paths.metrics.read_text())
 
 
 def _outcome(trials: list[Trial], metrics: dict[Trial, dict], outcome: SweepOutcome, out: Path) -> SweepOutcome:
