@@ -135,10 +135,10 @@ def run_train(config_path: Path, run_dir: Path, *extra: str, env: dict | None = 
     return run_cli("train", str(config_path), "--run-dir", str(run_dir), *extra, env=env)
 
 
-def train_here(config_path: Path, run_dir: Path, *extra: str) -> None:
-    """``psp-rl train CONFIG --run-dir RUN_DIR ...`` in this process, which must succeed. A fresh process
-    costs seconds of imports (torch, SB3, torch._dynamo at the first optimizer); a run's state lives in its
-    run dir, so a resume here reads what a fresh process would (the kill tests kill a fresh one)."""
+def train_here(config_path: Path | str, run_dir: Path, *extra: str) -> None:
+    """``psp-rl train CONFIG --run-dir RUN_DIR ...`` (CONFIG a file or a shipped name) in this process, which must
+    succeed. A fresh process costs seconds of imports (torch, SB3, torch._dynamo at the first optimizer); a run's
+    state lives in its run dir, so a resume here reads what a fresh process would (the kill tests kill a fresh one)."""
     from psp_rl.cli import main
 
     assert main(["train", str(config_path), "--run-dir", str(run_dir), "--no-progress", *extra]) == 0

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from psp_rl.cli import main
-from tests.conftest import run_cli, train_command, write_config
+from tests.conftest import run_cli, train_command, train_here, write_config
 
 
 def test_help_explains_the_commands():
@@ -103,12 +103,12 @@ def test_resume_of_a_missing_run_dir_is_refused_and_resume_or_start_starts(tmp_p
     assert len(lines) == 1 and "no run to resume (missing or empty)" in lines[0] and "--resume-or-start" in lines[0]
     assert not (tmp_path / "typo").exists() and "training" not in caplog.text
     caplog.set_level(logging.INFO, logger="psp_rl")
-    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume-or-start", "--no-progress"]) == 0
+    train_here(config, tmp_path / "run", "--resume-or-start")
     assert "training 'tiny'" in caplog.text and "resuming" not in caplog.text
     # Not a terminal: one line per evaluation shows the run is alive.
     assert "step 320 (" in caplog.text and "env-steps/s) default: default" in caplog.text
     caplog.clear()
-    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume"]) == 0
+    train_here(config, tmp_path / "run", "--resume")
     assert "had finished" in caplog.text
 
 
@@ -123,7 +123,7 @@ def test_resume_says_where_it_resumed_from(tmp_path, tiny_config, caplog):
     )
     assert killed.returncode != 0
     caplog.set_level(logging.INFO, logger="psp_rl")
-    assert main(["train", str(config), "--run-dir", str(run_dir), "--resume", "--no-progress"]) == 0  # in this process
+    train_here(config, run_dir, "--resume")  # in this process
     pattern = r"resuming from checkpoint \S+ckpt-0+(\d+)-0000: step \1, task 1/2 \(default\)"
     assert re.search(pattern, caplog.text), caplog.text
 
@@ -156,7 +156,7 @@ def test_evaluate_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_config, 
     tiny_config["sequence"]["steps"] = 500
     tiny_config["checkpoint"]["keep"] = 3
     run_dir = tmp_path / "run"
-    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    train_here(write_config(tmp_path, tiny_config), run_dir)
     newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1] / "model.zip"
     newest.write_bytes(newest.read_bytes()[:100])
     capsys.readouterr()
@@ -253,7 +253,7 @@ def test_current_task_steps_at_each_switch(tmp_path, tiny_config):
 def test_ctrl_c_in_evaluate_exits_130_without_a_traceback(tmp_path, tiny_config):
     tiny_config["sequence"]["steps"] = 300
     run_dir = tmp_path / "run"
-    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    train_here(write_config(tmp_path, tiny_config), run_dir)
     cmd = [sys.executable, "-m", "psp_rl.cli", "evaluate", str(run_dir), "--episodes", "100000"]
     proc = subprocess.Popen(
         cmd,
@@ -284,7 +284,7 @@ def test_evaluate_past_tasks_and_watch_them(tmp_path, tiny_config, capsys, monke
     tiny_config["sequence"]["steps"] = 300
     tiny_config["eval"] = {"every": 300, "episodes": 1, "video_every": 600}
     run_dir, videos = tmp_path / "run", tmp_path / "videos"
-    assert main(["train", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    train_here(write_config(tmp_path, tiny_config), run_dir)
     # eval.video_every: each task's episode in TensorBoard, at the first evaluation past 600 steps
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0}).Reload()
     tb_videos = {tag: events.Images(tag) for tag in events.Tags()["images"] if tag.startswith("video/")}

@@ -8,7 +8,7 @@ from psp_rl.cli import main
 from psp_rl.config import load_config
 from psp_rl.config.loading import apply_settings, find_config, shipped_configs
 from psp_rl.errors import ConfigError
-from tests.conftest import run_cli, write_config
+from tests.conftest import run_cli, train_here, write_config
 
 
 def test_settings_are_typed_like_the_file_and_nest():
@@ -52,13 +52,13 @@ TINY = ["sequence.steps=512", "eval.every=512", "eval.episodes=2", "checkpoint.e
 
 def test_train_by_name_with_settings_records_them_and_a_resume_must_repeat_them(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", "quickstart", "--run-dir", str(run_dir), "--set", *TINY, "--no-progress"]) == 0
+    train_here("quickstart", run_dir, "--set", *TINY)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["sequence"]["steps"] == 512 and saved["eval"]["every"] == 512 and saved["name"] == "quickstart"
     capsys.readouterr()
     assert main(["train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY, "seed=3"]) == 2
     assert "seed was 0, now 3" in capsys.readouterr().err
-    assert main(["train", "quickstart", "--run-dir", str(run_dir), "--resume", "--set", *TINY]) == 0
+    train_here("quickstart", run_dir, "--resume", "--set", *TINY)
 
 
 @pytest.mark.parametrize(
