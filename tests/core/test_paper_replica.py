@@ -37,7 +37,7 @@ def test_permuting_writes_each_seeds_row_and_the_mean_with_its_interval(monkeypa
     import experiments.paper_replica.__main__ as replica
 
     monkeypatch.setattr(replica, "OUT", tmp_path)
-    monkeypatch.setattr(replica, "mean_interval", functools.partial(replica.mean_interval, reps=200))  # seconds each
+    monkeypatch.setattr(replica, "mean_interval", functools.partial(replica.mean_interval, reps=200))  # 2,000: 2 s each
     replica.permuting([0, 1], ks=[3], ewc_lambdas=[1e3], epochs=1)
     with (tmp_path / "permuting-seeds.csv").open() as f:
         seed_rows = list(csv.DictReader(f))
