@@ -163,7 +163,7 @@ def main() -> None:
         start = time.perf_counter()
         parts[part]()
         options = ["--seeds", *map(str, args.seeds), "--parts", part] + (["--quick"] if args.quick else [])
-        options += [] if args.epochs == 30 else ["--epochs", str(args.epochs)]
+        options += [] if args.epochs == parser.get_default("epochs") else ["--epochs", str(args.epochs)]
         seconds = time.perf_counter() - start
         commands[part] = f"python -m experiments.paper_replica {' '.join(options)}  # {seconds:.0f} s"
         _write_commands(commands)
