@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from psp_rl.agents import ContinualPPO
 from psp_rl.config.build import build_sequence
 from psp_rl.config.compat import merge_agent_options
-from psp_rl.config.loading import parse_config, read_config
+from psp_rl.config.loading import add_set_option, parse_config, read_config
 from psp_rl.continual.checkpoints import MODEL, CheckpointStore
 from psp_rl.continual.evaluation import evaluate_tasks
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
@@ -143,14 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--points", type=int, default=5, help="drift values evaluated across the range")
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="settings over the config's, as psp-rl train --set takes them (agent.task_lr_schedule=task_linear)",
-    )
+    add_set_option(parser, "agent.task_lr_schedule=task_linear")
     parser.add_argument("--finished-only", action="store_true", help="evaluate finished runs only, train none")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument(

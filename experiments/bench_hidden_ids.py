@@ -25,9 +25,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from psp_rl.config.loading import add_set_option, parse_config, read_config
 from psp_rl.continual.files import atomic_write_csv, atomic_write_text, markdown_table
+from psp_rl.errors import ConfigError
 from psp_rl.plugins.inference.scoring import returning_tasks
 from psp_rl.sweep.runner import run_sweep
 
@@ -147,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         help="where the announced-id runs are (default: <out>/announced; a variant of "
         "the inference settings can compare with another benchmark's)",
     )
+    # (a variant of the inference: --set inference.return_alarms=false, --out elsewhere, --announced at these runs)
+    add_set_option(parser, "inference.return_alarms=false")
     parser.add_argument("--finished-only", action="store_true", help="write the table from finished runs only")
     args = parser.parse_args(argv)
-    base = yaml.safe_load(args.config.read_text())
+    try:
+        base = read_config(args.config, args.settings)
+        parse_config(base)  # a bad setting stops here, before any run
+    except ConfigError as exc:
+        parser.error(str(exc))
     args.out = args.out or Path(__file__).parent / "results" / base["name"]
     if not args.finished_only:
         for mode in args.modes:

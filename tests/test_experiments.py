@@ -121,6 +121,10 @@ def test_bench_hidden_ids_scores_finished_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "false alarms <= 0.5 per 100k env steps" in printed and "fresh contexts opened while a task" in printed
     assert (out / "table.csv").read_text().startswith("seed,final_avg_hidden,final_avg_announced")
+    with pytest.raises(SystemExit) as info:  # a variant's setting is checked before any run
+        main([str(path), "--out", str(tmp_path / "variant"), "--set", "inference.return_alarms=maybe"])
+    assert info.value.code == 2 and "inference.return_alarms" in capsys.readouterr().err
+    assert not (tmp_path / "variant").exists()
 
 
 def test_fresh_contexts_for_known_tasks_count_the_stages_whose_task_came_before():

@@ -3,6 +3,7 @@ it, and validation into a :class:`~psp_rl.config.schema.RunConfig` with one-line
 
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 import importlib.resources
@@ -96,6 +97,20 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, setti
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_config(data, source=f"{path} with --set {' '.join(settings)}" if settings else str(path))
+
+
+def add_set_option(parser: argparse.ArgumentParser, example: str) -> None:
+    """A script's ``--set KEY=VALUE ...`` (into ``args.settings``, for :func:`read_config`), as ``psp-rl
+    train --set`` takes them; ``example`` shows one the script is used with."""
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"settings over the config's, as psp-rl train --set takes them ({example})",
+    )
 
 
 def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:

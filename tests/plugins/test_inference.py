@@ -275,6 +275,7 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
         ({"inference": {"window": 5000}}, "inference.window=5000 > inference.dynamics_warmup=2000"),
         ({"inference": {"evidence": "dynamics", "trial_episodes": 8}}, "inference.trial_episodes with inference.evid"),
         ({"inference": {"evidence": "td_error"}}, "inference.evidence"),
+        ({"inference": {"return_alarms": False}}, "inference.return_alarms=False with inference.evidence='returns'"),
     ],
 )
 def test_bad_hidden_id_settings_are_one_line_errors(change, message):
@@ -562,6 +563,20 @@ def test_a_kept_answer_to_a_return_alarm_can_reset_the_usual_return(shifted, kep
     _episodes(inference, [5] * 30)  # the same task, played worse
     assert len(inference.detections) == alarms and {how for *_, how in inference.choices} == {"kept"}
     assert inference.detector.reference(0) == (100 if kept_return == "keep" else 5)  # reset: re-learned at 5
+
+
+@pytest.mark.parametrize(("return_alarms", "alarms"), [(True, 1), (False, 0)])
+def test_return_drops_can_be_left_out_of_the_alarms(shifted, return_alarms, alarms):
+    """PSP-DQN's training return drops within a task (exploration restarting, Q-learning's collapses): with
+    dynamics evidence each was an alarm answered `kept`. Without return alarms the drop raises none, and a
+    switch of the dynamics is still seen."""
+    _, inference = _dynamics_inference(shifted, warmup_episodes=5, return_alarms=return_alarms)
+    _play(inference, shifted, 0, 3000, seed=0)
+    _episodes(inference, [100] * 10)
+    _episodes(inference, [5] * 10)  # the same task, played worse
+    assert len(inference.detections) == alarms and {how for *_, how in inference.choices} <= {"kept"}
+    _play(inference, shifted, 1, 600, seed=1)  # high gravity
+    assert len(inference.detections) == alarms + 1 and inference.choices[-1][1:] == [1, "fresh"]
 
 
 @pytest.mark.parametrize(("floor_in_choice", "choice"), [(True, (0, "stored")), (False, (1, "fresh"))])

@@ -76,6 +76,13 @@ class InferenceConfig(StrictSettings):
         "keep the context's usual return, or reset it (re-learned from its next warmup_episodes): a returning task "
         "that plays below its context's old return otherwise raises alarm after alarm",
     )
+    return_alarms: bool = Field(
+        default=True,
+        description="evidence dynamics: a drop of the acting context's return raises an alarm too (the dynamics then "
+        "choose), or only the dynamics error does (false); a task that changes the rewards and not the dynamics is "
+        "seen by the returns alone. On PSP-DQN every alarm outside a switch was a return drop answered `kept` "
+        "(experiments/results/hidden-ids-dqn/README.md)",
+    )
     dynamics_warmup: int = Field(
         default=2000,
         gt=0,
@@ -135,6 +142,11 @@ class InferenceConfig(StrictSettings):
             raise ValueError(
                 f"inference.window={self.window} > inference.dynamics_warmup={self.dynamics_warmup}: expected a window "
                 "within the transitions that fix the errors' units"
+            )
+        if self.evidence == "returns" and not self.return_alarms:
+            raise ValueError(
+                "inference.return_alarms=False with inference.evidence='returns': expected evidence 'dynamics' "
+                "(the return drops are the only alarms with evidence 'returns')"
             )
         # (values other than the defaults: a saved config.yaml writes every field)
         trial_only = [name for name in ("fit", "select", "trial_episodes") if getattr(self, name) != _default(name)]

@@ -19,7 +19,8 @@ transitions the context acts in), and at an alarm the context whose model predic
 within ``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one
 window, updates held, and that window judges the fit). The same evidence raises alarms
 (``surprises`` windows in a row beyond ``error_fit``; a usual error below ``error_floor`` counts as the
-floor) and keeps another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
+floor; ``return_alarms: false`` leaves it the only alarm) and keeps another task's transitions out of a
+context's model (:meth:`TaskInference.transitions`).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
@@ -58,7 +59,8 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 # The settings TaskInference keeps as attributes of the same names (InferenceConfig documents each).
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
-    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice"}  # fmt: skip
+    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice",
+    "return_alarms"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -201,10 +203,10 @@ class TaskInference(ContinualCallback):
             return  # started under another context (or one on probation): it tells nothing about this one
         step = self._step()
         if self.trials is None:
-            alarm = self.detector.update(context, value)
+            alarm = self.detector.update(context, value)  # (updated either way: its statistic is logged)
             if self.loop is not None:
                 self.loop.writer.add_scalar("inference/cusum", self.detector.statistic, step)
-            if alarm:
+            if alarm and self.return_alarms:
                 self._start_trials(step)
             return
         self.trials.add(value)
