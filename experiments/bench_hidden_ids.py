@@ -77,6 +77,10 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
                 "detected": inference["detected_within_max_delay"],
                 "mean_delay": None if inference["mean_delay"] is None else round(inference["mean_delay"]),
                 "false_alarms": inference["false_alarms"],
+                # what raised them (runs of 2026-12-04 on): a return drop or the dynamics
+                "false_alarm_sources": " ".join(
+                    f"{k}:{v}" for k, v in inference.get("false_alarms_by_source", {}).items()
+                ),
                 "env_steps": hidden["env_steps"],
                 "returning_tasks": len(returning),
                 "mapped_to_own_context": mapped,

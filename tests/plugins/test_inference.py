@@ -262,6 +262,10 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
     assert score["noticeable_switches"] == 2 and score["detection_rate"] == 0.5
     assert score["mean_delay"] == 100 and score["false_alarms"] == 1
     assert score["returning_mapped_to_own_context"] == 1.0 and score["returning_reused_a_stored_context"] == 1.0
+    assert "false_alarms_by_source" not in score  # (no sources given)
+    sources = ["returns", "dynamics", "returns"]
+    by_source = score_inference(switches, [1100, 2500, 9000], [[9, 1], [1, 9], [8, 2]], [0, 1, 0], 10_000, 500, sources)
+    assert by_source["false_alarms_by_source"] == {"returns": 1}  # 9,000 only: 2,500 is the switch at 2,000's
 
 
 # ------------------------------------------------------------------- config
@@ -577,6 +581,7 @@ def test_return_drops_can_be_left_out_of_the_alarms(shifted, return_alarms, alar
     assert len(inference.detections) == alarms and {how for *_, how in inference.choices} <= {"kept"}
     _play(inference, shifted, 1, 600, seed=1)  # high gravity
     assert len(inference.detections) == alarms + 1 and inference.choices[-1][1:] == [1, "fresh"]
+    assert [d[3] for d in inference.detections] == ["returns"] * alarms + ["dynamics"]  # what raised each
 
 
 @pytest.mark.parametrize(("floor_in_choice", "choice"), [(True, (0, "stored")), (False, (1, "fresh"))])

@@ -3,6 +3,7 @@ detection delays, false alarms, and the context each returning task got."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,12 +17,14 @@ def score_inference(
     schedule: Sequence[int],
     total_steps: int,
     max_delay: int,
+    sources: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Detection rate and delay over the noticeable switches, false alarms, and the contexts of
     the returning tasks (:func:`returning_tasks`).
 
     A detection within ``max_delay`` steps after any switch is that switch's; every other
-    detection is a false alarm.
+    detection is a false alarm. ``sources`` (one per detection: what raised it) splits the false
+    alarms by source.
     """
     starts = [s["step"] for s in switches]
     delays = []
@@ -30,7 +33,7 @@ def score_inference(
         switch["delay"] = None if hit is None else hit - switch["step"]
         if switch.get("noticeable"):
             delays.append(switch["delay"])
-    false = [d for d in detections if not any(0 <= d - s <= max_delay for s in starts)]
+    false = [i for i, d in enumerate(detections) if not any(0 <= d - s <= max_delay for s in starts)]
     returning = returning_tasks(stage_contexts, schedule)
     found = [d for d in delays if d is not None]
     return {
@@ -41,6 +44,7 @@ def score_inference(
         "mean_delay": float(np.mean(found)) if found else None,
         "false_alarms": len(false),
         "false_alarms_per_100k_steps": 1e5 * len(false) / max(total_steps, 1),
+        **({"false_alarms_by_source": dict(Counter(sources[i] for i in false))} if sources else {}),
         "stage_contexts": [list(row) for row in stage_contexts],
         "returning_tasks": returning,
         "returning_mapped_to_own_context": (

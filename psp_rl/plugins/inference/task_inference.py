@@ -95,7 +95,7 @@ class TaskInference(ContinualCallback):
         self.context = 0
         self.used: list[int] = [0]  # contexts taken, least recently chosen first
         self.trials: ContextTrials | None = None
-        self.detections: list[list[int]] = []  # [step, acting context, true task]
+        self.detections: list[list[Any]] = []  # [step, acting context, true task, source: returns|dynamics]
         self.choices: list[list[Any]] = []  # [step, chosen context, how: kept|stored|fresh|exhausted]
         self.switches: list[dict[str, Any]] = []  # one per stage after the first (scoring)
         self.stage_contexts: list[list[int]] = []  # per stage: env steps under each context
@@ -207,7 +207,7 @@ class TaskInference(ContinualCallback):
             if self.loop is not None:
                 self.loop.writer.add_scalar("inference/cusum", self.detector.statistic, step)
             if alarm and self.return_alarms:
-                self._start_trials(step)
+                self._start_trials(step, "returns")
             return
         self.trials.add(value)
         if self.trials.done:
@@ -251,7 +251,7 @@ class TaskInference(ContinualCallback):
             self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
             alarm = self.surprises_in_a_row >= self.surprises
         if alarm:
-            self._start_trials(step)
+            self._start_trials(step, "dynamics")
         elif learn:
             self.dynamics.observe(*window, context)
             self.usual_error[context] = usual + 0.05 * (error - usual)
@@ -271,10 +271,11 @@ class TaskInference(ContinualCallback):
         """The contexts taken, in the order they are tried (:attr:`order`)."""
         return list(reversed(self.used)) if self.order == "recent" else list(self.used)
 
-    def _start_trials(self, step: int) -> None:
+    def _start_trials(self, step: int, source: str) -> None:
+        """An alarm at ``step`` from ``source``: the ``returns`` (a drop) or the ``dynamics`` (surprises)."""
         stage = len(self.stage_contexts) - 1  # scoring only: the task truly being trained
         task = self.loop.sequence.schedule[stage] if self.loop is not None and stage >= 0 else -1
-        self.detections.append([step, self.context, int(task)])
+        self.detections.append([step, self.context, int(task), source])
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
         if self.evidence == "dynamics":
@@ -401,6 +402,7 @@ class TaskInference(ContinualCallback):
             loop.sequence.schedule,
             int(loop.agent.num_timesteps),
             self.max_delay,
+            sources=[d[3] if len(d) > 3 else "unrecorded" for d in self.detections],
         ) | {
             "choices": self.choices,
             "detections": self.detections,
@@ -432,7 +434,8 @@ class TaskInference(ContinualCallback):
         self.detector.load_state_dict(state["detector"])
         self.context, self.used = int(state["context"]), [int(c) for c in state["used"]]
         self.trials = ContextTrials.from_state(state["trials"]) if state["trials"] else None
-        self.detections = [[int(v) for v in d] for d in state["detections"]]
+        # [step, context, task, source]; runs saved before 2026-12-04 recorded no source
+        self.detections = [[*(int(v) for v in d[:3]), *(str(v) for v in d[3:])] for d in state["detections"]]
         self.choices = [[int(s), int(c), str(how)] for s, c, how in state["choices"]]
         self.switches = [dict(s) for s in state["switches"]]
         self.stage_contexts = [[int(v) for v in row] for row in state["stage_contexts"]]
