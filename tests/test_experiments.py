@@ -280,3 +280,16 @@ def test_atari_single_curves_compares_finished_groups_with_the_reference(tmp_pat
     assert "| psp-s0 | 300 | 8.0 | 4.67 | 0.6 | 0.267 |" in table  # HNS (8 - 2) / 10; last three 14/3
     assert "| psp | 1 | 8.00 | 1.00x |" in table  # psp-s1 has not reached 300 steps: left out
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_probe_alarm_sources_reads_dynamics_alarms_back_from_the_window_errors(tmp_path):
+    from experiments.probe_alarm_sources import sources, surprise_alarms
+
+    ratios = {100: 5.0, 150: 5.0, 200: 5.0, 250: 1.0, 300: 5.0, 350: 5.0, 400: 1.0}
+    assert surprise_alarms(ratios, error_fit=4.0, surprises=3) == [200]  # 300-350: two in a row only
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"inference": {"max_delay": 500}}))
+    inference = {"switches": [{"step": 1000}], "detections": [[1100, 0, 1, "dynamics"], [5000, 1, 1, "returns"]]}
+    (run / "metrics.json").write_text(json.dumps({"TaskInference": inference}))
+    assert sources(run) == [(1100, False, "dynamics"), (5000, True, "returns")]  # recorded: taken as they are
