@@ -51,6 +51,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
     pooled = {
         key: 0 for key in ("noticeable", "detected", "false", "steps", "returning", "mapped", "reused", "fresh_known")
     }
+    by_source: dict[str, int] = {}  # the false alarms by what raised them (runs that record it)
     for seed in seeds:
         metrics = {}
         for mode, where in (("hidden", out / "hidden"), ("announced", announced)):
@@ -101,6 +102,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             ("fresh_known", fresh_known),
         ):
             pooled[key] += value
+        for source, count in inference.get("false_alarms_by_source", {}).items():
+            by_source[source] = by_source.get(source, 0) + count
     targets = []
     if rows:
         rate = pooled["detected"] / max(pooled["noticeable"], 1)
@@ -115,7 +118,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             f"- switches detected within 2,000 env steps >= 95%: {pooled['detected']}/{pooled['noticeable']} = "
             f"{rate:.0%} -> {'met' if rate >= 0.95 else 'MISSED'}",
             f"- false alarms <= 0.5 per 100k env steps (issue 33; 1 before): {pooled['false']} in {pooled['steps']:,} "
-            f"steps = {false_rate:.2f} -> {'met' if false_rate <= 0.5 else 'MISSED'}",
+            f"steps = {false_rate:.2f} -> {'met' if false_rate <= 0.5 else 'MISSED'}"
+            + (f" (raised by {', '.join(f'{k}: {v}' for k, v in sorted(by_source.items()))})" if by_source else ""),
             f"- fresh contexts opened while a task already trained was on (goal 0): {pooled['fresh_known']}",
             f"- returning tasks mapped to their own context >= 90%: {pooled['mapped']}/{pooled['returning']} = "
             f"{mapped:.0%} -> {'met' if mapped >= 0.9 else 'MISSED'} (reused a stored context rather than a fresh "

@@ -293,3 +293,32 @@ def test_probe_alarm_sources_reads_dynamics_alarms_back_from_the_window_errors(t
     inference = {"switches": [{"step": 1000}], "detections": [[1100, 0, 1, "dynamics"], [5000, 1, 1, "returns"]]}
     (run / "metrics.json").write_text(json.dumps({"TaskInference": inference}))
     assert sources(run) == [(1100, False, "dynamics"), (5000, True, "returns")]  # recorded: taken as they are
+
+
+def test_bench_hidden_ids_pools_the_false_alarms_by_source(tmp_path):
+    from experiments.bench_hidden_ids import summarize
+
+    inference = {
+        "switches": [{"step": 100, "from_task": 0, "to_task": 1}],
+        "stage_contexts": [[100, 0], [0, 100]],
+        "choices": [[120, 1, "fresh"]],
+        "noticeable_switches": 1,
+        "detected_within_max_delay": 1,
+        "mean_delay": 20,
+        "false_alarms": 3,
+        "false_alarms_by_source": {"returns": 2, "dynamics": 1},
+        "eval_contexts": {},
+    }
+    metrics = {
+        "TaskInference": inference,
+        "final_average_return": 50.0,
+        "env_steps": 200,
+        "stage_end_steps": [100, 200],
+    }
+    for seed in (0, 1):
+        run = tmp_path / "hidden" / "runs" / f"psp-binary-s{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    rows, targets = summarize(tmp_path, [0, 1], tmp_path / "announced")
+    assert rows[0]["false_alarm_sources"] == "returns:2 dynamics:1"
+    assert "6 in 400 steps = 1500.00 -> MISSED (raised by dynamics: 2, returns: 4)" in "\n".join(targets)
