@@ -22,6 +22,8 @@ policy has many near-ties, and it overlapped (PSP 0.58-0.99, fine-tuning 0.17-0.
 PSP-DQN's Adam became fused (other floats, so other trajectories): remeasured at learning seeds 0-4 on a
 2-core AMD EPYC (native = AVX2), PSP kept 0.62-1.03 (lowest learned 86.5) and fine-tuning 0.06-0.49; at
 seed 3 the slow control's precondition failed (one of its 3 seeds learned task 0 only to 33.3 < 40).
+Two seeds instead of three failed there (2026-12-04): seed 6 learned task 0 to 233 and lost it to 17.8
+(``experiments/results/learning-margins/README.md``), so a learning seed's mean needs the third.
 """
 
 import numpy as np
