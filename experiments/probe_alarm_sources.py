@@ -20,6 +20,9 @@ from pathlib import Path
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from psp_rl.plugins.inference.scoring import is_false_alarm
+from psp_rl.plugins.inference.settings import InferenceConfig
+
 
 def window_ratios(run: Path) -> dict[int, float]:
     """Each scored window's error over the usual one, by env step, from every event file of the run."""
@@ -47,16 +50,15 @@ def sources(run: Path) -> list[tuple[int, bool, str]]:
     """Per detection: its step, whether it was a false alarm, and its source (recorded, or read back)."""
     metrics = json.loads((run / "metrics.json").read_text())
     inference = metrics["TaskInference"]
-    settings = yaml.safe_load((run / "config.yaml").read_text()).get("inference", {})
+    saved = yaml.safe_load((run / "config.yaml").read_text()).get("inference", {})
+    settings = InferenceConfig.model_validate(saved)  # the run's values, and the defaults of those it left out
     switches = [s["step"] for s in inference["switches"]]
-    max_delay = settings.get("max_delay", 2000)
-    alarms = set(surprise_alarms(window_ratios(run), settings.get("error_fit", 4.0), settings.get("surprises", 3)))
+    alarms = set(surprise_alarms(window_ratios(run), settings.error_fit, settings.surprises))
     out = []
     for detection in inference["detections"]:
         step = int(detection[0])
-        false = not any(0 <= step - s <= max_delay for s in switches)
         source = detection[3] if len(detection) > 3 else "dynamics" if step in alarms else "returns"
-        out.append((step, false, source))
+        out.append((step, is_false_alarm(step, switches, settings.max_delay), source))
     return out
 
 

@@ -33,7 +33,7 @@ def score_inference(
         switch["delay"] = None if hit is None else hit - switch["step"]
         if switch.get("noticeable"):
             delays.append(switch["delay"])
-    false = [i for i, d in enumerate(detections) if not any(0 <= d - s <= max_delay for s in starts)]
+    false = [i for i, d in enumerate(detections) if is_false_alarm(d, starts, max_delay)]
     returning = returning_tasks(stage_contexts, schedule)
     found = [d for d in delays if d is not None]
     return {
@@ -54,6 +54,11 @@ def score_inference(
             sum(r["reused"] for r in returning) / len(returning) if returning else None
         ),
     }
+
+
+def is_false_alarm(detection: int, switch_steps: Sequence[int], max_delay: int) -> bool:
+    """A detection at env step ``detection`` is no switch's: none began within ``max_delay`` steps before it."""
+    return not any(0 <= detection - s <= max_delay for s in switch_steps)
 
 
 def returning_tasks(stage_contexts: Sequence[Sequence[int]], schedule: Sequence[int]) -> list[dict[str, Any]]:
