@@ -280,6 +280,15 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
         ({"inference": {"evidence": "dynamics", "trial_episodes": 8}}, "inference.trial_episodes with inference.evid"),
         ({"inference": {"evidence": "td_error"}}, "inference.evidence"),
         ({"inference": {"return_alarms": False}}, "inference.return_alarms=False with inference.evidence='returns'"),
+        ({"inference": {"return_check": True}}, "inference.return_check=True with inference.evidence='returns'"),
+        (
+            {"inference": {"evidence": "dynamics", "return_check": True, "confirm": True}},
+            "inference.return_check=True with inference.confirm=True: expected one of them",
+        ),
+        (
+            {"inference": {"evidence": "dynamics", "return_check": True, "select": "best"}},
+            "inference.select with inference.evidence='dynamics'",
+        ),
     ],
 )
 def test_bad_hidden_id_settings_are_one_line_errors(change, message):
@@ -592,3 +601,73 @@ def test_the_floor_can_stay_out_of_the_choice(shifted, floor_in_choice, choice):
     inference.usual_error[0] = 1e-9
     assert inference._fits(1e-5, 0)  # the surprise test keeps the floor either way
     assert inference._fit_or_fresh(0, 1e-5, before=2) == choice
+
+
+def _three_tasks_then_a_return(shifted, **settings):
+    """Contexts 0-2 learn default, high gravity and reversed (their dynamics models and a usual return of
+    100 each), then default comes back: the dynamics alarm names context 0's model."""
+    loop, inference = _dynamics_inference(shifted, warmup_episodes=5, **settings)
+    for task, context in ((0, 0), (1, 1), (2, 2)):
+        _play(inference, shifted, task, 3400 if task else 3000, seed=task)
+        assert inference.context == context
+        _episodes(inference, [100] * 10)
+    _play(inference, shifted, 0, 400, seed=3)
+    return loop, inference
+
+
+def test_without_a_return_check_the_dynamics_choice_acts_at_once(shifted):
+    loop, inference = _three_tasks_then_a_return(shifted)
+    assert inference.choices[-1][1:] == [0, "stored"] and inference.trials is None and not loop.agent.updates_held
+
+
+@pytest.mark.parametrize(
+    ("trial_returns", "acting", "label"),
+    [
+        ([100], 0, "stored"),  # the task's own context plays it: as without the check
+        ([10, 90], 2, "kept"),  # it plays badly; the context acting before the alarm plays on
+        ([10, 10, 100], 1, "returns"),  # another task's context plays it
+        ([10, 10, 10], 0, "stored"),  # none fits: the task's own context learns it again
+    ],
+)
+def test_a_return_check_lets_another_context_play_a_task_its_own_context_plays_badly(
+    shifted, tmp_path, trial_returns, acting, label
+):
+    loop, inference = _three_tasks_then_a_return(shifted, return_check=True, trial_episodes=1)
+    # the dynamics named context 0; its returns are checked first, then the others, most recent first
+    assert inference.trials.candidates == [0, 2, 1] and loop.agent.updates_held and inference.choices[-1][2] == "fresh"
+    _episodes(inference, trial_returns[:1])
+    restored = TaskInference(evidence="dynamics", window=40, dynamics_warmup=1000, warmup_episodes=5, return_check=True)
+    _through_a_checkpoint(inference, restored, tmp_path)  # mid-way through a check
+    resumed = _loop(max_tasks=3)
+    resumed.sequence.spaces = shifted.spaces
+    restored.before_training(resumed)
+    assert restored.state_dict() == inference.state_dict()
+    for agent in (inference, restored):
+        _episodes(agent, trial_returns[1:])
+    assert restored.state_dict() == inference.state_dict()
+    assert inference.choices[-1][1:] == [acting, label] and inference.context == acting
+    assert inference.model_context == 0 and not loop.agent.updates_held  # default's own model reads it on
+    assert loop.agent.starts[-1] == (2 if label == "kept" else acting)  # (kept: no switch to tell the agent of)
+    assert inference.plays == ({0: acting} if acting != 0 else {})
+    _play(inference, shifted, 0, 2000, seed=4)  # default goes on: its own model fits, no alarm
+    assert len(inference.detections) == 3
+    from experiments.probe_dynamics import play_episodes
+
+    deployment = inference._deployment()  # an evaluation of default plays the context that plays it
+    obs, actions, next_obs = (np.concatenate(col) for col in zip(*play_episodes(shifted, 0, 40, seed=9), strict=True))
+    deployment.transitions(obs, actions, next_obs, inference.context)
+    assert deployment.decided and deployment.context == acting
+
+
+def test_a_task_played_by_another_context_keeps_it_when_it_returns(shifted):
+    """The answer of a check stands: when the task comes back, the context that played it is checked first."""
+    _, inference = _three_tasks_then_a_return(shifted, return_check=True, trial_episodes=1)
+    _episodes(inference, [10, 10, 100])  # context 1 plays default
+    _play(inference, shifted, 0, 2000, seed=4)
+    _play(inference, shifted, 2, 400, seed=5)  # reversed: its own context 2
+    assert inference.trials.candidates[0] == 2
+    _episodes(inference, [100])
+    assert inference.choices[-1][1:] == [2, "stored"] and inference.plays == {0: 1}
+    _play(inference, shifted, 2, 1000, seed=6)
+    _play(inference, shifted, 0, 400, seed=7)  # default again
+    assert inference.trials.candidates[:2] == [1, 0]

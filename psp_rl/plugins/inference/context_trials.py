@@ -198,14 +198,22 @@ class FixedContext:
 
 class DynamicsDeployment:
     """Evaluation's chooser under dynamics evidence: the acting context plays the first ``window``
-    transitions, then the stored context whose dynamics model predicts them best plays on (no
-    fresh context: nothing learns). Without candidates, or before the errors' units are fixed,
-    the acting context plays throughout."""
+    transitions, then the stored context whose dynamics model predicts them best plays on, or the
+    context ``plays`` names for it (return_check's answers; no fresh context: nothing learns).
+    Without candidates, or before the errors' units are fixed, the acting context plays throughout."""
 
     reads_transitions = True
 
-    def __init__(self, context: int, evidence: DynamicsEvidence | None, candidates: list[int], window: int) -> None:
+    def __init__(
+        self,
+        context: int,
+        evidence: DynamicsEvidence | None,
+        candidates: list[int],
+        window: int,
+        plays: dict[int, int] | None = None,
+    ) -> None:
         self.context, self.evidence, self.candidates, self.window = context, evidence, candidates, window
+        self.plays = dict(plays or {})
         self.rows: list[tuple[np.ndarray, int, np.ndarray]] = []
         self.decided = not candidates or evidence is None or not evidence.scale.fixed
 
@@ -216,7 +224,8 @@ class DynamicsDeployment:
         if len(self.rows) >= self.window:
             assert self.evidence is not None  # (else decided at construction)
             window = (np.stack(col) for col in zip(*self.rows[: self.window], strict=True))
-            self.context = self.candidates[int(np.argmin(self.evidence.errors(*window, self.candidates)))]
+            task = self.candidates[int(np.argmin(self.evidence.errors(*window, self.candidates)))]
+            self.context = self.plays.get(task, task)
             self.decided = True
 
     def episode_end(self, value: float, context: int, clean: bool) -> None:

@@ -83,6 +83,14 @@ class InferenceConfig(StrictSettings):
         "seen by the returns alone. On PSP-DQN every alarm outside a switch was a return drop answered `kept` "
         "(experiments/results/hidden-ids-dqn/README.md)",
     )
+    return_check: bool = Field(
+        default=False,
+        description="evidence dynamics: a stored context the dynamics choose at an alarm first plays trial_episodes "
+        "(updates held); if it plays below `fit` of its usual return, the other stored contexts are tried in `order` "
+        "and the first that fits plays the task from then on (its own dynamics model still reads it); none: the "
+        "dynamics' choice. A task's own context can be the weak one "
+        "(experiments/results/hidden-ids-dynamics/README.md)",
+    )
     dynamics_warmup: int = Field(
         default=2000,
         gt=0,
@@ -148,12 +156,23 @@ class InferenceConfig(StrictSettings):
                 "inference.return_alarms=False with inference.evidence='returns': expected evidence 'dynamics' "
                 "(the return drops are the only alarms with evidence 'returns')"
             )
-        # (values other than the defaults: a saved config.yaml writes every field)
-        trial_only = [name for name in ("fit", "select", "trial_episodes") if getattr(self, name) != _default(name)]
-        if self.evidence == "dynamics" and trial_only:
+        if self.return_check and self.evidence != "dynamics":
             raise ValueError(
-                f"inference.{trial_only[0]} with inference.evidence='dynamics': trial episodes choose contexts only "
-                "with evidence 'returns'"
+                f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
+                "(with evidence 'returns' the trial episodes choose every context already)"
+            )
+        if self.return_check and self.confirm:
+            raise ValueError(
+                "inference.return_check=True with inference.confirm=True: expected one of them (both put the dynamics' "
+                "choice on probation, by its returns or by a window of its own play)"
+            )
+        # (values other than the defaults: a saved config.yaml writes every field)
+        trial_only = ("select",) if self.return_check else ("fit", "select", "trial_episodes")
+        changed = [name for name in trial_only if getattr(self, name) != _default(name)]
+        if self.evidence == "dynamics" and changed:
+            raise ValueError(
+                f"inference.{changed[0]} with inference.evidence='dynamics': trial episodes choose contexts only "
+                "with evidence 'returns'" + ("" if self.return_check else " or inference.return_check=True")
             )
         return self
 

@@ -20,7 +20,11 @@ within ``error_fit`` times its usual one; else a fresh context (``confirm``: it 
 window, updates held, and that window judges the fit). The same evidence raises alarms
 (``surprises`` windows in a row beyond ``error_fit``; a usual error below ``error_floor`` counts as the
 floor; ``return_alarms: false`` leaves it the only alarm) and keeps another task's transitions out of a
-context's model (:meth:`TaskInference.transitions`).
+context's model (:meth:`TaskInference.transitions`). With ``return_check``, a stored context the dynamics
+name is first checked by its returns (trial episodes, updates held, as with ``evidence: returns``): a
+task's own context can play it worse than another task's context, and the first candidate that plays it
+within ``fit`` of its usual return acts for that task from then on, while the task's own dynamics model
+keeps watching it (:attr:`TaskInference.plays`).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
@@ -60,7 +64,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice",
-    "return_alarms"}  # fmt: skip
+    "return_alarms", "return_check"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -92,11 +96,15 @@ class TaskInference(ContinualCallback):
         self.since_switch: int | None = None  # env steps since the last switch the agent has not confirmed
         self._dynamics_state: dict[str, Any] | None = None
         self.probe_episodes = check_int("probe_episodes", probe_episodes)
-        self.context = 0
+        self.context = 0  # the context that acts (its policy plays, its returns are watched)
+        self.model_context = 0  # the context whose dynamics model reads the acting windows
+        # return_check: a task (named by its dynamics model's context) played by another context's policy
+        self.plays: dict[int, int] = {}
+        self.checking: tuple[int, str, int] | None = None  # return_check: the dynamics' choice, how, acting before
         self.used: list[int] = [0]  # contexts taken, least recently chosen first
         self.trials: ContextTrials | None = None
         self.detections: list[list[Any]] = []  # [step, acting context, true task, source: returns|dynamics]
-        self.choices: list[list[Any]] = []  # [step, chosen context, how: kept|stored|fresh|exhausted]
+        self.choices: list[list[Any]] = []  # [step, chosen context, how: kept|stored|fresh|exhausted|returns]
         self.switches: list[dict[str, Any]] = []  # one per stage after the first (scoring)
         self.stage_contexts: list[list[int]] = []  # per stage: env steps under each context
         self._deployments: dict[str, Deployment] = {}  # eval task -> its deployment at the last evaluation
@@ -224,6 +232,7 @@ class TaskInference(ContinualCallback):
         cusum``: a CUSUM on the windows' log errors decides both instead)."""
         if self.dynamics is None or self.trials is not None:
             return
+        context = self.model_context  # (the acting context's, unless return_check gave the task another policy)
         self.pending.extend(zip(obs, np.asarray(actions).reshape(-1), next_obs, strict=True))
         if len(self.pending) < self.window:
             return
@@ -279,7 +288,12 @@ class TaskInference(ContinualCallback):
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/detections", len(self.detections), step)
         if self.evidence == "dynamics":
-            self._probation() if self.confirm else self._adopt(*self._dynamics_choice(), step)
+            if self.confirm:
+                self._probation()
+            elif self.return_check:
+                self._check_returns(*self._dynamics_choice(), step)
+            else:
+                self._adopt(*self._dynamics_choice(), step)
             return
         refs = self._references()
         self.trials = ContextTrials(
@@ -290,6 +304,15 @@ class TaskInference(ContinualCallback):
 
     def _choose(self, step: int) -> None:
         assert self.trials is not None
+        if self.checking is not None:  # return_check: the first candidate that fits plays; none: the dynamics' choice
+            (choice, how, before), self.checking = self.checking, None
+            plays = choice if self.trials.choice is None else self.trials.choice
+            if plays == before and not (how == "exhausted" and plays == choice):
+                label = "kept"  # the context acting before the alarm plays on
+            else:
+                label = how if plays == choice else "returns"  # returns: another task's context plays it
+            self._adopt(choice, how, step, plays=plays, label=label)
+            return
         before = self.trials.candidates[0]
         choice, how = self.trials.choice, "stored"
         if choice is None:
@@ -321,7 +344,9 @@ class TaskInference(ContinualCallback):
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
         found = self._best_stored()
-        return (self.context, "kept") if found is None else self._fit_or_fresh(*found, before=self.context)
+        if found is None:
+            return self.model_context, "kept"
+        return self._fit_or_fresh(*found, before=self.model_context)
 
     def _probation(self) -> None:
         """``confirm``: the stored context whose model predicts the last window best acts for one
@@ -330,10 +355,11 @@ class TaskInference(ContinualCallback):
         policy, whose states can be unusual for every model (a falling pole)."""
         found = self._best_stored()
         if found is None:
-            self._adopt(self.context, "kept", self._step())
+            self._adopt(self.model_context, "kept", self._step())
             return
-        self.confirming = (found[0], self.context)
-        self.context, self.pending = found[0], []
+        self.confirming = (found[0], self.model_context)
+        self.context = self.model_context = found[0]
+        self.pending = []
         self._hold(True)
 
     def _confirm(self, error: float) -> None:
@@ -343,28 +369,56 @@ class TaskInference(ContinualCallback):
         self.confirming = None
         self._adopt(*self._fit_or_fresh(best, error, before), self._step())
 
-    def _adopt(self, choice: int, how: str, step: int) -> None:
-        """Act from ``choice`` from now on (``how``: kept, stored, fresh or exhausted)."""
+    def _check_returns(self, choice: int, how: str, step: int) -> None:
+        """``return_check``: a stored context the dynamics chose (``stored`` or ``exhausted``) first plays
+        trial episodes, then the other stored contexts, until one plays within ``fit`` of its usual return
+        (updates held); kept and fresh choices are adopted at once, as is a choice with nothing to compare."""
+        if how not in ("stored", "exhausted"):
+            self._adopt(choice, how, step)
+            return
+        refs = self._references()
+        first = self.plays.get(choice, choice) if how == "stored" else choice
+        candidates = [c for c in dict.fromkeys([first, choice, *self._by_order()]) if c in refs]
+        if not candidates:
+            self._adopt(choice, how, step, plays=choice)
+            return
+        self.checking = (choice, how, self.context)
+        self.trials = ContextTrials(candidates, refs, self.fit, self.trial_episodes)
+        self.context = self.trials.context
+        self._hold(True)
+
+    def _adopt(self, choice: int, how: str, step: int, plays: int | None = None, label: str | None = None) -> None:
+        """From now on ``choice``'s dynamics model reads the task (``how``: kept, stored, fresh or
+        exhausted) and the context that plays it acts: ``plays`` (return_check's answer, ``choice``
+        itself included), else the one that played the task before (:attr:`plays`), else ``choice``.
+        ``label`` (default ``how``) is what :attr:`choices` records; the agent is told of a switch
+        unless it is ``kept``."""
         self.trials = None
         self.pending, self.surprises_in_a_row = [], 0  # a window holds one context's transitions
+        label = how if label is None else label
+        if how == "exhausted" or plays is not None:  # (exhausted: the model reads another task now)
+            self.plays.pop(choice, None)
+        if plays is not None and plays != choice:
+            self.plays[choice] = plays
+        acting = self.plays.get(choice, choice)
         if how == "exhausted":  # it now learns another task: its old references say nothing
             self.usual_error.pop(choice, None)
             self.error_detector.forget(choice)
             self.detector.forget(choice)
             if self.dynamics is not None and self.exhausted_model == "forget":
                 self.dynamics.forget(choice)
-        if how == "kept" and self.kept_return == "reset":  # the same task, by the evidence: its return moved
-            self.detector.forget(choice)
+        if label == "kept" and self.kept_return == "reset":  # the same task, by the evidence: its return moved
+            self.detector.forget(acting)
         self.error_detector.watch(choice)
-        self.detector.watch(choice)
-        self.context = choice
-        self.used = [c for c in self.used if c != choice] + [choice]
-        self.choices.append([step, choice, how])
+        self.detector.watch(acting)
+        self.context, self.model_context = acting, choice
+        self.used = [c for c in self.used if c not in (choice, acting)] + list(dict.fromkeys([choice, acting]))
+        self.choices.append([step, acting, label])
         self._hold(False)
         if self.loop is not None:
-            self.loop.writer.add_scalar("inference/context", choice, step)
-            if how != "kept" and hasattr(self.loop.agent, "on_inferred_switch"):
-                self.loop.agent.on_inferred_switch(choice, self.task_steps)  # (as the loop at an announced one)
+            self.loop.writer.add_scalar("inference/context", acting, step)
+            if label != "kept" and hasattr(self.loop.agent, "on_inferred_switch"):
+                self.loop.agent.on_inferred_switch(acting, self.task_steps)  # (as the loop at an announced one)
                 self.since_switch = 0
 
     def _step(self) -> int:
@@ -386,7 +440,8 @@ class TaskInference(ContinualCallback):
         acting = self.trials.candidates[0] if self.trials is not None else self.context
         if self.evidence == "dynamics":
             candidates = [c for c in self._by_order() if c in self.usual_error]
-            return DynamicsDeployment(acting, self.dynamics, candidates, self.deploy_window or self.window)
+            window = self.deploy_window or self.window
+            return DynamicsDeployment(acting, self.dynamics, candidates, window, plays=self.plays)
         order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)
@@ -428,6 +483,9 @@ class TaskInference(ContinualCallback):
             "surprises_in_a_row": self.surprises_in_a_row,
             "confirming": list(self.confirming) if self.confirming is not None else None,
             "since_switch": self.since_switch,
+            "model_context": self.model_context,
+            "plays": [[task, context] for task, context in self.plays.items()],
+            "checking": list(self.checking) if self.checking is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -452,4 +510,9 @@ class TaskInference(ContinualCallback):
         confirming, since = state.get("confirming"), state.get("since_switch")
         self.confirming = (int(confirming[0]), int(confirming[1])) if confirming else None
         self.since_switch = int(since) if since is not None else None
+        # (runs saved before return_check: the acting context's model read its windows)
+        self.model_context = int(state.get("model_context", self.context))
+        self.plays = {int(task): int(context) for task, context in state.get("plays", [])}
+        checking = state.get("checking")
+        self.checking = (int(checking[0]), str(checking[1]), int(checking[2])) if checking else None
         self._restored = True
