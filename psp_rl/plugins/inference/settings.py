@@ -170,10 +170,10 @@ class InferenceConfig(StrictSettings):
         trial_only = ("select",) if self.return_check else ("fit", "select", "trial_episodes")
         changed = [name for name in trial_only if getattr(self, name) != _default(name)]
         if self.evidence == "dynamics" and changed:
-            raise ValueError(
-                f"inference.{changed[0]} with inference.evidence='dynamics': trial episodes choose contexts only "
-                "with evidence 'returns'" + ("" if self.return_check else " or inference.return_check=True")
-            )
+            where = "trial episodes choose contexts only with evidence 'returns' or inference.return_check=True"
+            if self.return_check:  # (its trials take the first candidate that fits, in `order`)
+                where = "expected the default 'first_fit': inference.return_check tries candidates in `order`"
+            raise ValueError(f"inference.{changed[0]} with inference.evidence='dynamics': {where}")
         return self
 
 
