@@ -289,6 +289,11 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
             {"inference": {"evidence": "dynamics", "return_check": True, "select": "best"}},
             "inference.select with inference.evidence='dynamics'",
         ),
+        (
+            {"inference": {"evidence": "dynamics", "check_exhausted": "move"}},
+            "inference.check_exhausted='move' with inference.return_check=False: expected return_check=True",
+        ),
+        ({"inference": {"check_exhausted": "refit"}}, "inference.check_exhausted"),
     ],
 )
 def test_bad_hidden_id_settings_are_one_line_errors(change, message):
@@ -657,6 +662,36 @@ def test_a_return_check_lets_another_context_play_a_task_its_own_context_plays_b
     obs, actions, next_obs = (np.concatenate(col) for col in zip(*play_episodes(shifted, 0, 40, seed=9), strict=True))
     deployment.transitions(obs, actions, next_obs, inference.context)
     assert deployment.decided and deployment.context == acting
+
+
+@pytest.mark.parametrize(
+    ("check_exhausted", "plays", "model", "usual_errors"),
+    [
+        ("map", {0: 1}, 0, [1, 2]),  # context 1 plays long pole; context 0's model re-fits to it
+        ("move", {}, 1, [0, 2]),  # context 1's own model re-fits; context 0's model keeps default
+        ("skip", {}, 0, [0, 1, 2]),  # no check: context 0 learns long pole (its model re-warmed in the window)
+    ],
+)
+def test_an_exhausted_choice_is_checked_as_check_exhausted_says(check_exhausted, plays, model, usual_errors):
+    """Every context taken and a new task (long pole) none fits: the dynamics re-take the best model (an
+    exhausted choice, context 0's). The check can hand the task to another context's policy; which model
+    re-fits to the task, or whether the choice is checked at all, is ``check_exhausted``."""
+    sequence = get_sequence("cartpole-shift", tasks=["default", "high-gravity", "reversed", "long-pole"])
+    loop, inference = _dynamics_inference(
+        sequence, warmup_episodes=5, return_check=True, trial_episodes=1, check_exhausted=check_exhausted
+    )
+    for task in (0, 1, 2):
+        _play(inference, sequence, task, 3400 if task else 3000, seed=task)
+        _episodes(inference, [100] * 10)
+    _play(inference, sequence, 3, 400, seed=3)
+    assert (inference.checking is None) == (check_exhausted == "skip")
+    if inference.checking is not None:
+        assert inference.checking[:2] == (0, "exhausted") and inference.trials.candidates == [0, 2, 1]
+        _episodes(inference, [10, 10, 100])  # context 1's policy plays long pole within its usual return
+    assert inference.plays == plays and inference.model_context == model and not loop.agent.updates_held
+    assert inference.context == (0 if check_exhausted == "skip" else 1)
+    assert inference.choices[-1][2] == ("returns" if check_exhausted == "map" else "exhausted")
+    assert sorted(inference.usual_error) == usual_errors
 
 
 def test_a_task_played_by_another_context_keeps_it_when_it_returns(shifted):

@@ -91,6 +91,14 @@ class InferenceConfig(StrictSettings):
         "dynamics' choice. A task's own context can be the weak one "
         "(experiments/results/hidden-ids-dynamics/README.md)",
     )
+    check_exhausted: Literal["map", "move", "skip"] = Field(
+        default="map",
+        description="return_check of an `exhausted` choice (every context taken, the best model does not fit the "
+        "window, so it re-fits to the task): map: the check's answer plays the task and the chosen model re-fits "
+        "to it; move: the answer's own model re-fits to it (the chosen model keeps its task: the dynamics may have "
+        "named another task's model); skip: not checked, adopted at once "
+        "(experiments/results/hidden-ids-dynamics/README.md)",
+    )
     dynamics_warmup: int = Field(
         default=2000,
         gt=0,
@@ -160,6 +168,11 @@ class InferenceConfig(StrictSettings):
             raise ValueError(
                 f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
                 "(with evidence 'returns' the trial episodes choose every context already)"
+            )
+        if self.check_exhausted != _default("check_exhausted") and not self.return_check:
+            raise ValueError(
+                f"inference.check_exhausted={self.check_exhausted!r} with inference.return_check=False: expected "
+                "return_check=True (check_exhausted says how the check treats an exhausted choice)"
             )
         if self.return_check and self.confirm:
             raise ValueError(

@@ -64,7 +64,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice",
-    "return_alarms", "return_check"}  # fmt: skip
+    "return_alarms", "return_check", "check_exhausted"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -307,6 +307,8 @@ class TaskInference(ContinualCallback):
         if self.checking is not None:  # return_check: the first candidate that fits plays; none: the dynamics' choice
             (choice, how, before), self.checking = self.checking, None
             plays = choice if self.trials.choice is None else self.trials.choice
+            if how == "exhausted" and self.check_exhausted == "move":  # the player's own model re-fits to the task
+                choice = plays
             if plays == before and not (how == "exhausted" and plays == choice):
                 label = "kept"  # the context acting before the alarm plays on
             else:
@@ -372,8 +374,9 @@ class TaskInference(ContinualCallback):
     def _check_returns(self, choice: int, how: str, step: int) -> None:
         """``return_check``: a stored context the dynamics chose (``stored`` or ``exhausted``) first plays
         trial episodes, then the other stored contexts, until one plays within ``fit`` of its usual return
-        (updates held); kept and fresh choices are adopted at once, as is a choice with nothing to compare."""
-        if how not in ("stored", "exhausted"):
+        (updates held); kept and fresh choices are adopted at once, as is a choice with nothing to compare
+        (and an exhausted one with ``check_exhausted: skip``)."""
+        if how not in (("stored",) if self.check_exhausted == "skip" else ("stored", "exhausted")):
             self._adopt(choice, how, step)
             return
         refs = self._references()
