@@ -294,6 +294,10 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
             "inference.check_exhausted='move' with inference.return_check=False: expected return_check=True",
         ),
         ({"inference": {"check_exhausted": "refit"}}, "inference.check_exhausted"),
+        (
+            {"inference": {"evidence": "dynamics", "check_reference": "task"}},
+            "inference.check_reference='task' with inference.return_check=False: expected return_check=True",
+        ),
     ],
 )
 def test_bad_hidden_id_settings_are_one_line_errors(change, message):
@@ -692,6 +696,23 @@ def test_an_exhausted_choice_is_checked_as_check_exhausted_says(check_exhausted,
     assert inference.context == (0 if check_exhausted == "skip" else 1)
     assert inference.choices[-1][2] == ("returns" if check_exhausted == "map" else "exhausted")
     assert sorted(inference.usual_error) == usual_errors
+
+
+@pytest.mark.parametrize(("check_reference", "acting", "label"), [("own", 1, "returns"), ("task", 0, "stored")])
+def test_a_candidate_can_be_held_to_the_tasks_own_return(shifted, check_reference, acting, label):
+    """Context 1 never learned its task (usual return 10, against 100 for the others). Held to its own usual
+    return it fits default at 10 (a context that learned nothing fits every task); held to the task's (default's
+    own context, 100) it does not, and as none fits, the dynamics' choice plays."""
+    loop, inference = _dynamics_inference(
+        shifted, warmup_episodes=5, return_check=True, trial_episodes=1, check_reference=check_reference
+    )
+    for task, usual in ((0, 100), (1, 10), (2, 100)):
+        _play(inference, shifted, task, 3400 if task else 3000, seed=task)
+        _episodes(inference, [usual] * 10)
+    _play(inference, shifted, 0, 400, seed=3)
+    assert inference.trials.candidates == [0, 2, 1]
+    _episodes(inference, [10, 10, 10])
+    assert inference.choices[-1][1:] == [acting, label] and inference.context == acting
 
 
 def test_a_task_played_by_another_context_keeps_it_when_it_returns(shifted):

@@ -99,6 +99,13 @@ class InferenceConfig(StrictSettings):
         "named another task's model); skip: not checked, adopted at once "
         "(experiments/results/hidden-ids-dynamics/README.md)",
     )
+    check_reference: Literal["own", "task"] = Field(
+        default="own",
+        description="return_check: each candidate fits if it plays within `fit` of its own usual return (own), or of "
+        "the higher of its own and the first candidate's, the context that played the task before (task): a context "
+        "whose task was never learned has a low usual return and otherwise fits any task "
+        "(experiments/results/hidden-ids-dynamics/README.md)",
+    )
     dynamics_warmup: int = Field(
         default=2000,
         gt=0,
@@ -169,11 +176,12 @@ class InferenceConfig(StrictSettings):
                 f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
                 "(with evidence 'returns' the trial episodes choose every context already)"
             )
-        if self.check_exhausted != _default("check_exhausted") and not self.return_check:
-            raise ValueError(
-                f"inference.check_exhausted={self.check_exhausted!r} with inference.return_check=False: expected "
-                "return_check=True (check_exhausted says how the check treats an exhausted choice)"
-            )
+        for name in ("check_exhausted", "check_reference"):
+            if getattr(self, name) != _default(name) and not self.return_check:
+                raise ValueError(
+                    f"inference.{name}={getattr(self, name)!r} with inference.return_check=False: expected "
+                    f"return_check=True ({name} says how the check works)"
+                )
         if self.return_check and self.confirm:
             raise ValueError(
                 "inference.return_check=True with inference.confirm=True: expected one of them (both put the dynamics' "

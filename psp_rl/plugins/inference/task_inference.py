@@ -64,7 +64,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice",
-    "return_alarms", "return_check", "check_exhausted"}  # fmt: skip
+    "return_alarms", "return_check", "check_exhausted", "check_reference"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -385,6 +385,8 @@ class TaskInference(ContinualCallback):
         if not candidates:
             self._adopt(choice, how, step, plays=choice)
             return
+        if self.check_reference == "task":  # no candidate passes below the task's own bar
+            refs = {c: max(r, refs[candidates[0]]) for c, r in refs.items()}
         self.checking = (choice, how, self.context)
         self.trials = ContextTrials(candidates, refs, self.fit, self.trial_episodes)
         self.context = self.trials.context
