@@ -703,7 +703,7 @@ def test_a_candidate_can_be_held_to_the_tasks_own_return(shifted, check_referenc
     """Context 1 never learned its task (usual return 10, against 100 for the others). Held to its own usual
     return it fits default at 10 (a context that learned nothing fits every task); held to the task's (default's
     own context, 100) it does not, and as none fits, the dynamics' choice plays."""
-    loop, inference = _dynamics_inference(
+    _, inference = _dynamics_inference(
         shifted, warmup_episodes=5, return_check=True, trial_episodes=1, check_reference=check_reference
     )
     for task, usual in ((0, 100), (1, 10), (2, 100)):
