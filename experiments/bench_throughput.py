@@ -16,7 +16,9 @@ env chain as vanilla, ``binary-ale``: PSP binary on ale-py's C++ vector env (``v
 one ALE thread; Atari rows only), the configuration a run uses, and ``binary-uncentred``: PSP-DQN
 binary with ``center: false`` (DQN rows only), so that one run prices the centring, and
 ``vanilla-fused``: vanilla SB3 DQN given the fused Adam PSP-DQN uses (DQN rows only), so that one
-run also prices the optimizer.
+run also prices the optimizer, and ``binary-fp32``: PSP binary held to ``precision: fp32``, so that on a
+machine where ``auto`` takes bf16 (a CUDA GPU, a CPU with AMX or AVX512-BF16) one run prices the bf16
+autocast; the machine line says what ``auto`` takes. Stock SB3 always runs fp32.
 DQN with n_envs 8 keeps the one-env replay ratio (vanilla: ``train_freq / 8`` vector steps).
 Runs are interleaved, one process at a time, best of ``--repeats``; torch uses one thread unless
 ``--threads`` says otherwise. Timed: ``learn(steps)`` from a fresh agent, updates included
@@ -47,6 +49,7 @@ from psp_rl.config.agent import AgentConfig
 from psp_rl.config.build import build_agent, replay_buffer_kwargs
 from psp_rl.envs import get_sequence
 from psp_rl.hyperparams import DQN_CARTPOLE, DQN_CARTPOLE_NET, PPO_CARTPOLE
+from psp_rl.precision import resolve_precision
 from psp_rl.threads import set_threads
 
 MINATAR_DQN: dict[str, Any] = dict(
@@ -62,7 +65,7 @@ ATARI_PPO: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
     clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )  # fmt: skip
-AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred", "vanilla-fused")
+AGENTS = ("vanilla", "binary", "complex", "none", "binary-ale", "binary-uncentred", "vanilla-fused", "binary-fp32")
 VANILLA = ("vanilla", "vanilla-fused")  # stock SB3 agents: DQN's train_freq counts their vector steps
 
 
@@ -152,6 +155,8 @@ def make_agent(row: str, agent: str, n_envs: int, steps: int, seed: int, device:
         if algo != "dqn":  # (PSP-PPO does not centre by default)
             return None
         settings["center"] = False
+    if agent == "binary-fp32":
+        settings["precision"] = "fp32"
     if row.startswith("cartpole") and algo == "dqn":
         settings["net_arch"] = DQN_CARTPOLE_NET
     vec_env = "ale" if agent.endswith("-ale") else "dummy"
@@ -207,7 +212,7 @@ def machine(device: str, threads: int | str) -> str:
     where = f"{cpu}, {os.cpu_count()} cores, torch threads {threads}"
     if device == "cuda":
         where += f", GPU {torch.cuda.get_device_name(0)}"
-    return where
+    return where + f"; precision auto takes {resolve_precision('auto', torch.device(device))}"
 
 
 def main() -> None:
