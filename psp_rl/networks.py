@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from psp_rl.checks import is_int
 from psp_rl.layers import SuperposedConv2d, SuperposedLinear, TaskArg, TaskModule, kernel_like_input, per_task_groups
-from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings
+from psp_rl.settings import HEADS, INPUT_LAYERS, TORSOS, PSPSettings, Torso
 
 __all__ = [
     "HEADS",
@@ -235,6 +235,18 @@ def cnn_torso(
     return TaskSequential(*modules, latent_dim=hidden, memory_format=fmt)
 
 
+def resolve_torso(obs_shape: Sequence[int], torso: Torso = "auto") -> Torso:
+    """``torso``, with ``auto`` resolved: the MLP for vectors, the Nature CNN for ``(C, 84, 84)``
+    frames and the MinAtar CNN for other ``(C, H, W)`` frames."""
+    if torso != "auto":
+        return torso
+    if len(obs_shape) == 1:
+        return "mlp"
+    if len(obs_shape) == 3:
+        return "nature_cnn" if tuple(obs_shape[1:]) == (84, 84) else "minatar_cnn"
+    raise ValueError(f"observation shape {tuple(obs_shape)}: expected (n,) or (C, H, W) for torso='auto'")
+
+
 def build_torso(
     obs_shape: Sequence[int],
     num_tasks: int,
@@ -250,14 +262,7 @@ def build_torso(
     :param net_arch: MLP hidden widths (default ``[256, 256]``); CNN torsos ignore it.
     """
     psp = PSPSettings.of(psp)
-    torso = psp.torso
-    if torso == "auto":
-        if len(obs_shape) == 1:
-            torso = "mlp"
-        elif len(obs_shape) == 3:
-            torso = "nature_cnn" if tuple(obs_shape[1:]) == (84, 84) else "minatar_cnn"
-        else:
-            raise ValueError(f"observation shape {tuple(obs_shape)}: expected (n,) or (C, H, W) for torso='auto'")
+    torso = resolve_torso(obs_shape, psp.torso)
     if torso == "mlp":
         if len(obs_shape) != 1:
             raise ValueError(f"torso='mlp' needs a flat observation, got shape {tuple(obs_shape)}")

@@ -31,6 +31,7 @@ from psp_rl.continual.resume import check_resume
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 from psp_rl.errors import CheckpointError, ConfigError
+from psp_rl.networks import resolve_torso
 from psp_rl.plugins.ewc import OnlineEWC
 from psp_rl.plugins.inference.task_inference import TaskInference
 from psp_rl.plugins.keep_best import KeepStageBest
@@ -137,7 +138,31 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
     kwargs.update({name: options[name] for name in agent_class.config_options if options[name] is not None})
     if issubclass(agent_class, OffPolicyAlgorithm):
         kwargs.update(replay_buffer_kwargs(options["replay_buffer"], env))
-    return agent_class("PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs)
+    agent = agent_class("PSPPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs(config, seed), **kwargs)
+    return with_precision(agent, config)
+
+
+def with_precision(agent: BaseAlgorithm, config: AgentConfig) -> BaseAlgorithm:
+    """``agent`` with ``config.precision`` resolved for the device it runs on (``agent.precision``),
+    the choice logged: a built agent and a loaded one compute as their config says."""
+    requested, complex_contexts = config.precision, config.network.context == "complex"
+    torso = resolve_torso(agent.observation_space["obs"].shape, config.network.torso)
+    agent.precision = resolve_precision(requested, agent.device, complex_contexts, torso)
+    why = "agent.precision"
+    if requested == "auto":
+        if complex_contexts:
+            why += " auto: complex contexts stay fp32"
+        elif not native_bf16(agent.device):
+            why += " auto: no native bf16"
+        else:
+            why += f" auto: native bf16, {'taken' if agent.precision == 'bf16' else 'not taken'} for the {torso} torso"
+    log.info("update precision %s on %s (%s)", agent.precision, agent.device, why)
+    if agent.precision == "bf16" and not native_bf16(agent.device):
+        log.warning(
+            "agent.precision: bf16 on %s, which has no native bf16 (AMX, AVX512-BF16 or a CUDA GPU): "
+            "its updates run %s; expected auto or fp32 here", agent.device, EMULATED_BF16_SLOWDOWN,
+        )  # fmt: skip
+    return agent
 
 
 def replay_buffer_kwargs(choice: str | None, env: VecEnv) -> dict[str, Any]:
@@ -185,25 +210,10 @@ class ConfigAgentFactory(AgentFactory):
         self.config = config
 
     def build(self, env: VecEnv, seed: int) -> BaseAlgorithm:
-        return self._with_precision(build_agent(self.config, env, seed, self.device))
+        return build_agent(self.config, env, seed, self.device)
 
     def load(self, path: Path, env: VecEnv) -> BaseAlgorithm:
-        return self._with_precision(super().load(path, env))
-
-    def _with_precision(self, agent: BaseAlgorithm) -> BaseAlgorithm:
-        requested, complex_contexts = self.config.precision, self.config.network.context == "complex"
-        agent.precision = resolve_precision(requested, agent.device, complex_contexts)
-        why = "agent.precision"
-        if requested == "auto":
-            native = "complex contexts stay fp32" if complex_contexts else "native bf16"
-            why += f" auto: {native if agent.precision == 'bf16' or complex_contexts else 'no native bf16'}"
-        log.info("update precision %s on %s (%s)", agent.precision, agent.device, why)
-        if agent.precision == "bf16" and not native_bf16(agent.device):
-            log.warning(
-                "agent.precision: bf16 on %s, which has no native bf16 (AMX, AVX512-BF16 or a CUDA GPU): "
-                "its updates run %s; expected auto or fp32 here", agent.device, EMULATED_BF16_SLOWDOWN,
-            )  # fmt: skip
-        return agent
+        return with_precision(super().load(path, env), self.config)
 
 
 def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:

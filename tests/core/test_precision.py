@@ -68,5 +68,32 @@ def test_auto_precision_follows_the_hardware_and_complex_contexts_stay_fp32(monk
     monkeypatch.setattr(P, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
     assert P.native_bf16(cpu) and P.resolve_precision("auto", cpu) == "bf16"
     assert P.resolve_precision("auto", cpu, complex_contexts=True) == "fp32"
+    assert P.resolve_precision("auto", cpu, torso="nature_cnn") == "bf16"
+    for small in ("mlp", "minatar_cnn"):  # where bf16's casts cost more than its products save
+        assert P.resolve_precision("auto", cpu, torso=small) == "fp32"
+        assert P.resolve_precision("bf16", cpu, torso=small) == "bf16"
     with pytest.raises(ValueError, match="precision='bf16' with complex contexts: autocast has no complex"):
         P.resolve_precision("bf16", cpu, complex_contexts=True)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "requested", "native", "expected"),
+    [
+        ("cartpole-shift", "auto", True, "fp32"),
+        ("atari-small", "auto", True, "bf16"),
+        ("atari-small", "auto", False, "fp32"),
+        ("cartpole-shift", "bf16", True, "bf16"),
+        ("atari-small", "fp32", True, "fp32"),
+    ],
+)
+def test_build_agent_computes_as_its_config_says(monkeypatch, sequence, requested, native, expected):
+    """build_agent (not only a run's trainer) resolves agent.precision: the bench's agents and a
+    user's are the ones a run trains."""
+    from psp_rl.config.agent import AgentConfig
+    from psp_rl.config.build import build_agent
+
+    monkeypatch.setattr(P, "_cpu_flags", lambda: frozenset({"avx512_bf16"} if native else {"avx2"}))
+    env = get_sequence(sequence, tasks=None).make_vec_env(0, 1, seed=0)
+    config = AgentConfig(algo="ppo", method="psp", n_envs=1, precision=requested)
+    assert build_agent(config, env, seed=0, device="cpu").precision == expected
+    env.close()
