@@ -18,7 +18,8 @@ binary with ``center: false`` (DQN rows only), so that one run prices the centri
 ``vanilla-fused``: vanilla SB3 DQN given the fused Adam PSP-DQN uses (DQN rows only), so that one
 run also prices the optimizer, and ``binary-fp32``: PSP binary held to ``precision: fp32``, so that on a
 machine where ``auto`` takes bf16 (a CUDA GPU, a CPU with AMX or AVX512-BF16) one run prices the bf16
-autocast; the machine line says what ``auto`` takes. Stock SB3 always runs fp32.
+autocast of the Nature CNN (``auto`` keeps the other torsos fp32); the machine line says what ``auto``
+takes. Stock SB3 always runs fp32.
 DQN with n_envs 8 keeps the one-env replay ratio (vanilla: ``train_freq / 8`` vector steps).
 Runs are interleaved, one process at a time, best of ``--repeats``; torch uses one thread unless
 ``--threads`` says otherwise. Timed: ``learn(steps)`` from a fresh agent, updates included
@@ -212,7 +213,8 @@ def machine(device: str, threads: int | str) -> str:
     where = f"{cpu}, {os.cpu_count()} cores, torch threads {threads}"
     if device == "cuda":
         where += f", GPU {torch.cuda.get_device_name(0)}"
-    return where + f"; precision auto takes {resolve_precision('auto', torch.device(device))}"
+    auto = resolve_precision("auto", torch.device(device), torso="nature_cnn")
+    return where + f"; precision auto takes {auto} for the Nature CNN, fp32 for the others"
 
 
 def main() -> None:
