@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run THERE (the device machine, repo root), with .whl carried (experiments/gpu/fetch_wheels.sh made it):
-#   run(command="bash experiments/gpu/device_check.sh", carry=[".whl"], timeout_s=540)
-# Issue 34 item 6 in one call of at most 8 minutes (~5 expected): the GPU rows of bench_throughput (Atari PPO
+#   run(command="bash experiments/gpu/device_check.sh", carry=[".whl"], timeout_s=570)
+# Issue 34 item 6 in one call of at most 9 minutes (~6 expected): the GPU rows of bench_throughput (Atari PPO
 # and DQN, stock SB3 against PSP, 8 envs) and a short learning run of atari-3-gpu.yaml (Breakout alone, 200k
 # agent steps; 103 s on the H200 of 2026-12-04), each result into $OUT. DEVICE=cpu STEPS=1024
 # LEARN_STEPS=4096 try the same script on a CPU machine (~2 minutes on 2 cores).
@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1
 # timeout leaves the other's table. DQN runs a fifth of the steps: on the H200 (2026-12-04) its row did ~300
 # env-steps/s, and 20k steps x 3 agents outran 120 s. binary-fp32 prices the bf16 autocast. At most 8 files
 # come back from $OUT: these are 8.
-timeout 150 python3 experiments/bench_throughput.py --device "$DEVICE" --rows atari-ppo \
+timeout 180 python3 experiments/bench_throughput.py --device "$DEVICE" --rows atari-ppo \
   --agents vanilla binary none binary-fp32 --n-envs 8 --steps "$STEPS" --repeats 1 --replay-transitions 0 \
   --out "$OUT/throughput-atari-ppo.md" 2>&1 | tee -a "$OUT/bench.log"
 timeout 150 python3 experiments/bench_throughput.py --device "$DEVICE" --rows atari-dqn --agents vanilla binary none \
