@@ -7,6 +7,8 @@ from gymnasium import spaces
 
 from psp_rl import precision as P
 from psp_rl.agents import ContinualPPO
+from psp_rl.config.agent import AgentConfig
+from psp_rl.config.build import build_agent
 from psp_rl.envs import get_sequence
 from psp_rl.policies import PSPActorCriticPolicy
 
@@ -89,11 +91,8 @@ def test_auto_precision_follows_the_hardware_and_complex_contexts_stay_fp32(monk
 def test_build_agent_computes_as_its_config_says(monkeypatch, sequence, requested, native, expected):
     """build_agent (not only a run's trainer) resolves agent.precision: the bench's agents and a
     user's are the ones a run trains."""
-    from psp_rl.config.agent import AgentConfig
-    from psp_rl.config.build import build_agent
-
     monkeypatch.setattr(P, "_cpu_flags", lambda: frozenset({"avx512_bf16"} if native else {"avx2"}))
-    env = get_sequence(sequence, tasks=None).make_vec_env(0, 1, seed=0)
+    env = get_sequence(sequence).make_vec_env(0, 1, seed=0)
     config = AgentConfig(algo="ppo", method="psp", n_envs=1, precision=requested)
     assert build_agent(config, env, seed=0, device="cpu").precision == expected
     env.close()
