@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-parallel", type=int, help="trials at once (default: cores / the config's threads)")
     sweep.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
     sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
+    sweep.add_argument(
+        "--backend",
+        choices=("auto", "ray", "processes"),
+        default="auto",
+        help="where trials run: Ray, or local processes without Ray (default auto: Ray where it is installed)",
+    )
     sweep.add_argument("--finished-only", action="store_true", help="tabulate finished trials only, train none")
 
     sub.add_parser("list", help="list shipped configs, built-in sequences, agents and context kinds")
@@ -262,6 +268,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
             cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial,
+            backend=args.backend,
         )
     for trial, (error, log) in outcome.failures.items():
         print(f"psp-rl: trial {trial.name} failed twice: {error} (log: {log})", file=sys.stderr)

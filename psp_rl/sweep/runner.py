@@ -13,19 +13,24 @@ given as variants), so a baseline or a remedy is sweepable without code. Each tr
 Killing the sweep and running the same command again completes it. Ray runs locally unless an
 ``address`` names a running cluster (``ray start --head`` on one machine, ``ray start
 --address=...`` on the others); each trial asks Ray for ``cpus_per_trial`` CPUs and
-``gpus_per_trial`` GPUs.
+``gpus_per_trial`` GPUs. Without Ray (``backend="processes"``, or ``"auto"`` where Ray is not
+installed) the trials run in fresh local processes, ``max_parallel`` at a time, with the same run
+directories, logs, retries and table: what a machine without Ray's wheel (a lent GPU machine) can run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,15 +163,17 @@ def run_sweep(
     cpus_per_trial: float = 1,
     gpus_per_trial: float = 0,
     retries: int = 1,
+    backend: str = "auto",
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> SweepOutcome:
-    """Run every (method, seed) trial of ``base`` on Ray; see the module docstring.
+    """Run every (method, seed) trial of ``base`` on Ray or in local processes; see the module docstring.
 
     :param methods: names in :data:`METHODS` or ``overlays``.
     :param overlays: more named methods (``name -> agent settings``).
     :param address: a Ray cluster (default: a local one on this machine's cores).
     :param max_parallel: trials running at once (default: this machine's cores / the config's threads).
     :param retries: attempts after a trial's first failure.
+    :param backend: ``"ray"``, ``"processes"`` (local, no Ray) or ``"auto"`` (Ray where it is installed).
     :param report: receives the progress lines (trials done / running / failed / waiting).
     """
     table = method_table(methods, overlays)
@@ -178,6 +185,7 @@ def run_sweep(
     configs = {t: trial_config(base, t, table) for t in trials}
     for trial, config in configs.items():  # every trial's config is valid before any starts
         parse_config(config, source=f"method {trial.method!r}")
+    backend = resolve_backend(backend, address, gpus_per_trial)
     if address is not None:
         check_address(address)
     threads = base.get("threads", 1)
@@ -192,11 +200,23 @@ def run_sweep(
         report(f"sweep: {len(trials)} done (finished before, reused), 0 running, 0 failed, 0 waiting")
         return _outcome(trials, reused, SweepOutcome(), out)
 
+    pending = [t for t in trials if t not in reused]
+    if backend == "processes":
+        # A fresh interpreter per trial (as a Ray worker is), so no trial inherits another's torch state.
+        with ProcessPoolExecutor(
+            max_parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+        ) as pool:
+
+            def submit(trial: Trial) -> Future:
+                return pool.submit(run_trial, configs[trial], *_trial_paths(out, trial))
+
+            return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
+
     if address is None:
         # A local cluster is one node: Ray then uses the loopback address instead of this machine's
         # network address (its single-node mode on macOS and Windows), so no port faces the network.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray  # only sweeps need Ray: pip install "psp_rl[sweep]"
+    import ray  # only Ray sweeps need Ray: pip install "psp_rl[sweep]"
 
     ray.init(
         address=address,
@@ -207,12 +227,33 @@ def run_sweep(
         configure_logging=False,
     )
     try:
-        remote = ray.remote(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=retries, retry_exceptions=True
-        )(run_trial)
-        return _collect(remote, trials, configs, out, max_parallel, report, reused)
+        # Retries are the sweep's own (the same for both backends): Ray runs each attempt once.
+        remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
+
+        def submit(trial: Trial) -> Future:
+            return remote.remote(configs[trial], *_trial_paths(out, trial)).future()
+
+        return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
     finally:
         ray.shutdown()
+
+
+def resolve_backend(backend: str, address: str | None, gpus_per_trial: float) -> str:
+    """``"ray"`` or ``"processes"`` for ``backend``; ``ConfigError`` for what only Ray can do without it."""
+    if backend not in ("auto", "ray", "processes"):
+        raise ConfigError(f"--backend {backend!r}: expected auto, ray or processes")
+    if backend == "auto":
+        backend = "ray" if importlib.util.find_spec("ray") is not None else "processes"
+    if backend == "processes" and address is not None:
+        raise ConfigError(f'--address {address!r}: a cluster needs the ray backend (pip install "psp_rl[sweep]")')
+    if backend == "processes" and gpus_per_trial:
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial}: GPU reservations need the ray backend")
+    return backend
+
+
+def _trial_paths(out: Path, trial: Trial) -> tuple[str, str]:
+    """The run directory and log file of ``trial``."""
+    return str(out / "runs" / trial.name), str(out / "logs" / f"{trial.name}.log")
 
 
 def _finished_metrics(config: RunConfig, run_dir: str | Path) -> dict[str, Any] | None:
@@ -244,35 +285,40 @@ def _outcome(trials: list[Trial], metrics: dict[Trial, dict], outcome: SweepOutc
 
 
 def _collect(
-    remote: Any,
+    submit: Callable[[Trial], Future],
+    pending: list[Trial],
     trials: list[Trial],
-    configs: dict,
     out: Path,
     max_parallel: int,
+    retries: int,
     report: Callable,
     reused: dict[Trial, dict],
 ) -> SweepOutcome:
-    import ray
-
-    outcome, waiting, running = SweepOutcome(), [t for t in trials if t not in reused], {}
+    """Run ``pending`` through ``submit``, ``max_parallel`` at a time, each up to ``1 + retries`` times."""
+    outcome, waiting, running = SweepOutcome(), list(pending), {}
     metrics: dict[Trial, dict] = dict(reused)
+    attempts: dict[Trial, int] = {}
     start = time.perf_counter()
 
     def launch() -> None:
         while waiting and len(running) < max_parallel:
             trial = waiting.pop(0)
-            log = out / "logs" / f"{trial.name}.log"
-            running[remote.remote(configs[trial], str(out / "runs" / trial.name), str(log))] = trial
+            attempts[trial] = attempts.get(trial, 0) + 1
+            running[submit(trial)] = trial
 
     launch()
     while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
-        trial = running.pop(ready[0])
-        try:
-            metrics[trial] = ray.get(ready[0])
-        except Exception as exc:  # the trial's own error, after its retries
-            cause = getattr(exc, "cause", None) or exc
-            outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", out / "logs" / f"{trial.name}.log")
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in done:
+            trial = running.pop(future)
+            try:
+                metrics[trial] = future.result()
+            except Exception as exc:  # the trial's own error (Ray wraps it: its cause)
+                if attempts[trial] <= retries:
+                    waiting.insert(0, trial)
+                    continue
+                cause = getattr(exc, "cause", None) or exc
+                outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", out / "logs" / f"{trial.name}.log")
         launch()  # before the report, so that it counts the trial just started as running
         report(
             f"sweep: {len(metrics)} done, {len(running)} running, {len(outcome.failures)} failed, "

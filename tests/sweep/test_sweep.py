@@ -1,4 +1,5 @@
-"""`psp-rl sweep`: trials on local Ray, reuse of finished trials, resume after a kill, failures."""
+"""`psp-rl sweep`: trials on local Ray or in local processes, reuse of finished trials, resume after a kill,
+failures."""
 
 import os
 import signal
@@ -20,11 +21,13 @@ def _mtimes(out, names):
     return {name: (out / "runs" / name / "metrics.json").stat().st_mtime_ns for name in names}
 
 
-def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["ray", "processes"])
+def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_path, capsys, backend):
     config, variants = write_config(tmp_path, TINY), write_config(tmp_path, BROKEN, "variants.yaml")
     out = tmp_path / "sweep"
     argv = ["sweep", str(config), "--methods", "psp-binary", "finetune", "broken", "--variants", str(variants)]
     argv += ["--seeds", "0", "--out", str(out)]  # one seed: a second only repeats the trials (a third of the time)
+    argv += ["--backend", backend]
     assert main(argv) == 1  # a trial failed: reported, the rest tabulated
     captured = capsys.readouterr()
     assert "trial broken-s0 failed twice: ValueError: net_arch=[-1]" in captured.err
@@ -96,6 +99,9 @@ def _closed_port() -> int:
         (["--seeds"], "--seeds: expected at least one argument"),
         (["--address", "127.0.0.1:{port}"], "--address '127.0.0.1:{port}': no Ray cluster reachable there"),
         (["--max-parallel", "0"], "--max-parallel 0: expected a positive int"),
+        (["--backend", "processes", "--address", "127.0.0.1:{port}"], "a cluster needs the ray backend"),
+        (["--backend", "processes", "--gpus-per-trial", "1"], "--gpus-per-trial 1.0: GPU reservations need the ray"),
+        (["--backend", "dask"], "argument --backend: invalid choice: 'dask'"),
         (["--variants", "nowhere.yaml"], "--variants 'nowhere.yaml': not found"),
     ],
 )

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run THERE (the device machine, repo root), with .whl carried (experiments/gpu/fetch_wheels.sh made it):
+#   run(command="bash experiments/gpu/device_sweeps.sh", carry=[".whl"], timeout_s=570)
+# The lent machine's 16 cores for the resumable CPU sweeps of issue 33 that fit in one call: the push-force drift's
+# seeds left (item 5) and hidden-ids-dynamics at seeds 6-9, hidden and announced (item 4). The machine has no Ray,
+# so the sweeps run their trials in local processes (`psp-rl sweep --backend auto`); the GPU is hidden (small
+# networks train on the CPU, and the device is not part of a run's identity). At STOP_AFTER seconds every trial
+# still running gets a SIGTERM and keeps its last checkpoint; the new run dirs and logs come back in $OUT as
+# runs.tar.gz.NN parts (a call brings back at most 8 files of 16 MiB), unpacked here with
+#   cat /work/.device/.../runs.tar.gz.* | tar -xz
+# and the same sweep commands resume what did not finish. STOP_AFTER=40 tries it on a clone here.
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+STOP_AFTER=${STOP_AFTER:-420}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site || exit 1
+fi
+export PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=
+{ nproc; lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core'; } > "$OUT/machine.txt"
+
+drift=experiments/results/drift-force-10seeds
+hidden=experiments/results/hidden-ids-dynamics
+# The trials these sweeps have left (the others finished and are reused): what comes back.
+trials="$drift/runs/drift-smooth-s8 $drift/runs/drift-smooth-s9"
+for s in 7 8 9; do trials="$trials $drift/runs/drift-smooth-bins-s$s"; done
+for s in 6 7 8 9; do trials="$trials $hidden/hidden/runs/psp-binary-s$s $hidden/announced/runs/psp-binary-s$s"; done
+
+timeout -k 20 -s TERM "$STOP_AFTER" python3 experiments/bench_drift.py experiments/configs/cartpole-drift-force.yaml \
+  --variants drift-smooth drift-smooth-bins --seeds 0 1 2 3 4 5 6 7 8 9 --max-parallel 5 --out "$drift" \
+  --oracle experiments/results/drift-force-oracle/seed-{0..9} > "$OUT/drift.log" 2>&1 &
+for mode in hidden announced; do
+  timeout -k 20 -s TERM "$STOP_AFTER" python3 experiments/bench_hidden_ids.py experiments/configs/hidden-ids-dynamics.yaml \
+    --seeds 6 7 8 9 --modes "$mode" --max-parallel 4 > "$OUT/hidden-$mode.log" 2>&1 &
+done
+wait
+
+logs=$(for d in $trials; do echo "$(dirname "$(dirname "$d")")/logs/$(basename "$d").log"; done)
+tar -cz $(ls -d $trials $logs 2>/dev/null) | split -d -b 15M - "$OUT/runs.tar.gz."
+ls -l "$OUT"
