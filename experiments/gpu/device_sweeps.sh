@@ -35,6 +35,8 @@ for mode in hidden announced; do
     --seeds 6 7 8 9 --modes "$mode" --max-parallel 4 > "$OUT/hidden-$mode.log" 2>&1 &
 done
 wait
+# The sweeps' trial processes outlive their parent by the seconds their last checkpoint takes.
+for _ in $(seq 60); do pgrep -f spawn_main > /dev/null || break; sleep 1; done
 
 logs=$(for d in $trials; do echo "$(dirname "$(dirname "$d")")/logs/$(basename "$d").log"; done)
 tar -cz $(ls -d $trials $logs 2>/dev/null) | split -d -b 15M - "$OUT/runs.tar.gz."
