@@ -22,6 +22,7 @@ still there), ``--episodes`` deterministic episodes each; ``<out>/table.md``, ``
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import sys
@@ -164,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.finished_only:
         run_sweep(base, list(variants), args.seeds, args.out, overlays=variants, max_parallel=args.max_parallel)
     drift, values = drift_range(base, args.points)
-    rows = []
+    rows, tabulated = [], tabulated_rows(args.out / "table.csv")
     for variant in variants:
         for seed in args.seeds:
             run_dir = args.out / "runs" / f"{variant}-s{seed}"
             if not RunDir(run_dir).metrics.exists():
+                continue
+            if not CheckpointStore(RunDir(run_dir).checkpoints).list():  # committed runs keep no checkpoint
+                if (variant, seed) not in tabulated:
+                    raise SystemExit(f"{run_dir}: finished, but no checkpoint to play and no row in table.csv")
+                rows.append(tabulated[variant, seed])
                 continue
             config = {**base, "seed": seed, "agent": merge_agent_options(base["agent"], VARIANTS[variant])}
             returns = evaluate_range(run_dir, config, values, args.episodes, seed)
@@ -205,6 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out / "command.txt", command + "\n")
     print("\n".join(lines))
     return 0
+
+
+def tabulated_rows(path: Path) -> dict[tuple[str, int], dict]:
+    """The rows of an earlier ``table.csv`` by (variant, seed): a finished run whose checkpoints were not kept
+    (committed results keep none) is read back from there rather than played again."""
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for row in rows:
+        returns = {key: float(value) for key, value in row.items() if key not in ("variant", "seed")}
+        out[row["variant"], int(row["seed"])] = {"variant": row["variant"], "seed": int(row["seed"]), **returns}
+    return out
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and README's Python example runs as written (on a smaller budget)."""
 import importlib
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,6 +164,13 @@ def test_bench_drift_evaluates_finished_runs_across_the_range(tmp_path):
     assert "seed 0: smooth" in table and "playable (oracle >= 100): gravity=9.80" in table
     fixed = float(rows[1].split(",")[2])
     assert f"| drift-fixed | {fixed / 200:.2f} |" in table  # one seed: no interval
+    for variant in ("drift-fixed", "drift-smooth"):  # committed results keep no checkpoint: rows read back
+        shutil.rmtree(out / "runs" / f"{variant}-s0" / "checkpoints")
+    assert main([*args, "--oracle", *map(str, oracles)]) == 0
+    assert (out / "table.csv").read_text().splitlines() == rows and (out / "table.md").read_text() == table
+    (out / "table.csv").unlink()
+    with pytest.raises(SystemExit, match="finished, but no checkpoint to play and no row in table.csv"):
+        main(args)
 
 
 def test_drift_ratio_cells_carry_the_seeds_interval():
