@@ -295,6 +295,11 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
         ),
         ({"inference": {"check_exhausted": "refit"}}, "inference.check_exhausted"),
         (
+            {"inference": {"choice_error": "median"}},
+            "inference.choice_error='median' with inference.evidence='returns': expected evidence 'dynamics'",
+        ),
+        ({"inference": {"evidence": "dynamics", "choice_error": "max"}}, "inference.choice_error"),
+        (
             {"inference": {"evidence": "dynamics", "check_reference": "task"}},
             "inference.check_reference='task' with inference.return_check=False: expected return_check=True",
         ),
@@ -727,3 +732,22 @@ def test_a_task_played_by_another_context_keeps_it_when_it_returns(shifted):
     _play(inference, shifted, 2, 1000, seed=6)
     _play(inference, shifted, 0, 400, seed=7)  # default again
     assert inference.trials.candidates[:2] == [1, 0]
+
+
+@pytest.mark.parametrize(("choice_error", "how"), [(None, "exhausted"), ("median", "stored")])
+def test_a_window_mixing_the_old_tasks_transitions_is_decided_by_its_choice_error(shifted, choice_error, how):
+    """n_envs envs switch at their own resets: the window an alarm is decided on can hold a quarter of the old
+    task's transitions, whose errors under the new task's model swamp a mean; their median stays usual."""
+    from experiments.probe_dynamics import play_episodes
+
+    _, inference = _dynamics_inference(shifted, warmup_episodes=5, choice_error=choice_error)
+    for task in (0, 1, 2):  # every context taken: default, high gravity, reversed
+        _play(inference, shifted, task, 3400 if task else 3000, seed=task)
+        _episodes(inference, [100] * 10)
+    rows = []
+    for task, count, seed in ((0, 30, 7), (2, 10, 8)):  # default is back in 30 rows, reversed still in 10
+        episodes = play_episodes(shifted, task, count, seed)
+        rows += [row for episode in episodes for row in zip(*episode, strict=True)][:count]
+    inference.recent = rows
+    best, error = inference._best_stored()
+    assert best == 0 and inference._fit_or_fresh(best, error, before=2) == (0, how)

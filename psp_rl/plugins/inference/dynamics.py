@@ -321,11 +321,20 @@ class DynamicsEvidence:
         """Train the model (``neural``: ``steps`` Adam steps; ``ridge``: nothing to do); the last loss."""
         return self.model.update(steps)
 
-    def errors(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
-        """Mean squared error of each context's model on the window (``window_error``), per dimension
-        in the units of the observed changes' standard deviation; the lowest names the window's task."""
+    def errors(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        next_obs: np.ndarray,
+        contexts: Sequence[int],
+        reduce: str | None = None,
+    ) -> np.ndarray:
+        """Mean squared error of each context's model on the window (``reduce``, default ``window_error``:
+        the ``mean`` or ``median`` of its transitions'), per dimension in the units of the observed changes'
+        standard deviation; the lowest names the window's task."""
         obs, next_obs = self._embed(obs), self._embed(next_obs)
-        return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts, self.window_error)
+        reduce = reduce or self.window_error
+        return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts, reduce)
 
     def state_dict(self) -> dict[str, Any]:
         """The ridge statistics and the scale, as lists (a resume goes on with them exactly)."""

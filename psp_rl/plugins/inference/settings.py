@@ -136,6 +136,13 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics: a window's error is the mean of its transitions' errors, or their median "
         "(a few states the model predicts badly weigh little)",
     )
+    choice_error: Literal["mean", "median"] | None = Field(
+        default=None,
+        description="evidence dynamics: how the window an alarm is decided on scores each stored context, if not as "
+        "window_error; `median`: n_envs envs switch at their own resets, so that window can hold a minority of the "
+        "old task's transitions, whose errors under every other model swamp a mean "
+        "(experiments/results/hidden-ids-dynamics/README.md)",
+    )
     switch_confirm_steps: int = Field(
         default=2000,
         gt=0,
@@ -175,6 +182,11 @@ class InferenceConfig(StrictSettings):
             raise ValueError(
                 f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
                 "(with evidence 'returns' the trial episodes choose every context already)"
+            )
+        if self.choice_error is not None and self.evidence != "dynamics":
+            raise ValueError(
+                f"inference.choice_error={self.choice_error!r} with inference.evidence={self.evidence!r}: expected "
+                "evidence 'dynamics' (it scores the dynamics models on the window an alarm is decided on)"
             )
         for name in ("check_exhausted", "check_reference"):
             if getattr(self, name) != _default(name) and not self.return_check:

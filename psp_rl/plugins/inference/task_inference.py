@@ -63,7 +63,7 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 # The settings TaskInference keeps as attributes of the same names (InferenceConfig documents each).
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
-    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice",
+    "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice", "choice_error",
     "return_alarms", "return_check", "check_exhausted", "check_reference"}  # fmt: skip
 
 
@@ -330,7 +330,8 @@ class TaskInference(ContinualCallback):
         if not candidates or len(self.recent) < self.window:
             return None
         assert self.dynamics is not None
-        errors = self.dynamics.errors(*(np.stack(col) for col in zip(*self.recent, strict=True)), candidates)
+        window = (np.stack(col) for col in zip(*self.recent, strict=True))
+        errors = self.dynamics.errors(*window, candidates, reduce=self.choice_error)
         return candidates[int(np.argmin(errors))], float(errors.min())
 
     def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
