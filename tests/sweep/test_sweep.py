@@ -48,7 +48,8 @@ def test_sweep_tabulates_reuses_finished_trials_and_reports_a_failing_one(tmp_pa
 
 
 @pytest.mark.slow  # the default suite's sweep test covers reuse and failures; this one a kill of the whole sweep
-def test_a_killed_sweep_run_again_completes_and_keeps_finished_trials(tmp_path):
+@pytest.mark.parametrize("backend", ["ray", "processes"])
+def test_a_killed_sweep_run_again_completes_and_keeps_finished_trials(tmp_path, backend):
     config = write_config(tmp_path, TINY)
     out = tmp_path / "sweep"
     argv = [
@@ -63,12 +64,14 @@ def test_a_killed_sweep_run_again_completes_and_keeps_finished_trials(tmp_path):
         str(out),
         "--max-parallel",
         "1",
+        "--backend",
+        backend,
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "psp_rl.cli", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # the sweep and its Ray processes: one group to kill
+        start_new_session=True,  # the sweep and its trials' processes (Ray's or its own): one group to kill
     )
     first = out / "runs" / "finetune-s0" / "metrics.json"
     deadline = time.time() + 180
