@@ -11,12 +11,18 @@ dynamics models and their usual errors), plays ``--windows`` windows of the stag
 turn (sampled actions, as in training; each window from a fresh episode's first ``window`` steps, or fewer
 where the episode ends), and scores every window under every model: how often each model is the best, and its
 mean error over its usual one. A row per acting context; the first is the context that acted before the switch.
+Then it replays the run from that checkpoint to its first choice (a copy, in a temporary folder; exact on the
+float path the run was made on) and scores the window that choice was made on, transition by transition: its mean
+and median error under each model ("best": the lowest, which names the task) and the transitions each model
+predicts best. With n_envs envs, each switching at its own reset, that window can mix both tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +30,11 @@ import torch
 
 from psp_rl.agents import ContinualPPO
 from psp_rl.config import load_config
-from psp_rl.config.build import build_sequence
+from psp_rl.config.build import ContinualTrainer, build_sequence
 from psp_rl.continual import RunDir
 from psp_rl.continual.files import atomic_write_text
 from psp_rl.plugins.inference.dynamics import DynamicsEvidence
+from psp_rl.plugins.inference.task_inference import TaskInference
 from psp_rl.threads import set_threads
 
 
@@ -48,6 +55,53 @@ def play_windows(agent, env, context: int, windows: int, length: int, seed: int)
             obs = next_obs
         out.append([np.stack(col) for col in zip(*rows, strict=True)])
     return out
+
+
+class _Decided(Exception):
+    """Raised by the replay's hook at the inference's first choice, with its window."""
+
+
+def replay_lines(run: Path, checkpoint: Path, contexts: list[int], usual: dict[int, float]) -> list[str]:
+    """Resume a copy of RUN from ``checkpoint`` until its first choice at an alarm (exactly as the run did, on
+    this machine's float path) and score that choice's window: mean and median error per model, and how many
+    of its transitions each model predicts best."""
+    recorded = {}
+
+    def record(inference: TaskInference) -> None:
+        recorded["window"] = [np.stack(col) for col in zip(*inference.recent, strict=True)]
+        recorded["step"], recorded["evidence"] = inference._step(), inference.dynamics
+        raise _Decided
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / run.name
+        (copy / "checkpoints").mkdir(parents=True)
+        shutil.copytree(checkpoint, copy / "checkpoints" / checkpoint.name)
+        shutil.copy(run / "config.yaml", copy / "config.yaml")
+        best_stored, TaskInference._best_stored = TaskInference._best_stored, record
+        try:
+            ContinualTrainer(load_config(copy / "config.yaml"), copy, resume=True).run()
+        except _Decided:
+            pass
+        finally:
+            TaskInference._best_stored = best_stored
+    if "window" not in recorded:
+        return ["The replay reached no choice."]
+    window, evidence = recorded["window"], recorded["evidence"]
+    rows = np.array(
+        [[evidence.errors(*(w[i : i + 1] for w in window), [c])[0] for c in contexts] for i in range(len(window[0]))]
+    )
+    votes = np.bincount(rows.argmin(axis=1), minlength=len(contexts))
+    mean, median = rows.mean(axis=0), np.median(rows, axis=0)
+    return [
+        f"The run's own window at its choice (step {recorded['step']}, replayed from {checkpoint.name}; "
+        f"{len(rows)} transitions of n_envs envs, each switching at its own reset):",
+        "",
+        "| model | mean error / usual | median error / usual | transitions it predicts best |",
+        "|---|---|---|---|",
+        *(f"| c{c} | {mean[k] / usual[c]:.3g}{' (best)' if k == mean.argmin() else ''} | "
+          f"{median[k] / usual[c]:.3g}{' (best)' if k == median.argmin() else ''} | {votes[k]} |"
+          for k, c in enumerate(contexts)),
+    ]  # fmt: skip
 
 
 def probe(run: Path, stage: int, windows: int, seed: int) -> str:
@@ -90,25 +144,7 @@ def probe(run: Path, stage: int, windows: int, seed: int) -> str:
         share = ", ".join(f"c{c} {n}" for c, n in zip(contexts, best, strict=True) if n)
         mean = ", ".join(f"c{c} {r:.1f}" for c, r in zip(contexts, ratios.mean(axis=0), strict=True))
         lines.append(f"| c{actor}{' (acting)' if actor == acting else ''} | {share} | {mean} |")
-    # n_envs envs switch at their own resets: until the last one has, a window mixes both tasks' transitions.
-    before = play_windows(agent, sequence.make_env(metrics["tasks"].index(metrics["stages"][stage - 1])), acting,
-                          windows, config.inference.window, seed)  # fmt: skip
-    after = play_windows(agent, env, acting, windows, config.inference.window, seed)
-    lines += [
-        "",
-        f"Windows mixing the two tasks, both played by c{acting} (the new task's share of the rows):",
-        "",
-        "| new task's share | best model (share of windows) |",
-        "|---|---|",
-    ]
-    for share in (1 / 8, 2 / 8, 4 / 8, 6 / 8):
-        named = []
-        for old_rows, new_rows in zip(before, after, strict=True):
-            n = max(1, round(share * len(new_rows[0])))
-            mixed = [np.concatenate([o[: len(o) - n], m[:n]]) for o, m in zip(old_rows, new_rows, strict=True)]
-            named.append(int(np.argmin(evidence.errors(*mixed, contexts))))
-        counts = np.bincount(named, minlength=len(contexts))
-        lines.append(f"| {share:.2f} | {', '.join(f'c{c} {n}' for c, n in zip(contexts, counts, strict=True) if n)} |")
+    lines += ["", *replay_lines(run, checkpoint, contexts, usual)]
     return "\n".join(lines) + "\n"
 
 
