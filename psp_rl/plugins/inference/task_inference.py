@@ -11,20 +11,19 @@ boundary. :class:`TaskInference` (a loop callback) decides which context acts in
    context's usual return), or takes a fresh context when none does; once all ``max_tasks``
    contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
 
-With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, which cannot tell apart
-tasks that a good policy plays equally well: every context keeps a ridge model of the
-observation's change (:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the
-transitions the context acts in), and at an alarm the context whose model predicts the last
-``window`` transitions best is taken at once (no trial episodes, no held updates) if its error is
-within ``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one
-window, updates held, and that window judges the fit). The same evidence raises alarms
-(``surprises`` windows in a row beyond ``error_fit``; a usual error below ``error_floor`` counts as the
-floor; ``return_alarms: false`` leaves it the only alarm) and keeps another task's transitions out of a
-context's model (:meth:`TaskInference.transitions`). With ``return_check``, a stored context the dynamics
-name is first checked by its returns (trial episodes, updates held, as with ``evidence: returns``): a
-task's own context can play it worse than another task's context, and the first candidate that plays it
-within ``fit`` of its usual return acts for that task from then on, while the task's own dynamics model
-keeps watching it (:attr:`TaskInference.plays`).
+With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, which cannot tell apart tasks that
+a good policy plays equally well: every context keeps a ridge model of the observation's change
+(:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the transitions the context acts in),
+and at an alarm the context whose model predicts the last ``window`` transitions best (by ``choice_error``:
+their mean or median error) is taken at once (no trial episodes, no held updates) if its error is within
+``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one window, updates
+held, and that window judges the fit). The same evidence raises alarms (``surprises`` windows in a row beyond
+``error_fit``; a usual error below ``error_floor`` counts as the floor; ``return_alarms: false`` leaves it the
+only alarm) and keeps another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
+With ``return_check``, a stored context the dynamics name is first checked by its returns (trial episodes,
+updates held, as with ``evidence: returns``): a task's own context can play it worse than another task's
+context, and the first candidate that plays it within ``fit`` of its usual return acts for that task from then
+on, while the task's own dynamics model keeps watching it (:attr:`TaskInference.plays`).
 
 The choice reaches the network by rewriting the ``task`` entry of the observations
 (:class:`~psp_rl.plugins.inference.context_trials.InferredTaskEnv`), so any agent whose networks read
