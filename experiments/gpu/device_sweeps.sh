@@ -2,8 +2,8 @@
 # Run THERE (the device machine, repo root), with .whl carried (experiments/gpu/fetch_wheels.sh made it):
 #   run(command="SWEEP=lr-hold bash experiments/gpu/device_sweeps.sh", carry=[".whl"], timeout_s=570)
 # The lent machine's 16 cores for resumable CPU sweeps, one SWEEP per call:
-#   lr-hold     issue 33: hidden-ids-dynamics under task_hold_linear, seeds 2-9 (hidden, announced, hidden with the
-#               median choice; 24 trials of 300k steps, ~4-5 min each there);
+#   lr-hold     issue 33: hidden-ids-dynamics under task_hold_linear, seeds 6-9 (hidden, announced, hidden with the
+#               median choice; 12 trials of 300k steps, ~4-5 min each there);
 #   dqn-budget  issue 31 item 1: the PSP rows' seeds 0-2 (15 trials of 250k steps, ~15 min each there: two calls,
 #               the second on the warm machine, whose ignored run dirs stay between calls).
 # (2026-12-04 ran the drift's last seeds and hidden-ids-dynamics seeds 6-9 this way, then dqn-budget.)
@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=
 
 hidden=experiments/results/hidden-ids-dynamics
 budget=experiments/results/dqn-budget/cartpole-shift-keepbest
-seeds="2 3 4 5 6 7 8 9"
+seeds="6 7 8 9"
 if [ "${SWEEP:-lr-hold}" = lr-hold ]; then
   trials=$(for s in $seeds; do for d in lr-hold/hidden lr-hold/announced lr-hold-median/hidden; do
     echo "$hidden/$d/runs/psp-binary-s$s"; done; done)
