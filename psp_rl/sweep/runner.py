@@ -195,7 +195,7 @@ def run_sweep(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    reused = {t: m for t in trials if (m := _finished_before(configs[t], out / "runs" / t.name)) is not None}
+    reused = {t: m for t in trials if (m := _finished_before(configs[t], _run_dir(out, t))) is not None}
     if len(reused) == len(trials):  # nothing to train: no cluster to start (seconds of Ray and worker start-up)
         report(f"sweep: {len(trials)} done (finished before, reused), 0 running, 0 failed, 0 waiting")
         return _outcome(trials, reused, SweepOutcome(), out)
@@ -208,7 +208,7 @@ def run_sweep(
         ) as pool:
 
             def submit(trial: Trial) -> Future:
-                return pool.submit(run_trial, configs[trial], *_trial_paths(out, trial))
+                return pool.submit(run_trial, configs[trial], str(_run_dir(out, trial)), str(_log_file(out, trial)))
 
             return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
 
@@ -231,7 +231,7 @@ def run_sweep(
         remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
         def submit(trial: Trial) -> Future:
-            return remote.remote(configs[trial], *_trial_paths(out, trial)).future()
+            return remote.remote(configs[trial], str(_run_dir(out, trial)), str(_log_file(out, trial))).future()
 
         return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
     finally:
@@ -251,9 +251,12 @@ def resolve_backend(backend: str, address: str | None, gpus_per_trial: float) ->
     return backend
 
 
-def _trial_paths(out: Path, trial: Trial) -> tuple[str, str]:
-    """The run directory and log file of ``trial``."""
-    return str(out / "runs" / trial.name), str(out / "logs" / f"{trial.name}.log")
+def _run_dir(out: Path, trial: Trial) -> Path:
+    return out / "runs" / trial.name
+
+
+def _log_file(out: Path, trial: Trial) -> Path:
+    return out / "logs" / f"{trial.name}.log"
 
 
 def _finished_metrics(config: RunConfig, run_dir: str | Path) -> dict[str, Any] | None:
@@ -280,7 +283,7 @@ def _finished_before(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | 
 def _outcome(trials: list[Trial], metrics: dict[Trial, dict], outcome: SweepOutcome, out: Path) -> SweepOutcome:
     for trial in trials:  # methods in the order asked, seeds in order
         if trial in metrics:
-            outcome.add(trial, metrics[trial], out / "runs" / trial.name)
+            outcome.add(trial, metrics[trial], _run_dir(out, trial))
     return outcome
 
 
@@ -318,7 +321,7 @@ def _collect(
                     waiting.insert(0, trial)
                     continue
                 cause = getattr(exc, "cause", None) or exc
-                outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", out / "logs" / f"{trial.name}.log")
+                outcome.failures[trial] = (f"{type(cause).__name__}: {cause}", _log_file(out, trial))
         launch()  # before the report, so that it counts the trial just started as running
         report(
             f"sweep: {len(metrics)} done, {len(running)} running, {len(outcome.failures)} failed, "
@@ -331,7 +334,7 @@ def finished_trials(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> 
     """The trials of a sweep that have finished, read from ``out`` without training any."""
     outcome = SweepOutcome()
     for trial in (Trial(method, seed) for method in methods for seed in seeds):
-        run_dir = out / "runs" / trial.name
+        run_dir = _run_dir(out, trial)
         if RunDir(run_dir).metrics.exists():
             outcome.add(trial, json.loads(RunDir(run_dir).metrics.read_text()), run_dir)
     return outcome
