@@ -330,3 +330,25 @@ def test_bench_hidden_ids_pools_the_false_alarms_by_source(tmp_path):
     rows, targets = summarize(tmp_path, [0, 1], tmp_path / "announced")
     assert rows[0]["false_alarm_sources"] == "returns:2 dynamics:1"
     assert "6 in 400 steps = 1500.00 -> MISSED (raised by dynamics: 2, returns: 4)" in "\n".join(targets)
+
+
+def test_probe_choice_window_replays_a_run_to_its_choice_and_scores_that_window(tmp_path):
+    from experiments.probe_choice_window import main
+    from psp_rl.config import ContinualTrainer, parse_config
+
+    sequence = {"name": "cartpole-shift", "tasks": ["default", "reversed"], "steps": 2048, "cycles": 2}
+    inference = {"evidence": "dynamics", "window": 20, "max_delay": 500, "dynamics_warmup": 512, "warmup_episodes": 5}
+    config = {
+        "name": "tiny-choice", "sequence": {**sequence, "task_ids": "hidden"}, "agent": TINY_PPO,
+        "inference": inference, "eval": {"every": 8192, "episodes": 2}, "checkpoint": {"every": 1024, "keep": 20},
+    }  # fmt: skip
+    run = tmp_path / "run"
+    ContinualTrainer(parse_config(config), run).run()
+    choices = json.loads((run / "metrics.json").read_text())["TaskInference"]["choices"]
+    step, context, _ = next(c for c in choices if 4096 <= c[0] < 6144)  # stage 2: back on default
+    main([str(run), "--stage", "2", "--windows", "2", "--out", str(tmp_path / "probe.md")])
+    text = (tmp_path / "probe.md").read_text()
+    assert "| c1 (acting) |" in text  # reversed's context played the window before the alarm
+    assert f"(step {step}, replayed from ckpt-000000004096-0002" in text  # the replay met the run's own choice
+    best = re.findall(r"\| c(\d) \| [^|]* \(best\) \| [^|]* \(best\) \| (\d+) \|", text)
+    assert best == [(str(context), "20")]  # the model the run chose is lowest on every transition of its window
