@@ -44,6 +44,14 @@ def fresh_for_known_tasks(choices: list[list], stage_ends: list[int], schedule: 
     return count
 
 
+def seed_spread(finals: list[float], below: float = 0.9) -> float:
+    """The share of ordered pairs of different seeds whose final averages fall below ``below`` of each
+    other: how often the per-seed target would miss if a hidden-id run were just another seed's
+    announced run (its trajectory leaves the announced run's at the first switch)."""
+    pairs = [(a, b) for i, a in enumerate(finals) for j, b in enumerate(finals) if i != j]
+    return sum(a < below * b for a, b in pairs) / len(pairs) if pairs else float("nan")
+
+
 def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict], list[str]]:
     """Per-seed rows and the target lines, from the finished hidden-id runs under ``out`` and the
     announced-id runs under ``announced``."""
@@ -128,6 +136,14 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
             f"{announced_mean:.1f} over {len(paired)} seed(s), ratio of means {ratio:.2f}, per seed {per_seed} -> "
             f"{'met' if paired and min(r['ratio'] for r in paired) >= 0.9 else 'MISSED'}",
         ]
+        if len(paired) > 1:
+            spread = seed_spread([r["final_avg_announced"] for r in paired])
+            misses = sum(r["ratio"] < 0.9 for r in paired)
+            targets.append(
+                f"  (the seeds' own spread: one announced run falls below 0.9x another seed's in {spread:.0%} of "
+                f"ordered pairs, so draws like those would miss on ~{spread * len(paired):.1f} of {len(paired)} "
+                f"seeds; missed on {misses})"
+            )
     return rows, targets
 
 

@@ -352,3 +352,11 @@ def test_probe_choice_window_replays_a_run_to_its_choice_and_scores_that_window(
     assert f"(step {step}, replayed from ckpt-000000004096-0002" in text  # the replay met the run's own choice
     best = re.findall(r"\| c(\d) \| [^|]* \(best\) \| [^|]* \(best\) \| (\d+) \|", text)
     assert best == [(str(context), "20")]  # the model the run chose is lowest on every transition of its window
+
+
+def test_seed_spread_counts_the_ordered_pairs_below_the_ratio():
+    from experiments.bench_hidden_ids import seed_spread
+
+    assert seed_spread([500.0, 500.0, 400.0]) == 2 / 6  # 400 is below 0.9x of each 500; nothing else is
+    assert seed_spread([460.0, 500.0]) == 0.0  # 0.92x: within 10%
+    assert np.isnan(seed_spread([500.0]))
