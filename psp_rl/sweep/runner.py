@@ -201,6 +201,8 @@ def run_sweep(
         return _outcome(trials, reused, SweepOutcome(), out)
 
     pending = [t for t in trials if t not in reused]
+    # What a trial is called with, for either backend: its config, its run dir and its log file.
+    calls = {t: (configs[t], str(_run_dir(out, t)), str(_log_file(out, t))) for t in pending}
     if backend == "processes":
         # A fresh interpreter per trial (as a Ray worker is), so no trial inherits another's torch state.
         with ProcessPoolExecutor(
@@ -208,7 +210,7 @@ def run_sweep(
         ) as pool:
 
             def submit(trial: Trial) -> Future:
-                return pool.submit(run_trial, configs[trial], str(_run_dir(out, trial)), str(_log_file(out, trial)))
+                return pool.submit(run_trial, *calls[trial])
 
             return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
 
@@ -231,7 +233,7 @@ def run_sweep(
         remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
         def submit(trial: Trial) -> Future:
-            return remote.remote(configs[trial], str(_run_dir(out, trial)), str(_log_file(out, trial))).future()
+            return remote.remote(*calls[trial]).future()
 
         return _collect(submit, pending, trials, out, max_parallel, retries, report, reused)
     finally:
