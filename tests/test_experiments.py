@@ -362,3 +362,25 @@ def test_seed_spread_counts_the_ordered_pairs_below_the_ratio():
     assert seed_spread([500.0, 500.0, 400.0]) == 2 / 6  # 400 is below 0.9x of each 500; nothing else is
     assert seed_spread([460.0, 500.0]) == 0.0  # 0.92x: within 10%
     assert np.isnan(seed_spread([500.0]))
+
+
+def test_probe_distilled_retention_splits_the_final_agreement_by_kept_and_lost(tmp_path):
+    from experiments.probe_distilled_retention import summary
+
+    def run(name, matrix, agreement):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        metrics = {"tasks": ["a", "b", "c"], "eval_matrix": matrix}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        rows = ["step,trained_task,probe_task,layer,quantity,value"]
+        rows += ["10,b,a,distilled,distil_agreement,0.9", "20,c,b,distilled,distil_agreement,0.8"]
+        rows += [f"20,c,a,distilled,greedy_agreement,{agreement}", "20,c,a,output,greedy_agreement,0.1"]
+        (run_dir / "probes.csv").write_text("\n".join(rows) + "\n")
+
+    run("psp-x-s0", [[500, 9, 9], [500, 500, 9], [300, 480, 500]], 0.7)  # a lost (0.6x), b kept (0.96x)
+    run("psp-x-s1", [[500, 9, 9], [500, 500, 9], [460, 500, 500]], 0.95)  # both kept
+    (tmp_path / "runs" / "separate-s0").mkdir()  # not a PSP run: skipped
+    (line,) = summary(tmp_path)
+    assert line.startswith("psp-x: kept 3 of 4 earlier task-seeds; fidelity 0.850 (n=4)")
+    assert "final agreement kept 0.950 (n=1), lost 0.700 (n=1)" in line  # b was distilled at the last switch
+    assert line.endswith("lost per task {'a': 1, 'b': 0}")

@@ -1,0 +1,93 @@
+"""Which finished tasks does PSP-DQN's distilled policy lose, and does its probe say why?
+
+    python experiments/probe_distilled_retention.py experiments/results/dqn-budget/cartpole-shift-keepbest
+
+Reads a retention sweep's finished PSP runs (``<out>/runs/<method>-s<seed>/``: ``metrics.json`` and the
+probes' ``probes.csv``, ``probes.enabled: true``). An earlier task is *kept* when its final return is at least
+0.9x its return at the end of its own stage (the issue's bar). For each method it prints how many earlier
+(task, seed) pairs were kept, the distillation's fidelity (``distil_agreement``: the distilled policy agrees
+with Q's greedy action at the task's end), the distilled policy's ``greedy_agreement`` at the run's last probe
+(what the later distillations' crosstalk left of it), split into kept and lost pairs, and the lost pairs per
+task. A method whose lost pairs sit at a lower final agreement than its kept ones loses tasks to crosstalk
+between distillations, not to a poor distillation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from psp_rl.continual.run_dir import RunDir
+from psp_rl.plugins.probes import DISTILLED
+
+KEPT_SHARE = 0.9
+
+
+def earlier_tasks(run_dir: Path) -> list[dict]:
+    """One row per earlier task of a finished run: just-learned and final return, fidelity, final agreement."""
+    run = RunDir(run_dir)
+    metrics = json.loads(run.metrics.read_text())
+    with run.probes_csv.open() as f:
+        probes = [r for r in csv.DictReader(f) if r["layer"] == DISTILLED]
+    last = max((int(r["step"]) for r in probes), default=None)
+    fidelity = {r["probe_task"]: float(r["value"]) for r in probes if r["quantity"] == "distil_agreement"}
+    agreement = {
+        r["probe_task"]: float(r["value"])
+        for r in probes
+        if r["quantity"] == "greedy_agreement" and int(r["step"]) == last
+    }
+    matrix, tasks = metrics["eval_matrix"], metrics["tasks"]
+    return [
+        {
+            "task": task,
+            "just_learned": matrix[i][i],
+            "final": matrix[-1][i],
+            "kept": matrix[-1][i] >= KEPT_SHARE * matrix[i][i],
+            "fidelity": fidelity.get(task),
+            "agreement": agreement.get(task),  # none for the task distilled at the last switch
+        }
+        for i, task in enumerate(tasks[:-1])
+    ]
+
+
+def _mean(values: list[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{np.mean(present):.3f} (n={len(present)})" if present else "-"
+
+
+def summary(out: Path, prefix: str = "psp") -> list[str]:
+    """One line per method of ``out``'s finished runs whose name starts with ``prefix``."""
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for run_dir in sorted((out / "runs").glob(f"{prefix}*-s*")):
+        if RunDir(run_dir).metrics.exists() and RunDir(run_dir).probes_csv.exists():
+            rows[run_dir.name.rsplit("-s", 1)[0]].extend(earlier_tasks(run_dir))
+    lines = []
+    for method, pairs in rows.items():
+        kept = [p for p in pairs if p["kept"]]
+        lost = [p for p in pairs if not p["kept"]]
+        by_task = {task: sum(p["task"] == task for p in lost) for task in dict.fromkeys(p["task"] for p in pairs)}
+        lines.append(
+            f"{method}: kept {len(kept)} of {len(pairs)} earlier task-seeds; fidelity "
+            f"{_mean([p['fidelity'] for p in pairs])}; final agreement kept {_mean([p['agreement'] for p in kept])}, "
+            f"lost {_mean([p['agreement'] for p in lost])}; lost per task {by_task}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="a retention sweep's --out directory")
+    parser.add_argument("--prefix", default="psp", help="methods whose names start with it (default psp)")
+    args = parser.parse_args()
+    if not (args.out / "runs").is_dir():
+        parser.error(f"out={str(args.out)!r}: expected a sweep directory with a runs/ folder")
+    print("\n".join(summary(args.out, args.prefix)) or f"no finished {args.prefix}* runs with probes in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
