@@ -7,9 +7,10 @@ probes' ``probes.csv``, ``probes.enabled: true``). An earlier task is *kept* whe
 0.9x its return at the end of its own stage (the issue's bar). For each method it prints how many earlier
 (task, seed) pairs were kept, the distillation's fidelity (``distil_agreement``: the distilled policy agrees
 with Q's greedy action at the task's end), the distilled policy's ``greedy_agreement`` at the run's last probe
-(what the later distillations' crosstalk left of it), split into kept and lost pairs, and the lost pairs per
-task. A method whose lost pairs sit at a lower final agreement than its kept ones loses tasks to crosstalk
-between distillations, not to a poor distillation.
+(the share of the sample whose distilled action is still the one it took after its distillation: what the later
+distillations' crosstalk left of it), split into kept and lost pairs, and the lost pairs per task. Lost pairs at a
+lower final agreement than the kept ones were lost to crosstalk between distillations; lost pairs whose actions
+are unchanged were lost at the distillation itself.
 """
 
 from __future__ import annotations
