@@ -38,15 +38,15 @@ def task_forgetting(m: dict, task: str) -> float:
     return max(m["forgetting"][task], 0.0) / best if best > 0 else 0.0
 
 
-def kept_share(m: dict) -> list[float]:
+def kept_share(m: dict) -> dict[str, float]:
     """For each task trained before the last stage, its final return over its return at the end of
     its own (first) stage (1.0 where that return was 0 or less)."""
     matrix = np.array(m["eval_matrix"])
-    shares = []
+    shares = {}
     for j, task in enumerate(m["tasks"]):
         stage = m["stages"].index(task)
         if stage < len(m["stages"]) - 1:
-            shares.append(float(matrix[-1, j] / matrix[stage, j]) if matrix[stage, j] > 0 else 1.0)
+            shares[task] = float(matrix[-1, j] / matrix[stage, j]) if matrix[stage, j] > 0 else 1.0
     return shares
 
 
@@ -105,7 +105,7 @@ def targets(results: dict[str, list[dict]], normalized: dict[str, list[float]], 
             lines += paired_line(results, psp, "separate")
         if psp != psp_rows[0]:
             lines += paired_line(results, psp, psp_rows[0])
-        kept = [kept_share(m) for m in results[psp]]
+        kept = [list(kept_share(m).values()) for m in results[psp]]
         held = sum(k >= 0.9 for shares in kept for k in shares)
         total = sum(len(shares) for shares in kept)
         lines.append(line(f"{psp} every earlier task's final return >= 0.9x its end-of-stage return, every seed",

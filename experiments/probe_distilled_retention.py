@@ -1,16 +1,16 @@
 """Which finished tasks does PSP-DQN's distilled policy lose, and does its probe say why?
 
-    python experiments/probe_distilled_retention.py experiments/results/dqn-budget/cartpole-shift-keepbest
+    python -m experiments.probe_distilled_retention experiments/results/dqn-budget/cartpole-shift-keepbest
 
-Reads a retention sweep's finished PSP runs (``<out>/runs/<method>-s<seed>/``: ``metrics.json`` and the
-probes' ``probes.csv``, ``probes.enabled: true``). An earlier task is *kept* when its final return is at least
-0.9x its return at the end of its own stage (the issue's bar). For each method it prints how many earlier
-(task, seed) pairs were kept, the distillation's fidelity (``distil_agreement``: the distilled policy agrees
-with Q's greedy action at the task's end), the distilled policy's ``greedy_agreement`` at the run's last probe
-(the share of the sample whose distilled action is still the one it took after its distillation: what the later
-distillations' crosstalk left of it), split into kept and lost pairs, and the lost pairs per task. Lost pairs at a
-lower final agreement than the kept ones were lost to crosstalk between distillations; lost pairs whose actions
-are unchanged were lost at the distillation itself.
+Reads a retention sweep's finished PSP runs (``<out>/runs/<method>-s<seed>/``: ``metrics.json`` and the probes'
+``probes.csv``, ``probes.enabled: true``). An earlier task is *kept* when its final return is at least 0.9x its
+return at the end of its own stage (the issue's bar, as ``bench_retention``'s targets read it). For each method it
+prints how many earlier (task, seed) pairs were kept, the distillation's fidelity (``distil_agreement``: the
+distilled policy agrees with Q's greedy action at the task's end), the distilled policy's ``greedy_agreement`` at
+the run's last probe (the share of the sample whose distilled action is still the one it took after its
+distillation: what the later distillations' crosstalk left of it), split into kept and lost pairs, and the lost
+pairs per task. Lost pairs at a lower final agreement than the kept ones were lost to crosstalk between
+distillations; lost pairs whose actions are unchanged were lost at the distillation itself.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.bench_retention import kept_share
 from psp_rl.continual.run_dir import RunDir
 from psp_rl.plugins.probes import DISTILLED
+from psp_rl.sweep.runner import Trial
 
 KEPT_SHARE = 0.9
 
 
 def earlier_tasks(run_dir: Path) -> list[dict]:
-    """One row per earlier task of a finished run: just-learned and final return, fidelity, final agreement."""
+    """One row per earlier task of a finished run: kept or not, fidelity, final agreement."""
     run = RunDir(run_dir)
-    metrics = json.loads(run.metrics.read_text())
+    shares = kept_share(json.loads(run.metrics.read_text()))
     with run.probes_csv.open() as f:
         probes = [r for r in csv.DictReader(f) if r["layer"] == DISTILLED]
     last = max((int(r["step"]) for r in probes), default=None)
@@ -42,17 +44,14 @@ def earlier_tasks(run_dir: Path) -> list[dict]:
         for r in probes
         if r["quantity"] == "greedy_agreement" and int(r["step"]) == last
     }
-    matrix, tasks = metrics["eval_matrix"], metrics["tasks"]
     return [
         {
             "task": task,
-            "just_learned": matrix[i][i],
-            "final": matrix[-1][i],
-            "kept": matrix[-1][i] >= KEPT_SHARE * matrix[i][i],
+            "kept": share >= KEPT_SHARE,
             "fidelity": fidelity.get(task),
             "agreement": agreement.get(task),  # none for the task distilled at the last switch
         }
-        for i, task in enumerate(tasks[:-1])
+        for task, share in shares.items()
     ]
 
 
@@ -64,9 +63,10 @@ def _mean(values: list[float | None]) -> str:
 def summary(out: Path, prefix: str = "psp") -> list[str]:
     """One line per method of ``out``'s finished runs whose name starts with ``prefix``."""
     rows: dict[str, list[dict]] = defaultdict(list)
-    for run_dir in sorted((out / "runs").glob(f"{prefix}*-s*")):
-        if RunDir(run_dir).metrics.exists() and RunDir(run_dir).probes_csv.exists():
-            rows[run_dir.name.rsplit("-s", 1)[0]].extend(earlier_tasks(run_dir))
+    for run_dir in sorted((out / "runs").iterdir()):
+        trial, run = Trial.from_name(run_dir.name), RunDir(run_dir)
+        if trial and trial.method.startswith(prefix) and run.metrics.exists() and run.probes_csv.exists():
+            rows[trial.method].extend(earlier_tasks(run_dir))
     lines = []
     for method, pairs in rows.items():
         kept = [p for p in pairs if p["kept"]]

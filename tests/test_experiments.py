@@ -370,7 +370,7 @@ def test_probe_distilled_retention_splits_the_final_agreement_by_kept_and_lost(t
     def run(name, matrix, agreement):
         run_dir = tmp_path / "runs" / name
         run_dir.mkdir(parents=True)
-        metrics = {"tasks": ["a", "b", "c"], "eval_matrix": matrix}
+        metrics = {"tasks": ["a", "b", "c"], "stages": ["a", "b", "c"], "eval_matrix": matrix}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         rows = ["step,trained_task,probe_task,layer,quantity,value"]
         rows += ["10,b,a,distilled,distil_agreement,0.9", "20,c,b,distilled,distil_agreement,0.8"]
