@@ -19,7 +19,7 @@ from torch.distributions import Categorical
 from torch.nn import functional as F
 
 from psp_rl.agents.buffers import ReplayStates
-from psp_rl.agents.distillation import DISTIL_LOSSES, DISTIL_MARGIN, Distillation
+from psp_rl.agents.distillation import DISTIL_LOSSES, DISTIL_MARGINS, Distillation, observation_kind
 from psp_rl.agents.rehearsal import REHEARSAL_WEIGHT, Rehearsal
 from psp_rl.agents.replay import keep_task
 from psp_rl.agents.task_switch import TaskSwitchMixin
@@ -35,7 +35,7 @@ LEGACY_OPTIONS: dict[str, Any] = {
     "advantage_learning": 0.0,
     "distil_loss": "cross_entropy",
     "distil_steps": 1000,
-    "distil_margin": DISTIL_MARGIN,
+    "distil_margin": 5.0,
     "distil_visits": 0,
     "rehearsal_states": 0,
 }
@@ -61,7 +61,8 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         greedy policy is distilled: ``"margin"`` (a multi-class hinge loss that stops once every
         state's logit margin reaches ``distil_margin``, so the shared weights move no further than
         the margin needs) or ``"cross_entropy"`` (keeps widening margins, and moving weights).
-    :param distil_margin: the logit margin the ``"margin"`` loss asks of every state (default 5).
+    :param distil_margin: the logit margin the ``"margin"`` loss asks of every state; None
+        (default): per observation kind, 20 for flat vectors and 5 for frames (:data:`DISTIL_MARGINS`).
         Crosstalk from later distillations must exceed it to flip an action, and a larger margin
         carries a decision further from the replayed states, but also moves the shared weights
         further (measured: docs/results.md).
@@ -96,6 +97,7 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         "rehearsal_states",
     )
     policy_options: ClassVar[tuple[str, ...]] = ("dueling", "acting", "center", "distil_arch")
+    observation_defaults: ClassVar[dict[str, dict[str, object]]] = {"distil_margin": DISTIL_MARGINS}
 
     # With n_envs > 1: env transitions per `gradient_steps` updates (the user's train_freq), the
     # transitions the last rollout collected, and the fraction of an update owed.
@@ -115,15 +117,15 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         advantage_learning: float = 0.0,
         distil_loss: str = "margin",
         distil_steps: int = 3000,
-        distil_margin: float = DISTIL_MARGIN,
+        distil_margin: float | None = None,
         distil_visits: int = 0,
         rehearsal_states: int = 0,
         **kwargs: Any,
     ):
         self.distil_steps = check_int("distil_steps", distil_steps)
-        if not is_number(distil_margin) or not distil_margin > 0:
-            raise ValueError(f"distil_margin={distil_margin!r}: expected a number > 0")
-        self.distil_margin = float(distil_margin)
+        if distil_margin is not None and (not is_number(distil_margin) or not distil_margin > 0):
+            raise ValueError(f"distil_margin={distil_margin!r}: expected a number > 0 or None")
+        self.distil_margin = None if distil_margin is None else float(distil_margin)
         self.distil_visits = check_int("distil_visits", distil_visits, low=0)
         self.rehearsal_states = check_int("rehearsal_states", rehearsal_states, low=0)
         if distil_loss not in DISTIL_LOSSES:
@@ -141,6 +143,8 @@ class ContinualDQN(TaskSwitchMixin, Distillation, Rehearsal, ReplayStates, DQN):
         self.base_learning_starts = self.learning_starts
         if not kwargs.get("_init_setup_model", True):
             vars(self).update(LEGACY_OPTIONS)  # SB3's load: the saved attributes come next
+        elif self.distil_margin is None:
+            self.distil_margin = DISTIL_MARGINS[observation_kind(self.observation_space)]
 
     def acting_network(self) -> nn.Module:
         """The modules that decide the action: the online Q-network (with its distilled policy)."""

@@ -34,6 +34,10 @@ class TaskSwitchMixin:
 
     # The modules of :meth:`acting_network` on the acting path (None: all of them).
     acting_modules: ClassVar[tuple[str, ...] | None] = None
+    # Options whose default depends on the observations' kind (``"vector"`` or ``"frames"``,
+    # :func:`~psp_rl.agents.distillation.observation_kind`): option -> kind -> default. A config that
+    # leaves one out records the value for its sequence's kind (``AgentConfig.resolved``).
+    observation_defaults: ClassVar[dict[str, dict[str, object]]] = {}
     current_task: int = 0
     task_start: int = 0
     task_steps: int | None = None

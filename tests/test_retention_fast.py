@@ -24,6 +24,9 @@ PSP-DQN's Adam became fused (other floats, so other trajectories): remeasured at
 seed 3 the slow control's precondition failed (one of its 3 seeds learned task 0 only to 33.3 < 40).
 Two seeds instead of three failed there (2026-12-04): seed 6 learned task 0 to 233 and lost it to 17.8
 (``experiments/results/learning-margins/README.md``), so a learning seed's mean needs the third.
+PSP-DQN's default margin on vectors became 20 (2026-12-05; was 5): remeasured at learning seeds 0-4 on a 2-core AMD
+EPYC with AVX-512 (native; AVX2 at seeds 0-1, the same numbers) and the baseline path, 12 of 12 passed: PSP kept
+0.67-1.02 (lowest learned 83.8); seed 6 again learned task 0 to 233 and lost it (19.9).
 """
 
 import numpy as np

@@ -18,6 +18,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from psp_rl.agents import AGENTS
+from psp_rl.agents.distillation import DISTIL_MARGINS, ObservationKind
 from psp_rl.config.compat import FLAT_OPTIONS, flat_agent_options, nest_agent_options
 from psp_rl.contexts import ContextKind
 from psp_rl.continual.settings import StrictSettings
@@ -100,7 +101,11 @@ class DistilConfig(StrictSettings):
         default=None, gt=0, description=f"Adam steps per distillation (default {_DQN['distil_steps']})"
     )
     margin: float | None = Field(
-        default=None, gt=0, description=f"the logit margin loss 'margin' asks (default {_DQN['distil_margin']})"
+        default=None,
+        gt=0,
+        description="the logit margin loss 'margin' asks (default: "
+        + ", ".join(f"{value:g} for {kind}" for kind, value in DISTIL_MARGINS.items())
+        + ")",
     )
     visits: int | None = Field(
         default=None,
@@ -252,12 +257,21 @@ class AgentConfig(StrictSettings):
         nested as an earlier release's config is."""
         return AgentConfig.model_validate({**self.flat(), **options})
 
-    def resolved(self) -> AgentConfig:
+    def resolved(self, observation: ObservationKind | None = None) -> AgentConfig:
         """These settings with every option left out set to its default for the algorithm and
-        method, and the algorithm's (and method's) sections present."""
+        method, and the algorithm's (and method's) sections present.
+
+        :param observation: the observations' kind, ``"vector"`` or ``"frames"``
+            (:func:`~psp_rl.agents.distillation.observation_kind`), for the options whose default
+            depends on it (the agent class's ``observation_defaults``); None: those stay left out,
+            and the agent sets them from the env it is built on.
+        """
         defaults = dict(AGENT_DEFAULTS[self.algo])
         if self.method == "psp":
             defaults.update(PSP_DEFAULTS[self.algo])
+        if observation is not None:
+            by_kind = AGENTS[self.algo].observation_defaults
+            defaults.update({name: values[observation] for name, values in by_kind.items()})
         flat = self.flat()
         config = self.with_flat(**{name: value for name, value in defaults.items() if flat[name] is None})
         sections = [*ALGO_SECTIONS[self.algo], *([_EWC_SECTION] if self.method == "ewc" else [])]

@@ -21,6 +21,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.agents import AGENTS, CompactDictReplayBuffer, compact_encoding
+from psp_rl.agents.distillation import ObservationKind, observation_kind
 from psp_rl.config.agent import ACTIVATIONS, AgentConfig, EWCConfig
 from psp_rl.config.loading import parse_config
 from psp_rl.config.schema import RunConfig, SequenceConfig
@@ -132,7 +133,7 @@ def build_agent(config: AgentConfig, env: VecEnv, seed: int, device: str = "auto
 
     The agent takes its options by their flat names (``distil_steps``), as its constructor does.
     """
-    config = config.resolved()
+    config = config.resolved(observation_kind(env.observation_space))
     agent_class, options = AGENTS[config.algo], config.flat()
     kwargs: dict[str, Any] = dict(config.sb3_kwargs(), task_lr_schedule=config.task_lr_schedule)
     kwargs.update({name: options[name] for name in agent_class.config_options if options[name] is not None})
@@ -216,9 +217,12 @@ class ConfigAgentFactory(AgentFactory):
         return with_precision(super().load(path, env), self.config)
 
 
-def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | str) -> RunConfig:
-    """``config`` resolved (its left-out agent options set), as the run in ``run_dir`` saved it
-    when resuming one.
+def config_for_run_dir(
+    config: RunConfig, run_dir: str | Path, resume: bool | str, observation: ObservationKind | None = None
+) -> RunConfig:
+    """``config`` resolved (its left-out agent options set; ``observation``: the sequence's
+    observation kind, see :meth:`~AgentConfig.resolved`), as the run in ``run_dir`` saved it when
+    resuming one.
 
     Defaults are those of the day a run started: an agent option ``config`` leaves out takes the
     value the run recorded (:meth:`~RunConfig.with_defaults_of`), and a run saved before an option
@@ -227,17 +231,18 @@ def config_for_run_dir(config: RunConfig, run_dir: str | Path, resume: bool | st
     """
     saved = RunDir(run_dir).config
     if not resume or not saved.exists():
-        return config.resolved()
+        return config.resolved(observation)
     before = parse_config(yaml.safe_load(saved.read_text()), source=str(saved))
-    config = config.with_defaults_of(before).resolved()
+    config = config.with_defaults_of(before).resolved(observation)
     if not config.matches(before.shaping()):
         raise CheckpointError(f"run dir {str(run_dir)!r} {config.difference(before.shaping())}")
     return config.as_saved_by(before.shaping())
 
 
-def loop_arguments(config: RunConfig) -> dict[str, Any]:
-    """The :class:`~psp_rl.continual.loop.ContinualLoop` arguments ``config`` describes."""
-    sequence = build_sequence(config.sequence)
+def loop_arguments(config: RunConfig, sequence: TaskSequence | None = None) -> dict[str, Any]:
+    """The :class:`~psp_rl.continual.loop.ContinualLoop` arguments ``config`` describes (``sequence``:
+    its task sequence, when built already)."""
+    sequence = build_sequence(config.sequence) if sequence is None else sequence
     check_agent_fits(config.agent, sequence)
     return dict(
         agent=ConfigAgentFactory(config.agent, config.device),
@@ -280,8 +285,9 @@ class ContinualTrainer(ContinualLoop):
     ) -> None:
         check_resume(resume)  # before the run dir's config.yaml is read
         run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-        self.config = config_for_run_dir(config, run_dir, resume)
-        arguments = loop_arguments(self.config)
+        sequence = build_sequence(config.sequence)
+        self.config = config_for_run_dir(config, run_dir, resume, observation_kind(sequence.spaces[0]))
+        arguments = loop_arguments(self.config, sequence)
         arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
         super().__init__(run_dir=run_dir, resume=resume, **arguments, **options)
 

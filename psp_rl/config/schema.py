@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from psp_rl.agents.distillation import ObservationKind
 from psp_rl.config.agent import HASHED_WHEN_SET, AgentConfig
 from psp_rl.config.compat import nested_path
 from psp_rl.continual.parts import first_difference
@@ -135,10 +136,12 @@ class RunConfig(StrictSettings):
             shaping["inference"] = self.inference.model_dump(mode="json")
         return canonical_shaping(shaping)
 
-    def resolved(self) -> RunConfig:
-        """This config with every agent option left out set to its default, and the newest seed
-        scheme unless one is set (what runs)."""
-        return self.model_copy(update={"agent": self.agent.resolved(), "seed_scheme": self.seed_scheme or SEED_SCHEME})
+    def resolved(self, observation: ObservationKind | None = None) -> RunConfig:
+        """This config with every agent option left out set to its default (``observation``: the
+        sequence's observation kind, see :meth:`AgentConfig.resolved`), and the newest seed scheme
+        unless one is set (what runs)."""
+        agent = self.agent.resolved(observation)
+        return self.model_copy(update={"agent": agent, "seed_scheme": self.seed_scheme or SEED_SCHEME})
 
     def with_defaults_of(self, saved: RunConfig) -> RunConfig:
         """This config with the agent options it leaves out taken from ``saved``, the config a run

@@ -61,22 +61,43 @@ def test_every_ablation_variant_parses_over_its_config():
     resolved = {}
     for name, settings in variants.items():
         resolved[name] = parse_config({**base, "agent": merge_agent_options(base["agent"], settings)}).resolved().agent
-    # the row named for the default is what `method: psp` means today (acting "distilled" builds
-    # "auto"'s network on flat observations; the row ran before frames could distil)
-    default = resolved["psp-default"].with_flat(acting="distilled")
-    assert default == parse_config(base).resolved().agent
+    # the row named for the default is what `method: psp` meant when it ran (acting "distilled" builds
+    # "auto"'s network on flat observations; the row ran before frames could distil), at margin 5;
+    # on vectors today's default asks margin 20 (issue 31), the m20 row's
+    default = parse_config(base).resolved("vector").agent
+    assert resolved["psp-default"].with_flat(acting="distilled", distil_margin=20.0) == default
+    assert resolved["psp-center-distilled-m20"].with_flat(acting="distilled") == default
 
 
-def test_the_dqn_budget_rows_parse_and_hold_m5_is_the_default_at_that_budget():
+def test_the_dqn_budget_rows_parse_and_hold_m20_is_the_default_at_that_budget():
     base = yaml.safe_load(Path("experiments/configs/cartpole-shift.yaml").read_text())
     variants = yaml.safe_load(Path("experiments/variants/dqn-budget.yaml").read_text())
     resolved = {
-        name: parse_config({**base, "agent": merge_agent_options(base["agent"], settings)}).resolved().agent
+        name: parse_config({**base, "agent": merge_agent_options(base["agent"], settings)}).resolved("vector").agent
         for name, settings in variants.items()
     }
     default = parse_config({**base, "agent": {**base["agent"], "task_lr_schedule": "task_hold_linear"}})
-    assert resolved["psp-hold-m5"] == default.resolved().agent
+    assert resolved["psp-hold-m20"] == default.resolved("vector").agent
     assert resolved["psp-hold-visits-small"].distil.arch == [16]
+
+
+def test_the_distillation_margin_defaults_by_observation_kind(tiny_config):
+    """Left out, PSP-DQN's margin is 20 for vectors and 5 for frames (issue 31: 10 paired seeds on
+    cartpole-shift; MinAtar kept less at 20): the config records the value for its sequence, and an
+    agent built without a config picks it from its env."""
+    from psp_rl.agents import ContinualDQN
+    from psp_rl.config.build import build_agent, build_sequence
+
+    config = parse_config(tiny_config)
+    assert config.agent.resolved().flat()["distil_margin"] is None  # not known until the observations are
+    assert config.agent.resolved("vector").distil.margin == 20.0
+    assert config.agent.resolved("frames").distil.margin == 5.0
+    set_to = parse_config({**tiny_config, "agent": {**tiny_config["agent"], "distil_margin": 7.5}}).agent
+    assert set_to.resolved("vector").distil.margin == set_to.resolved("frames").distil.margin == 7.5
+    env = build_sequence(config.sequence).make_vec_env(0, 1, seed=0)
+    assert build_agent(config.agent, env, seed=0, device="cpu").distil_margin == 20.0
+    assert ContinualDQN("PSPPolicy", env).distil_margin == 20.0
+    assert ContinualDQN("PSPPolicy", env, distil_margin=3).distil_margin == 3.0
 
 
 @pytest.mark.parametrize("method", ["finetune", "multihead", "separate", "ewc"])

@@ -34,6 +34,19 @@ def test_a_run_keeps_the_defaults_of_the_day_it_started(tmp_path):
         config_for_run_dir(finetune, tmp_path, resume=True)
 
 
+def test_a_run_that_recorded_margin_5_resumes_at_margin_5(tmp_path):
+    """PSP-DQN's default margin on vectors changed (5 -> 20): a run that recorded 5 resumes with it
+    under the config that started it, which leaves it out; a new run records 20."""
+    from psp_rl.config.build import config_for_run_dir
+
+    base = {"name": "r", "sequence": {"name": "cartpole-shift", "steps": 600}, "agent": {"algo": "dqn"}}
+    started = parse_config(base).resolved()
+    started = started.model_copy(update={"agent": started.agent.with_flat(distil_margin=5.0)})
+    (tmp_path / "config.yaml").write_text(started.to_yaml())
+    for resume, margin in ((True, 5.0), (False, 20.0)):
+        assert config_for_run_dir(parse_config(base), tmp_path, resume, "vector").agent.distil.margin == margin
+
+
 @pytest.mark.parametrize("release", ["run-v0.1", "run-v0.2", "run-v0.3-ewc", "run-v0.3-complex"])
 def test_runs_saved_by_earlier_releases_resume_exactly(tmp_path, release):
     """A run killed mid-task by an earlier release resumes to the eval.csv that release wrote
