@@ -104,7 +104,8 @@ def test_probes_csv_of_a_run(tmp_path, tiny_config):
     assert probes[("default", "policy_torso.layers.2", "long-pole", "crosstalk")] > 0
     assert ("default", "policy_torso.layers.2", "reversed", "crosstalk") not in probes
     saved = parse_config(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())).agent.flat()
-    expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"], "distil_steps": 300}  # the tiny config's
+    # the tiny config's distillation steps; the margin of its vector observations
+    expected = {**AGENT_DEFAULTS["dqn"], **PSP_DEFAULTS["dqn"], "distil_steps": 300, "distil_margin": 20.0}
     assert {name: saved[name] for name in expected} == expected  # config.yaml: what ran, resolved
     report = (write_report([tmp_path / "run"])).read_text()
     assert "Retention probes" in report and (tmp_path / "run" / "probes-run.png").is_file()
