@@ -111,6 +111,7 @@ def test_distilled_policy_of_frames_is_a_cnn_read_from_the_buffer_in_batches(lea
         policy_kwargs=dict(acting="distilled", center=True),
         **replay_buffer_kwargs(None, env),
     )
+    assert agent.distil_margin == 5.0  # left out: the frames' default (20 is the vectors')
     agent.set_logger(configure(None, []))
     agent.on_task_start(0, 600)
     agent.learn(600, reset_num_timesteps=False)
