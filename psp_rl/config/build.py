@@ -81,7 +81,7 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
             f"agent.network.drift: {drift!r} needs a drifting task (a 'theta' observation); sequence "
             f"{sequence.name!r} has none"
         )
-    if config.distil is not None and config.distil.arch is not None and len(observation_space["obs"].shape) > 1:
+    if config.distil is not None and config.distil.arch is not None and observation_kind(observation_space) == "frames":
         raise ConfigError(
             f"agent.distil.arch: {config.distil.arch} sets the widths of an MLP distilled policy; sequence "
             f"{sequence.name!r} has image observations, whose distilled policy is a CNN of Q's torso (leave it out)"
