@@ -9,7 +9,8 @@ benchmark. Then it pools the detector's scores over seeds and writes ``<out>/tab
 ``table.csv`` and ``command.txt`` (default out: ``experiments/results/<config name>``):
 
 - switches detected within ``inference.max_delay`` env steps, over the noticeable ones (the new
-  task's return under the acting context is below half its trained return);
+  task's return under the acting context is below half its trained return), and over every switch
+  (a model of the frames should see a change of game whether its return drops or not);
 - false alarms per 100k env steps;
 - returning tasks (second cycle) acting mostly under the context they first trained;
 - final average return, hidden over announced (evaluation under hidden ids goes through the
@@ -57,7 +58,19 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
     announced-id runs under ``announced``."""
     rows = []
     pooled = {
-        key: 0 for key in ("noticeable", "detected", "false", "steps", "returning", "mapped", "reused", "fresh_known")
+        key: 0
+        for key in (
+            "noticeable",
+            "detected",
+            "switches",
+            "detected_any",
+            "false",
+            "steps",
+            "returning",
+            "mapped",
+            "reused",
+            "fresh_known",
+        )
     }
     by_source: dict[str, int] = {}  # the false alarms by what raised them (runs that record it)
     for seed in seeds:
@@ -76,6 +89,7 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         mapped = sum(r["context"] == r["own_context"] for r in returning)
         reused = sum(r["reused"] for r in returning)
         fresh_known = fresh_for_known_tasks(inference["choices"], hidden["stage_end_steps"], schedule)
+        detected_any = sum(s.get("delay") is not None for s in switches)  # scored within max_delay, noticeable or not
         rows.append(
             {
                 "seed": seed,
@@ -85,6 +99,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
                 "noticeable_switches": inference["noticeable_switches"],
                 "detected": inference["detected_within_max_delay"],
                 "mean_delay": None if inference["mean_delay"] is None else round(inference["mean_delay"]),
+                "switches": len(switches),
+                "detected_any": detected_any,
                 "false_alarms": inference["false_alarms"],
                 # what raised them (runs of 2026-12-04 on): a return drop or the dynamics
                 "false_alarm_sources": " ".join(
@@ -102,6 +118,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         for key, value in (
             ("noticeable", inference["noticeable_switches"]),
             ("detected", inference["detected_within_max_delay"]),
+            ("switches", len(switches)),
+            ("detected_any", detected_any),
             ("false", inference["false_alarms"]),
             ("steps", hidden["env_steps"]),
             ("returning", len(returning)),
@@ -125,6 +143,8 @@ def summarize(out: Path, seeds: list[int], announced: Path) -> tuple[list[dict],
         targets = [
             f"- switches detected within 2,000 env steps >= 95%: {pooled['detected']}/{pooled['noticeable']} = "
             f"{rate:.0%} -> {'met' if rate >= 0.95 else 'MISSED'}",
+            f"  (every switch, noticeable or not: {pooled['detected_any']}/{pooled['switches']} detected within "
+            f"max_delay)",
             f"- false alarms <= 0.5 per 100k env steps (issue 33; 1 before): {pooled['false']} in {pooled['steps']:,} "
             f"steps = {false_rate:.2f} -> {'met' if false_rate <= 0.5 else 'MISSED'}"
             + (f" (raised by {', '.join(f'{k}: {v}' for k, v in sorted(by_source.items()))})" if by_source else ""),

@@ -303,7 +303,7 @@ def test_probe_alarm_sources_reads_dynamics_alarms_back_from_the_window_errors(t
     assert sources(run) == [(1100, False, "dynamics"), (5000, True, "returns")]  # recorded: taken as they are
 
 
-def test_bench_hidden_ids_pools_the_false_alarms_by_source(tmp_path):
+def test_bench_hidden_ids_pools_the_false_alarms_by_source_and_every_switch(tmp_path):
     from experiments.bench_hidden_ids import summarize
 
     inference = {
@@ -323,13 +323,16 @@ def test_bench_hidden_ids_pools_the_false_alarms_by_source(tmp_path):
         "env_steps": 200,
         "stage_end_steps": [100, 200],
     }
-    for seed in (0, 1):
+    for seed, delay in ((0, 20), (1, None)):  # seed 1's switch was not seen within max_delay
         run = tmp_path / "hidden" / "runs" / f"psp-binary-s{seed}"
         run.mkdir(parents=True)
+        inference["switches"][0]["delay"] = delay
         (run / "metrics.json").write_text(json.dumps(metrics))
     rows, targets = summarize(tmp_path, [0, 1], tmp_path / "announced")
     assert rows[0]["false_alarm_sources"] == "returns:2 dynamics:1"
+    assert [(row["switches"], row["detected_any"]) for row in rows] == [(1, 1), (1, 0)]
     assert "6 in 400 steps = 1500.00 -> MISSED (raised by dynamics: 2, returns: 4)" in "\n".join(targets)
+    assert "every switch, noticeable or not: 1/2 detected" in "\n".join(targets)
 
 
 def test_probe_choice_window_replays_a_run_to_its_choice_and_scores_that_window(tmp_path):
