@@ -387,3 +387,14 @@ def test_probe_distilled_retention_splits_the_final_agreement_by_kept_and_lost(t
     assert line.startswith("psp-x: kept 3 of 4 earlier task-seeds; fidelity 0.850 (n=4)")
     assert "final agreement kept 0.950 (n=1), lost 0.700 (n=1)" in line  # b was distilled at the last switch
     assert line.endswith("lost per task {'a': 1, 'b': 0}")
+
+
+def test_probe_frame_switches_scores_every_game_pair_under_each_statistic():
+    pytest.importorskip("minatar")
+    from experiments.probe_frame_switches import STATISTICS, probe
+
+    matrices = probe(seed=0, transitions=2100, window=50, trials=10, before=400)
+    assert set(matrices) == set(STATISTICS) and all(m.shape == (5, 5) for m in matrices.values())
+    ratio = matrices["ratio"]
+    assert np.all(np.abs(np.log(np.diag(ratio))) < np.log(3))  # a game's own play: near its usual error (a median)
+    assert ratio[0, 1] > 10  # Breakout's model on SpaceInvaders' frames: a switch it sees

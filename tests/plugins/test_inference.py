@@ -300,6 +300,15 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
         ),
         ({"inference": {"evidence": "dynamics", "choice_error": "max"}}, "inference.choice_error"),
         (
+            {"inference": {"name_windows": True}},
+            "inference.name_windows=True with inference.evidence='returns' and inference.error_alarm='surprises': "
+            "expected evidence 'dynamics' and error_alarm 'surprises'",
+        ),
+        (
+            {"inference": {"evidence": "dynamics", "error_alarm": "cusum", "surprise_below": True}},
+            "inference.surprise_below=True with inference.evidence='dynamics' and inference.error_alarm='cusum'",
+        ),
+        (
             {"inference": {"evidence": "dynamics", "check_reference": "task"}},
             "inference.check_reference='task' with inference.return_check=False: expected return_check=True",
         ),
@@ -605,6 +614,43 @@ def test_return_drops_can_be_left_out_of_the_alarms(shifted, return_alarms, alar
     _play(inference, shifted, 1, 600, seed=1)  # high gravity
     assert len(inference.detections) == alarms + 1 and inference.choices[-1][1:] == [1, "fresh"]
     assert [d[3] for d in inference.detections] == ["returns"] * alarms + ["dynamics"]  # what raised each
+
+
+@pytest.mark.parametrize(("name_windows", "back"), [(False, []), (True, [[0, "stored"]])])
+def test_naming_every_window_sees_a_returning_game_the_acting_model_reads_as_usual(name_windows, back):
+    """MinAtar (hidden-ids-minatar's README): Freeway's frames change most, so its model reads Asterix's windows
+    at or below its usual error and Asterix's return goes unseen; Asterix's own model predicts them far better."""
+    pytest.importorskip("minatar")
+    games = get_sequence("minatar")
+    loop = _loop(max_tasks=5)
+    loop.sequence.spaces = games.spaces
+    inference = TaskInference(
+        evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, name_windows=name_windows
+    )
+    inference.before_training(loop)
+    _play(inference, games, 3, 4000, seed=0)  # Asterix, context 0
+    _play(inference, games, 2, 4000, seed=1)  # Freeway: seen either way (4.7x Asterix's usual error)
+    assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
+    _play(inference, games, 3, 1500, seed=2)  # Asterix is back
+    assert [c[1:] for c in inference.choices[1:]] == back
+
+
+@pytest.mark.parametrize(("surprise_below", "choices"), [(False, []), (True, [[1, "fresh"]])])
+def test_a_run_of_windows_far_below_the_usual_error_can_be_a_surprise(shifted, surprise_below, choices):
+    """A context that learned a task whose changes are noisy (noise added to every next observation) then
+    sees the same dynamics without the noise: its windows score far below the usual error, and at the alarm
+    that context does not fit them either (it would be `kept`, and the alarm would come back)."""
+    from experiments.probe_dynamics import play_episodes
+
+    _, inference = _dynamics_inference(shifted, surprise_below=surprise_below)
+    rng = np.random.default_rng(0)
+    for obs, actions, next_obs in play_episodes(shifted, 0, 3000, seed=0):
+        noisy = next_obs + rng.normal(0.0, 0.05, next_obs.shape)
+        for i in range(0, len(obs), 8):
+            inference.transitions(obs[i : i + 8], actions[i : i + 8], noisy[i : i + 8], inference.context)
+    assert not inference.detections
+    _play(inference, shifted, 0, 600, seed=1)  # the same task, quiet
+    assert [c[1:] for c in inference.choices] == choices
 
 
 @pytest.mark.parametrize(("floor_in_choice", "choice"), [(True, (0, "stored")), (False, (1, "fresh"))])

@@ -115,6 +115,19 @@ class InferenceConfig(StrictSettings):
     surprises: int = Field(
         default=3, gt=0, description="evidence dynamics: windows in a row beyond error_fit that raise an alarm"
     )
+    surprise_below: bool = Field(
+        default=False,
+        description="evidence dynamics: a window whose error is below 1/error_fit of the acting context's usual one is "
+        "a surprise too, and at an alarm a context fits only within error_fit of its usual error either way: a "
+        "change to a task whose observations change less (MinAtar's Freeway -> Asterix read 0.2x Freeway's usual "
+        "error; experiments/results/hidden-ids-minatar/README.md)",
+    )
+    name_windows: bool = Field(
+        default=False,
+        description="evidence dynamics: every window is scored under the other stored contexts too, and one that "
+        "another context's model predicts error_fit times better is a surprise (a returning task whose windows the "
+        "acting context's model reads as usual); one forward pass per stored context per window",
+    )
     confirm: bool = Field(
         default=False,
         description="evidence dynamics: the best stored context first acts for one window (updates held) and that "
@@ -183,6 +196,13 @@ class InferenceConfig(StrictSettings):
                 f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
                 "(with evidence 'returns' the trial episodes choose every context already)"
             )
+        for name in ("surprise_below", "name_windows"):
+            if getattr(self, name) and (self.evidence != "dynamics" or self.error_alarm != "surprises"):
+                raise ValueError(
+                    f"inference.{name}=True with inference.evidence={self.evidence!r} and inference.error_alarm="
+                    f"{self.error_alarm!r}: expected evidence 'dynamics' and error_alarm 'surprises' (it says which "
+                    "windows are surprises)"
+                )
         if self.choice_error is not None and self.evidence != "dynamics":
             raise ValueError(
                 f"inference.choice_error={self.choice_error!r} with inference.evidence={self.evidence!r}: expected "

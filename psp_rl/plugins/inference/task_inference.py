@@ -11,15 +11,17 @@ boundary. :class:`TaskInference` (a loop callback) decides which context acts in
    context's usual return), or takes a fresh context when none does; once all ``max_tasks``
    contexts are taken it keeps the best-scoring stored one (logged as ``exhausted``).
 
-With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, which cannot tell apart tasks that
-a good policy plays equally well: every context keeps a ridge model of the observation's change
-(:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the transitions the context acts in),
-and at an alarm the context whose model predicts the last ``window`` transitions best (by ``choice_error``:
-their mean or median error) is taken at once (no trial episodes, no held updates) if its error is within
-``error_fit`` times its usual one; else a fresh context (``confirm``: it first acts for one window, updates
-held, and that window judges the fit). The same evidence raises alarms (``surprises`` windows in a row beyond
-``error_fit``; a usual error below ``error_floor`` counts as the floor; ``return_alarms: false`` leaves it the
-only alarm) and keeps another task's transitions out of a context's model (:meth:`TaskInference.transitions`).
+With ``evidence: dynamics`` steps 2-3 read the dynamics instead of returns, which cannot tell apart tasks that a
+good policy plays equally well: every context keeps a ridge model of the observation's change
+(:class:`~psp_rl.plugins.inference.dynamics.DynamicsEvidence`, fed by the transitions the context acts in), and
+at an alarm the context whose model predicts the last ``window`` transitions best (by ``choice_error``: their
+mean or median error) is taken at once (no trial episodes, no held updates) if its error is within ``error_fit``
+times its usual one; else a fresh context (``confirm``: it first acts for one window, updates held, and that
+window judges the fit). The same evidence raises alarms (``surprises`` windows in a row beyond ``error_fit``; a
+usual error below ``error_floor`` counts as the floor; ``surprise_below``: or below 1/``error_fit`` of it, and
+such a context does not fit at an alarm either; ``name_windows``: or another stored context's model predicts the
+window ``error_fit`` times better; ``return_alarms: false`` leaves it the only alarm) and keeps another task's
+transitions out of a context's model (:meth:`TaskInference.transitions`).
 With ``return_check``, a stored context the dynamics name is first checked by its returns (trial episodes,
 updates held, as with ``evidence: returns``): a task's own context can play it worse than another task's
 context, and the first candidate that plays it within ``fit`` of its usual return acts for that task from then
@@ -63,7 +65,8 @@ from psp_rl.plugins.inference.settings import InferenceConfig
 READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "evidence", "window", "error_fit",
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice", "choice_error",
-    "return_alarms", "return_check", "check_exhausted", "check_reference"}  # fmt: skip
+    "return_alarms", "return_check", "check_exhausted", "check_reference", "surprise_below",
+    "name_windows"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -255,7 +258,7 @@ class TaskInference(ContinualCallback):
             alarm = self.error_detector.update(context, -math.log(max(error, self.error_floor, 1e-300)))
             learn = not alarm and self.error_detector.statistic == 0.0
         else:
-            learn = self._fits(error, context)
+            learn = self._fits(error, context) and not self._named_elsewhere(window, error, context)
             self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
             alarm = self.surprises_in_a_row >= self.surprises
         if alarm:
@@ -340,8 +343,19 @@ class TaskInference(ContinualCallback):
         return (free[0], "fresh") if (free := self._free()) else (best, "exhausted")
 
     def _fits(self, error: float, context: int, floor: bool = True) -> bool:
-        """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor)."""
-        return error <= self.error_fit * max(self.usual_error[context], self.error_floor if floor else 0.0)
+        """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor),
+        and with ``surprise_below`` above 1/``error_fit`` of it (a quieter task is another task too)."""
+        usual = self.usual_error[context]
+        above = not self.surprise_below or error * self.error_fit >= usual
+        return above and error <= self.error_fit * max(usual, self.error_floor if floor else 0.0)
+
+    def _named_elsewhere(self, window: list[np.ndarray], error: float, context: int) -> bool:
+        """``name_windows``: another stored context's model predicts the window ``error_fit`` times better."""
+        others = [c for c in self.used if c != context and c in self.usual_error] if self.name_windows else []
+        if not others:
+            return False
+        assert self.dynamics is not None
+        return float(self.dynamics.errors(*window, others).min()) * self.error_fit < error
 
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
