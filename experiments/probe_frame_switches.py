@@ -72,14 +72,14 @@ def recent_error(evidence: DynamicsEvidence, case: tuple[np.ndarray, ...], recen
         ridge=RECENT_RIDGE,
     )
     obs, actions, next_obs = recent
-    model.observe(evidence._embed(obs), actions, evidence._embed(next_obs) - evidence._embed(obs), 0)
+    model.observe(evidence.embed(obs), actions, evidence.embed(next_obs) - evidence.embed(obs), 0)
     obs, actions, next_obs = case
-    return float(model.errors(evidence._embed(obs), actions, evidence._embed(next_obs) - evidence._embed(obs), [0])[0])
+    return float(model.errors(evidence.embed(obs), actions, evidence.embed(next_obs) - evidence.embed(obs), [0])[0])
 
 
 def spread(evidence: DynamicsEvidence, obs: np.ndarray, next_obs: np.ndarray) -> float:
     """The window's changes' mean squared deviation from their mean, in the units the errors are in."""
-    delta = (evidence._embed(next_obs) - evidence._embed(obs)) / evidence.scale.std
+    delta = (evidence.embed(next_obs) - evidence.embed(obs)) / evidence.scale.std
     return float(np.mean((delta - delta.mean(axis=0)) ** 2))
 
 
@@ -90,7 +90,7 @@ def observation_distance(evidence: DynamicsEvidence, context: int, obs: np.ndarr
     count = xtx[-1, -1]
     mean = xtx[:dim, -1] / count
     covariance = xtx[:dim, :dim] / count - np.outer(mean, mean) + ridge * np.eye(dim)
-    z = evidence._embed(obs) - mean
+    z = evidence.embed(obs) - mean
     return float(np.mean(np.sum(z * np.linalg.solve(covariance, z.T).T, axis=1)) / dim)
 
 

@@ -301,12 +301,12 @@ class DynamicsEvidence:
     def observe(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
         """Learn from transitions ``(obs[i], actions[i]) -> next_obs[i]`` gathered under ``context``
         (rows whose episode ended are left out by the caller: their ``next_obs`` is a reset)."""
-        obs, next_obs = self._embed(obs), self._embed(next_obs)
+        obs, next_obs = self.embed(obs), self.embed(next_obs)
         delta = next_obs - obs
         self.scale.update(delta)
         self.model.observe(obs, np.asarray(actions).reshape(-1), delta, context)
 
-    def _embed(self, obs: np.ndarray) -> np.ndarray:
+    def embed(self, obs: np.ndarray) -> np.ndarray:
         """What the models see of ``obs``: itself, or a frame's projection (``embed``)."""
         obs = np.asarray(obs, dtype=np.float64)
         return obs if self.projection is None else obs.reshape(len(obs), -1) @ self.projection
@@ -332,7 +332,7 @@ class DynamicsEvidence:
         """Mean squared error of each context's model on the window (``reduce``, default ``window_error``:
         the ``mean`` or ``median`` of its transitions'), per dimension in the units of the observed changes'
         standard deviation; the lowest names the window's task."""
-        obs, next_obs = self._embed(obs), self._embed(next_obs)
+        obs, next_obs = self.embed(obs), self.embed(next_obs)
         reduce = reduce or self.window_error
         return self.model.errors(obs, np.asarray(actions).reshape(-1), next_obs - obs, contexts, reduce)
 
