@@ -64,17 +64,15 @@ def stretches(
 
 def recent_error(evidence: DynamicsEvidence, case: tuple[np.ndarray, ...], recent: tuple[np.ndarray, ...]) -> float:
     """The window's error under a ridge model of the transitions just before it alone (out of sample)."""
-    model = RidgeDynamics(
-        evidence.model.xtx.shape[1] - evidence.model.n_actions - 1,
-        evidence.model.n_actions,
-        1,
-        evidence.scale,
-        ridge=RECENT_RIDGE,
-    )
-    obs, actions, next_obs = recent
-    model.observe(evidence.embed(obs), actions, evidence.embed(next_obs) - evidence.embed(obs), 0)
-    obs, actions, next_obs = case
-    return float(model.errors(evidence.embed(obs), actions, evidence.embed(next_obs) - evidence.embed(obs), [0])[0])
+    model = RidgeDynamics(evidence.scale.mean.size, evidence.model.n_actions, 1, evidence.scale, ridge=RECENT_RIDGE)
+    model.observe(*changes(evidence, *recent), 0)
+    return float(model.errors(*changes(evidence, *case), [0])[0])
+
+
+def changes(evidence: DynamicsEvidence, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray) -> tuple:
+    """What a ridge model of ``evidence`` reads of transitions: the embedded frames, the actions, their change."""
+    z = evidence.embed(obs)
+    return z, actions, evidence.embed(next_obs) - z
 
 
 def spread(evidence: DynamicsEvidence, obs: np.ndarray, next_obs: np.ndarray) -> float:
@@ -86,7 +84,7 @@ def spread(evidence: DynamicsEvidence, obs: np.ndarray, next_obs: np.ndarray) ->
 def observation_distance(evidence: DynamicsEvidence, context: int, obs: np.ndarray, ridge: float = 1e-3) -> float:
     """The window's mean squared Mahalanobis distance (per dimension) of its embedded frames from ``context``'s,
     read off the ridge model's own statistics (``X^T X`` holds the frames' count, sum and second moment)."""
-    xtx, dim = evidence.model.xtx[context], evidence.model.xtx.shape[1] - evidence.model.n_actions - 1
+    xtx, dim = evidence.model.xtx[context], evidence.scale.mean.size
     count = xtx[-1, -1]
     mean = xtx[:dim, -1] / count
     covariance = xtx[:dim, :dim] / count - np.outer(mean, mean) + ridge * np.eye(dim)
@@ -108,10 +106,10 @@ def probe(
             evidence.observe(*part, context=game)
         played = play_episodes(games, game, transitions // 2, seed=1000 * seed + 100 + game, agent=agent)
         held_out.append(stretches(played, window, trials, rng, before))
-    # (model, game, window): the acting model is the row's game's, the window from the column's game
-    errors = np.array(
-        [[[evidence.errors(*c, contexts=[m])[0] for c, _ in held_out[g]] for g in range(n)] for m in range(n)]
-    )
+    # (model, game, window): the acting model is the row's game's, the window from the column's game; every
+    # model scores a window in one call, which gives (game, window, model)
+    errors = np.array([[evidence.errors(*c, contexts=range(n)) for c, _ in held_out[g]] for g in range(n)])
+    errors = errors.transpose(2, 0, 1)
     spreads = np.array([[spread(evidence, c[0], c[2]) for c, _ in held_out[g]] for g in range(n)])
     distances = np.array(
         [[[observation_distance(evidence, m, c[0]) for c, _ in held_out[g]] for g in range(n)] for m in range(n)]

@@ -250,7 +250,9 @@ class TaskInference(ContinualCallback):
             if self.dynamics.scale.fixed and self.dynamics.model.count[context] >= self.dynamics_warmup:
                 self.usual_error[context] = float(self.dynamics.errors(*window, [context])[0])
             return
-        (error,) = self.dynamics.errors(*window, [context])
+        # name_windows: the other stored contexts score the same window in the same call (one embedding)
+        others = [c for c in self.used if c != context and c in self.usual_error] if self.name_windows else []
+        error, *other_errors = self.dynamics.errors(*window, [context, *others])
         step = self._step()
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
@@ -258,7 +260,9 @@ class TaskInference(ContinualCallback):
             alarm = self.error_detector.update(context, -math.log(max(error, self.error_floor, 1e-300)))
             learn = not alarm and self.error_detector.statistic == 0.0
         else:
-            learn = self._fits(error, context) and not self._named_elsewhere(window, error, context)
+            # name_windows: another stored context's model predicts the window error_fit times better
+            named_elsewhere = bool(other_errors) and min(other_errors) * self.error_fit < error
+            learn = self._fits(error, context) and not named_elsewhere
             self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
             alarm = self.surprises_in_a_row >= self.surprises
         if alarm:
@@ -348,14 +352,6 @@ class TaskInference(ContinualCallback):
         usual = self.usual_error[context]
         above = not self.surprise_below or error * self.error_fit >= usual
         return above and error <= self.error_fit * max(usual, self.error_floor if floor else 0.0)
-
-    def _named_elsewhere(self, window: list[np.ndarray], error: float, context: int) -> bool:
-        """``name_windows``: another stored context's model predicts the window ``error_fit`` times better."""
-        others = [c for c in self.used if c != context and c in self.usual_error] if self.name_windows else []
-        if not others:
-            return False
-        assert self.dynamics is not None
-        return float(self.dynamics.errors(*window, others).min()) * self.error_fit < error
 
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
