@@ -21,7 +21,9 @@ held-out windows (``--window`` transitions) of every game under every game's mod
 - ``recent``: the window's error under the acting model over its error under a ridge model of the ``--before``
   transitions just before it (a likelihood-ratio test: after a switch those are the new game's; within a game
   the acting model has seen far more of it). No usual error: the diagonal is the acting model against a model
-  of its own game's last transitions.
+  of its own game's last transitions;
+- ``counts``: no dynamics either: the window's per-channel pixel counts' Mahalanobis distance from the model's
+  game's (:class:`~psp_rl.plugins.inference.channel_counts.ChannelCounts`), over its usual one.
 
 It prints, per statistic, the median over windows for each (model's game, window's game); the diagonal is a
 game's own play (about 1 by construction), the rest a switch from the row's game to the column's.
@@ -38,10 +40,10 @@ import numpy as np
 from experiments.probe_dynamics import play_episodes, trained_agent
 from psp_rl.continual.files import atomic_write_text, markdown_table
 from psp_rl.envs import get_sequence
-from psp_rl.plugins.inference.dynamics import DynamicsEvidence, RidgeDynamics
+from psp_rl.plugins.inference.dynamics import PROJECTIONS, DynamicsEvidence, RidgeDynamics
 from psp_rl.threads import set_threads
 
-STATISTICS = ("ratio", "normalized", "observations", "recent")
+STATISTICS = ("ratio", "normalized", "observations", "recent", "counts")
 RECENT_RIDGE = 1.0  # (a model of a few hundred transitions of 256 numbers needs more than the contexts' 1e-3)
 
 
@@ -93,12 +95,20 @@ def observation_distance(evidence: DynamicsEvidence, context: int, obs: np.ndarr
 
 
 def probe(
-    seed: int, transitions: int, window: int, trials: int, before: int, policy: Path | None = None
+    seed: int,
+    transitions: int,
+    window: int,
+    trials: int,
+    before: int,
+    policy: Path | None = None,
+    projection: str = "dense",
 ) -> dict[str, np.ndarray]:
     """Per statistic, a (model's game, window's game) matrix of medians over held-out windows."""
     games, agent = trained_agent(policy) if policy else (get_sequence("minatar"), None)
     n = len(games)
-    evidence = DynamicsEvidence(games.spaces[0]["obs"], games.spaces[1], n, warmup=2000)
+    evidence = DynamicsEvidence(
+        games.spaces[0]["obs"], games.spaces[1], n, warmup=2000, projection=projection, counts=True
+    )
     rng = np.random.default_rng(seed)
     held_out = []
     for game in range(n):
@@ -115,8 +125,15 @@ def probe(
         [[[observation_distance(evidence, m, c[0]) for c, _ in held_out[g]] for g in range(n)] for m in range(n)]
     )
     recent = np.array([[recent_error(evidence, c, r) for c, r in held_out[g]] for g in range(n)])
+    counts = np.array([[evidence.counts.distances(c[0], range(n)) for c, _ in held_out[g]] for g in range(n)])
     out = {}
-    for name, values in (("ratio", errors), ("normalized", errors / spreads[None]), ("observations", distances)):
+    statistics = (
+        ("ratio", errors),
+        ("normalized", errors / spreads[None]),
+        ("observations", distances),
+        ("counts", counts.transpose(2, 0, 1)),
+    )
+    for name, values in statistics:
         usual = np.array([values[m, m].mean() for m in range(n)])
         out[name] = np.median(values / usual[:, None, None], axis=2)
     out["recent"] = np.median(errors / recent[None], axis=2)  # no usual error: the recent model is the reference
@@ -131,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=50, help="held-out windows per game")
     parser.add_argument("--policy", type=Path, help="a finished MinAtar run whose agent plays (default: random play)")
     parser.add_argument("--before", type=int, default=800, help="transitions the recent model is fitted on")
+    parser.add_argument("--projection", choices=PROJECTIONS, default="dense", help="how frames are embedded")
     parser.add_argument("--out", type=Path, help="write table.md here")
     args = parser.parse_args(argv)
     set_threads(1)
     names = get_sequence("minatar").names
-    results = [probe(seed, args.transitions, args.window, args.trials, args.before, args.policy) for seed in args.seeds]
+    results = [
+        probe(seed, args.transitions, args.window, args.trials, args.before, args.policy, args.projection)
+        for seed in args.seeds
+    ]
     command = ["python", "-m", "experiments.probe_frame_switches", *(sys.argv[1:] if argv is None else argv)]
     text = [f"`{' '.join(command)}`", ""]
     for name in STATISTICS:

@@ -305,6 +305,12 @@ def test_score_counts_detections_delays_false_alarms_and_returning_contexts():
             "expected evidence 'dynamics' and error_alarm 'surprises'",
         ),
         (
+            {"inference": {"count_fit": 10}},
+            "inference.count_fit=10.0 with inference.evidence='returns' and inference.error_alarm='surprises': "
+            "expected evidence 'dynamics'",
+        ),
+        ({"inference": {"evidence": "dynamics", "count_fit": 0.5}}, "inference.count_fit"),
+        (
             {"inference": {"evidence": "dynamics", "error_alarm": "cusum", "surprise_below": True}},
             "inference.surprise_below=True with inference.evidence='dynamics' and inference.error_alarm='cusum'",
         ),
@@ -633,6 +639,31 @@ def test_naming_every_window_sees_a_returning_game_the_acting_model_reads_as_usu
     assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
     _play(inference, games, 3, 1500, seed=2)  # Asterix is back
     assert [c[1:] for c in inference.choices[1:]] == back
+
+
+@pytest.mark.parametrize(("count_fit", "later"), [(None, []), (10.0, [[2, "fresh"]])])
+def test_a_game_whose_frames_show_other_counts_is_seen_where_the_acting_model_reads_it_as_usual(count_fit, later):
+    """MinAtar (hidden-ids-minatar's README): in the units of Breakout's changes, Freeway's model reads Asterix's
+    frame changes at 0.2-0.5x its usual error, so Freeway -> Asterix goes unseen; Freeway's frames always hold 8
+    cars, Asterix's a few enemies."""
+    pytest.importorskip("minatar")
+    games = get_sequence("minatar")
+    loop = _loop(max_tasks=5)
+    loop.sequence.spaces = games.spaces
+    inference = TaskInference(
+        evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, count_fit=count_fit
+    )
+    inference.before_training(loop)
+    _play(inference, games, 0, 3000, seed=0)  # Breakout, context 0: its changes fix the units, as in a run
+    _play(inference, games, 2, 4000, seed=1)  # Freeway: seen either way
+    assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
+    _play(inference, games, 3, 1500, seed=2)  # Asterix
+    assert [c[1:] for c in inference.choices[1:]] == later
+
+
+def test_channel_counts_need_frames(shifted):
+    with pytest.raises(ValueError, match=r"^inference.count_fit=10.0: dynamics counts: .*expected frames"):
+        _dynamics_inference(shifted, count_fit=10.0)  # CartPole's 4 numbers
 
 
 @pytest.mark.parametrize(("surprise_below", "choices"), [(False, []), (True, [[1, "fresh"]])])

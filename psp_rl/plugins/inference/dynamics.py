@@ -29,6 +29,7 @@ from torch import nn
 from psp_rl.checks import check_int
 from psp_rl.layers import SuperposedLinear
 from psp_rl.networks import PerTaskLinear, TaskSequential
+from psp_rl.plugins.inference.channel_counts import ChannelCounts
 
 INPUT_LAYERS = ("superposed", "per_task")
 
@@ -89,10 +90,16 @@ class SuperposedDynamics(nn.Module):
 class ChangeScale:
     """Per-dimension mean and standard deviation of the observed changes over the run's first
     ``warmup`` transitions (Welford), then fixed: the units every context's model is trained and
-    scored in. (A scale that kept moving would leave the models of earlier tasks in old units.)"""
+    scored in. (A scale that kept moving would leave the models of earlier tasks in old units.)
 
-    def __init__(self, dim: int, warmup: int) -> None:
+    ``pooled``: one standard deviation for every dimension (the root of their mean variance), for
+    numbers in the same units whose spread the first task alone cannot fix: a channel the first game
+    leaves dark has no spread then, and per-dimension units would weigh its changes ~1e12 times.
+    """
+
+    def __init__(self, dim: int, warmup: int, pooled: bool = False) -> None:
         self.warmup = check_int("warmup", warmup)
+        self.pooled = pooled
         self.count, self.mean, self.m2 = 0, np.zeros(dim), np.zeros(dim)
 
     @property
@@ -108,7 +115,10 @@ class ChangeScale:
 
     @property
     def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.m2 / max(self.count - 1, 1), 1e-12))
+        variance = self.m2 / max(self.count - 1, 1)
+        if self.pooled:
+            variance = np.full_like(variance, variance.mean())
+        return np.sqrt(np.maximum(variance, 1e-12))
 
 
 class NeuralDynamics:
@@ -235,6 +245,27 @@ class RidgeDynamics:
 
 MODELS = ("ridge", "neural")
 WINDOW_ERRORS = ("mean", "median")
+PROJECTIONS = ("dense", "channels")
+
+
+def frame_projection(shape: tuple[int, ...], embed: int, kind: str) -> np.ndarray:
+    """A fixed random Gaussian projection of a flattened frame of ``shape`` to ``embed`` numbers (seeded: the same
+    in every run). ``dense``: every number mixes every pixel; ``channels``: each slice of the first axis (MinAtar's
+    channels, Atari's stacked frames) gets its own ``embed // shape[0]`` numbers, so a game that lights channels
+    another leaves dark is not averaged into the other's pixels (its errors are then measured in one pooled unit:
+    :class:`ChangeScale`)."""
+    rng = np.random.default_rng(0)
+    size = int(np.prod(shape))
+    if kind == "dense":
+        return (rng.standard_normal((size, embed), dtype=np.float32) / np.float32(np.sqrt(size))).astype(np.float64)
+    channels, per_channel, width = shape[0], size // shape[0], embed // shape[0]
+    if width < 1:
+        raise ValueError(f"dynamics embed={embed}: expected at least one number per channel ({channels} channels)")
+    block = rng.standard_normal((channels, per_channel, width), dtype=np.float32) / np.float32(np.sqrt(per_channel))
+    projection = np.zeros((size, channels * width))
+    for c in range(channels):
+        projection[c * per_channel : (c + 1) * per_channel, c * width : (c + 1) * width] = block[c]
+    return projection
 
 
 class DynamicsEvidence:
@@ -257,6 +288,9 @@ class DynamicsEvidence:
         same in every run), so a model is ``embed``-sized whatever the frame. On MinAtar's 5 games
         (random play, 2,000 transitions each, ``tests/plugins/test_dynamics.py``) 256 numbers name the
         game of 5 transitions 46-50 times in 50, 64 numbers miss Freeway (0 of 50).
+    :param projection: how frames are embedded (:func:`frame_projection`): ``dense`` (default) or ``channels``.
+    :param counts: frames: each context also keeps its frames' per-channel counts (:class:`ChannelCounts`),
+        which :meth:`distances` scores a window on.
     """
 
     def __init__(
@@ -270,6 +304,8 @@ class DynamicsEvidence:
         warmup: int = 2000,
         embed: int = 256,
         window_error: str = "mean",
+        projection: str = "dense",
+        counts: bool = False,
         **neural_options: Any,
     ) -> None:
         if window_error not in WINDOW_ERRORS:
@@ -280,10 +316,16 @@ class DynamicsEvidence:
         check_int("embed", embed)
         obs_dim = int(np.prod(observation_space.shape))
         self.projection: np.ndarray | None = None
+        if projection not in PROJECTIONS:
+            raise ValueError(f"dynamics projection={projection!r}: expected one of {list(PROJECTIONS)}")
+        self.counts: ChannelCounts | None = None
         if len(observation_space.shape) > 1:
-            projection = np.random.default_rng(0).standard_normal((obs_dim, embed), dtype=np.float32)
-            self.projection = (projection / np.float32(np.sqrt(obs_dim))).astype(np.float64)
-            obs_dim = embed
+            self.projection = frame_projection(observation_space.shape, embed, projection)
+            obs_dim = self.projection.shape[1]
+            if counts:
+                self.counts = ChannelCounts(observation_space.shape[0], num_tasks)
+        elif counts:
+            raise ValueError(f"dynamics counts: observation space {observation_space}: expected frames (2+ axes)")
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"dynamics evidence: action space {action_space}: expected Discrete")
         if model not in MODELS:
@@ -291,7 +333,7 @@ class DynamicsEvidence:
         if model == "ridge" and neural_options:
             raise ValueError(f"dynamics model='ridge': {sorted(neural_options)} are options of model 'neural'")
         n_actions = int(action_space.n)
-        self.scale = ChangeScale(obs_dim, warmup)
+        self.scale = ChangeScale(obs_dim, warmup, pooled=projection == "channels")
         self.model: RidgeDynamics | NeuralDynamics = (
             RidgeDynamics(obs_dim, n_actions, num_tasks, self.scale, ridge)
             if model == "ridge"
@@ -301,6 +343,8 @@ class DynamicsEvidence:
     def observe(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, context: int) -> None:
         """Learn from transitions ``(obs[i], actions[i]) -> next_obs[i]`` gathered under ``context``
         (rows whose episode ended are left out by the caller: their ``next_obs`` is a reset)."""
+        if self.counts is not None:
+            self.counts.observe(obs, context)
         obs, next_obs = self.embed(obs), self.embed(next_obs)
         delta = next_obs - obs
         self.scale.update(delta)
@@ -316,6 +360,16 @@ class DynamicsEvidence:
         if not isinstance(self.model, RidgeDynamics):
             raise ValueError("dynamics evidence: only model 'ridge' forgets a context")
         self.model.forget(context)
+        if self.counts is not None:
+            self.counts.forget(context)
+
+    def count_ratios(self, obs: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
+        """Each context's distance from the window's frames over its own frames' usual one
+        (:class:`ChannelCounts`; ``counts`` only)."""
+        if self.counts is None:
+            raise ValueError("dynamics evidence: count ratios need counts=True (frames)")
+        distances = self.counts.distances(obs, contexts)
+        return distances / np.array([self.counts.usual(c) for c in contexts])
 
     def update(self, steps: int = 1) -> float | None:
         """Train the model (``neural``: ``steps`` Adam steps; ``ridge``: nothing to do); the last loss."""
@@ -346,6 +400,7 @@ class DynamicsEvidence:
             "xty": model.xty.tolist(),
             "count": model.count.tolist(),
             "scale": [scale.count, scale.mean.tolist(), scale.m2.tolist()],
+            **({"counts": self.counts.state_dict()} if self.counts is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -356,3 +411,5 @@ class DynamicsEvidence:
         model._solved.clear()
         count, mean, m2 = state["scale"]
         scale.count, scale.mean, scale.m2 = int(count), np.array(mean, dtype=np.float64), np.array(m2, dtype=np.float64)
+        if self.counts is not None:
+            self.counts.load_state_dict(state["counts"])

@@ -128,6 +128,15 @@ class InferenceConfig(StrictSettings):
         "another context's model predicts error_fit times better is a surprise (a returning task whose windows the "
         "acting context's model reads as usual); one forward pass per stored context per window",
     )
+    count_fit: float | None = Field(
+        default=None,
+        gt=1,
+        description="evidence dynamics on frames: each context also keeps its frames' per-channel pixel counts "
+        "(plugins/inference/channel_counts.py), and a window whose counts lie count_fit times farther than usual "
+        "from the acting context's is a surprise; at an alarm a stored context fits only within count_fit of its "
+        "usual distance too. From Freeway, whose model reads a quieter game's frames as usual, every other game's "
+        "counts lie 14-1,700x farther (experiments/results/hidden-ids-minatar/probe); default: off",
+    )
     confirm: bool = Field(
         default=False,
         description="evidence dynamics: the best stored context first acts for one window (updates held) and that "
@@ -196,12 +205,12 @@ class InferenceConfig(StrictSettings):
                 f"inference.return_check=True with inference.evidence={self.evidence!r}: expected evidence 'dynamics' "
                 "(with evidence 'returns' the trial episodes choose every context already)"
             )
-        for name in ("surprise_below", "name_windows"):
+        for name in ("surprise_below", "name_windows", "count_fit"):
             if getattr(self, name) and (self.evidence != "dynamics" or self.error_alarm != "surprises"):
                 raise ValueError(
-                    f"inference.{name}=True with inference.evidence={self.evidence!r} and inference.error_alarm="
-                    f"{self.error_alarm!r}: expected evidence 'dynamics' and error_alarm 'surprises' (it says which "
-                    "windows are surprises)"
+                    f"inference.{name}={getattr(self, name)!r} with inference.evidence={self.evidence!r} and "
+                    f"inference.error_alarm={self.error_alarm!r}: expected evidence 'dynamics' and error_alarm "
+                    "'surprises' (it says which windows are surprises)"
                 )
         if self.choice_error is not None and self.evidence != "dynamics":
             raise ValueError(

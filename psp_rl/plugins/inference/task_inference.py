@@ -66,7 +66,7 @@ READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "
     "dynamics_warmup", "window_error", "exhausted_model", "error_floor", "kept_return", "surprises", "confirm",
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice", "choice_error",
     "return_alarms", "return_check", "check_exhausted", "check_reference", "surprise_below",
-    "name_windows"}  # fmt: skip
+    "name_windows", "count_fit"}  # fmt: skip
 
 
 class TaskInference(ContinualCallback):
@@ -137,10 +137,11 @@ class TaskInference(ContinualCallback):
         try:
             self.dynamics = DynamicsEvidence(
                 loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
-                warmup=self.dynamics_warmup, window_error=self.window_error,
+                warmup=self.dynamics_warmup, window_error=self.window_error, counts=self.count_fit is not None,
             )  # fmt: skip
         except ValueError as exc:
-            raise ValueError(f"inference.evidence='dynamics': {exc}") from None
+            what = f"inference.count_fit={self.count_fit}" if "counts" in str(exc) else "inference.evidence='dynamics'"
+            raise ValueError(f"{what}: {exc}") from None
         if self._dynamics_state is not None:
             self.dynamics.load_state_dict(self._dynamics_state)
 
@@ -253,16 +254,19 @@ class TaskInference(ContinualCallback):
         # name_windows: the other stored contexts score the same window in the same call (one embedding)
         others = [c for c in self.used if c != context and c in self.usual_error] if self.name_windows else []
         error, *other_errors = self.dynamics.errors(*window, [context, *others])
+        counts = self._count_ratio(window[0], context) if self.count_fit is not None else None
         step = self._step()
         if self.loop is not None:
             self.loop.writer.add_scalar("inference/dynamics_error", error / usual, step)
+            if counts is not None:
+                self.loop.writer.add_scalar("inference/count_distance", counts, step)
         if self.error_alarm == "cusum":
             alarm = self.error_detector.update(context, -math.log(max(error, self.error_floor, 1e-300)))
             learn = not alarm and self.error_detector.statistic == 0.0
         else:
             # name_windows: another stored context's model predicts the window error_fit times better
             named_elsewhere = bool(other_errors) and min(other_errors) * self.error_fit < error
-            learn = self._fits(error, context) and not named_elsewhere
+            learn = self._fits(error, context, counts=counts) and not named_elsewhere
             self.surprises_in_a_row = 0 if learn else self.surprises_in_a_row + 1
             alarm = self.surprises_in_a_row >= self.surprises
         if alarm:
@@ -341,17 +345,29 @@ class TaskInference(ContinualCallback):
         return candidates[int(np.argmin(errors))], float(errors.min())
 
     def _fit_or_fresh(self, best: int, error: float, before: int) -> tuple[int, str]:
-        """``best`` if ``error`` fits it (:meth:`_fits`); else a fresh context (``best``, ``exhausted``, if none)."""
-        if self._fits(error, best, floor=self.floor_in_choice):
+        """``best`` if the last window fits it (:meth:`_fits`); else a fresh context (``best``, ``exhausted``, if
+        none)."""
+        counts = None
+        if self.count_fit is not None and self.recent:
+            counts = self._count_ratio(np.stack([o for o, _, _ in self.recent]), best)
+        if self._fits(error, best, floor=self.floor_in_choice, counts=counts):
             return best, "kept" if best == before else "stored"
         return (free[0], "fresh") if (free := self._free()) else (best, "exhausted")
 
-    def _fits(self, error: float, context: int, floor: bool = True) -> bool:
+    def _fits(self, error: float, context: int, floor: bool = True, counts: float | None = None) -> bool:
         """A window's ``error`` is usual for ``context``: within ``error_fit`` x its usual error (or the floor),
-        and with ``surprise_below`` above 1/``error_fit`` of it (a quieter task is another task too)."""
+        and with ``surprise_below`` above 1/``error_fit`` of it (a quieter task is another task too); with
+        ``count_fit``, its frames' channel ``counts`` lie within ``count_fit`` x their usual distance too."""
         usual = self.usual_error[context]
         above = not self.surprise_below or error * self.error_fit >= usual
-        return above and error <= self.error_fit * max(usual, self.error_floor if floor else 0.0)
+        near = counts is None or counts <= self.count_fit
+        return near and above and error <= self.error_fit * max(usual, self.error_floor if floor else 0.0)
+
+    def _count_ratio(self, obs: np.ndarray, context: int) -> float:
+        """``count_fit``: how far the window's frames' channel counts lie from ``context``'s, over how far its own
+        lie (:meth:`DynamicsEvidence.count_ratios`)."""
+        assert self.dynamics is not None
+        return float(self.dynamics.count_ratios(obs, [context])[0])
 
     def _dynamics_choice(self) -> tuple[int, str]:
         """Dynamics evidence at an alarm: the best stored context on the last window, if it fits."""
