@@ -398,3 +398,5 @@ def test_probe_frame_switches_scores_every_game_pair_under_each_statistic():
     ratio = matrices["ratio"]
     assert np.all(np.abs(np.log(np.diag(ratio))) < np.log(3))  # a game's own play: near its usual error (a median)
     assert ratio[0, 1] > 10  # Breakout's model on SpaceInvaders' frames: a switch it sees
+    counts = matrices["counts"]  # Freeway -> Asterix, which Freeway's dynamics model reads as usual or below
+    assert counts[2, 3] > 3 * counts[2, 2]

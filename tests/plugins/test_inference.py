@@ -549,6 +549,23 @@ def test_dynamics_deployment_plays_the_window_then_the_best_context(shifted):
     assert deployment.decided and deployment.context == 0
 
 
+@pytest.mark.parametrize(("usual_error", "chosen"), [(None, 4), ({4: 0.80, 3: 0.63, 2: 1.91}, 3)])
+def test_a_deployment_with_channel_counts_weighs_both_statistics(usual_error, chosen):
+    """The first 10 transitions of an Asterix episode at the end of hidden-ids-minatar's seed 0 (counts-10): Seaquest's
+    model (context 4) predicts them best in absolute terms, Freeway's (2) over its usual error; Asterix's own (3)
+    has the nearest counts and the best product of the two ratios."""
+    from psp_rl.plugins.inference.context_trials import DynamicsDeployment
+
+    evidence = SimpleNamespace(
+        scale=SimpleNamespace(fixed=True),
+        errors=lambda *window: np.array([0.096, 0.200, 0.193]),
+        count_ratios=lambda obs, contexts: np.array([5.90, 1.71, 30.86]),
+    )
+    deployment = DynamicsDeployment(4, evidence, [4, 3, 2], window=2, usual_error=usual_error)
+    deployment.transitions(np.zeros((2, 3)), np.zeros(2), np.zeros((2, 3)), 4)
+    assert deployment.decided and deployment.context == chosen
+
+
 def test_a_restored_inference_evaluates_with_its_dynamics_and_its_deploy_window(shifted, tmp_path):
     """``psp-rl evaluate`` loads the inference from a checkpoint and starts no training: its deployment
     still reads the stored models (it played the acting context throughout before 2026-12-02)."""

@@ -472,7 +472,8 @@ class TaskInference(ContinualCallback):
         if self.evidence == "dynamics":
             candidates = [c for c in self._by_order() if c in self.usual_error]
             window = self.deploy_window or self.window
-            return DynamicsDeployment(acting, self.dynamics, candidates, window, plays=self.plays)
+            usual = self.usual_error if self.count_fit is not None else None
+            return DynamicsDeployment(acting, self.dynamics, candidates, window, plays=self.plays, usual_error=usual)
         order = self._candidates(acting, refs)
         if not order:  # nothing to compare with yet
             return Deployment(acting)
