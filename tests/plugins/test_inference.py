@@ -679,7 +679,7 @@ def test_a_game_whose_frames_show_other_counts_is_seen_where_the_acting_model_re
 
 
 def test_channel_counts_need_frames(shifted):
-    with pytest.raises(ValueError, match=r"^inference.count_fit=10.0: dynamics counts: .*expected frames"):
+    with pytest.raises(ValueError, match=r"^inference.count_fit=10.0: observation space Box.*: expected frames"):
         _dynamics_inference(shifted, count_fit=10.0)  # CartPole's 4 numbers
 
 

@@ -290,7 +290,7 @@ class DynamicsEvidence:
         game of 5 transitions 46-50 times in 50, 64 numbers miss Freeway (0 of 50).
     :param projection: how frames are embedded (:func:`frame_projection`): ``dense`` (default) or ``channels``.
     :param counts: frames: each context also keeps its frames' per-channel counts (:class:`ChannelCounts`),
-        which :meth:`distances` scores a window on.
+        which :meth:`count_ratios` scores a window on.
     """
 
     def __init__(

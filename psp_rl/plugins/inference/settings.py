@@ -134,8 +134,9 @@ class InferenceConfig(StrictSettings):
         description="evidence dynamics on frames: each context also keeps its frames' per-channel pixel counts "
         "(plugins/inference/channel_counts.py), and a window whose counts lie count_fit times farther than usual "
         "from the acting context's is a surprise; at an alarm a stored context fits only within count_fit of its "
-        "usual distance too. From Freeway, whose model reads a quieter game's frames as usual, every other game's "
-        "counts lie 14-1,700x farther (experiments/results/hidden-ids-minatar/probe); default: off",
+        "usual distance too. Freeway's dynamics model reads Asterix's frames at 0.2-0.5x its usual error; their "
+        "counts lie 9x (random play) to 31x (the benchmark's runs) farther than Freeway's own, a game's own play "
+        "at most 4.6x (experiments/results/hidden-ids-minatar/README.md); default: off",
     )
     confirm: bool = Field(
         default=False,

@@ -134,14 +134,19 @@ class TaskInference(ContinualCallback):
         """The dynamics models, once: for training, and for ``psp-rl evaluate`` of a checkpoint (no training)."""
         if self.evidence != "dynamics" or self.dynamics is not None:
             return
+        observations = loop.sequence.spaces[0]["obs"]
+        if self.count_fit is not None and len(getattr(observations, "shape", None) or ()) < 2:
+            raise ValueError(
+                f"inference.count_fit={self.count_fit}: observation space {observations}: expected frames (2+ axes: "
+                "the counts are per channel)"
+            )
         try:
             self.dynamics = DynamicsEvidence(
-                loop.sequence.spaces[0]["obs"], loop.sequence.spaces[1], loop.sequence.max_tasks,
+                observations, loop.sequence.spaces[1], loop.sequence.max_tasks,
                 warmup=self.dynamics_warmup, window_error=self.window_error, counts=self.count_fit is not None,
             )  # fmt: skip
         except ValueError as exc:
-            what = f"inference.count_fit={self.count_fit}" if "counts" in str(exc) else "inference.evidence='dynamics'"
-            raise ValueError(f"{what}: {exc}") from None
+            raise ValueError(f"inference.evidence='dynamics': {exc}") from None
         if self._dynamics_state is not None:
             self.dynamics.load_state_dict(self._dynamics_state)
 
