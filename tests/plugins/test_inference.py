@@ -639,18 +639,22 @@ def test_return_drops_can_be_left_out_of_the_alarms(shifted, return_alarms, alar
     assert [d[3] for d in inference.detections] == ["returns"] * alarms + ["dynamics"]  # what raised each
 
 
-@pytest.mark.parametrize(("name_windows", "back"), [(False, []), (True, [[0, "stored"]])])
-def test_naming_every_window_sees_a_returning_game_the_acting_model_reads_as_usual(name_windows, back):
-    """MinAtar (hidden-ids-minatar's README): Freeway's frames change most, so its model reads Asterix's windows
-    at or below its usual error and Asterix's return goes unseen; Asterix's own model predicts them far better."""
+def _minatar_inference(**settings):
+    """Dynamics inference over MinAtar's 5 games, as hidden-ids-minatar's config sets it up (in short)."""
     pytest.importorskip("minatar")
     games = get_sequence("minatar")
     loop = _loop(max_tasks=5)
     loop.sequence.spaces = games.spaces
-    inference = TaskInference(
-        evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, name_windows=name_windows
-    )
+    inference = TaskInference(evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, **settings)
     inference.before_training(loop)
+    return games, inference
+
+
+@pytest.mark.parametrize(("name_windows", "back"), [(False, []), (True, [[0, "stored"]])])
+def test_naming_every_window_sees_a_returning_game_the_acting_model_reads_as_usual(name_windows, back):
+    """MinAtar (hidden-ids-minatar's README): Freeway's frames change most, so its model reads Asterix's windows
+    at or below its usual error and Asterix's return goes unseen; Asterix's own model predicts them far better."""
+    games, inference = _minatar_inference(name_windows=name_windows)
     _play(inference, games, 3, 4000, seed=0)  # Asterix, context 0
     _play(inference, games, 2, 4000, seed=1)  # Freeway: seen either way (4.7x Asterix's usual error)
     assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
@@ -663,14 +667,7 @@ def test_a_game_whose_frames_show_other_counts_is_seen_where_the_acting_model_re
     """MinAtar (hidden-ids-minatar's README): in the units of Breakout's changes, Freeway's model reads Asterix's
     frame changes at 0.2-0.5x its usual error, so Freeway -> Asterix goes unseen; Freeway's frames always hold 8
     cars, Asterix's a few enemies."""
-    pytest.importorskip("minatar")
-    games = get_sequence("minatar")
-    loop = _loop(max_tasks=5)
-    loop.sequence.spaces = games.spaces
-    inference = TaskInference(
-        evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, count_fit=count_fit
-    )
-    inference.before_training(loop)
+    games, inference = _minatar_inference(count_fit=count_fit)
     _play(inference, games, 0, 3000, seed=0)  # Breakout, context 0: its changes fix the units, as in a run
     _play(inference, games, 2, 4000, seed=1)  # Freeway: seen either way
     assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
