@@ -40,6 +40,7 @@ import numpy as np
 from experiments.probe_dynamics import play_episodes, trained_agent
 from psp_rl.continual.files import atomic_write_text, markdown_table
 from psp_rl.envs import get_sequence
+from psp_rl.plugins.inference.channel_counts import gaussian_of, mean_distance
 from psp_rl.plugins.inference.dynamics import PROJECTIONS, DynamicsEvidence, RidgeDynamics
 from psp_rl.threads import set_threads
 
@@ -87,11 +88,8 @@ def observation_distance(evidence: DynamicsEvidence, context: int, obs: np.ndarr
     """The window's mean squared Mahalanobis distance (per dimension) of its embedded frames from ``context``'s,
     read off the ridge model's own statistics (``X^T X`` holds the frames' count, sum and second moment)."""
     xtx, dim = evidence.model.xtx[context], evidence.scale.mean.size
-    count = xtx[-1, -1]
-    mean = xtx[:dim, -1] / count
-    covariance = xtx[:dim, :dim] / count - np.outer(mean, mean) + ridge * np.eye(dim)
-    z = evidence.embed(obs) - mean
-    return float(np.mean(np.sum(z * np.linalg.solve(covariance, z.T).T, axis=1)) / dim)
+    mean, _, regularized = gaussian_of(xtx[:dim, :dim], xtx[:dim, -1], xtx[-1, -1], ridge)
+    return mean_distance(evidence.embed(obs), mean, regularized)
 
 
 def probe(

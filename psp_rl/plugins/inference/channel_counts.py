@@ -20,6 +20,20 @@ from typing import Any
 import numpy as np
 
 
+def gaussian_of(second: np.ndarray, first: np.ndarray, count: float, ridge: float) -> tuple[np.ndarray, ...]:
+    """The mean, covariance and ridge-regularized covariance of rows summed as ``second`` (``sum x x^T``) and
+    ``first`` (``sum x``) over ``count`` rows."""
+    mean = first / count
+    covariance = second / count - np.outer(mean, mean)
+    return mean, covariance, covariance + ridge * np.eye(len(mean))
+
+
+def mean_distance(x: np.ndarray, mean: np.ndarray, regularized: np.ndarray) -> float:
+    """The rows of ``x``'s mean squared Mahalanobis distance from ``mean`` under ``regularized``, per dimension."""
+    z = x - mean
+    return float(np.mean(np.sum(z * np.linalg.solve(regularized, z.T).T, axis=1)) / len(mean))
+
+
 class ChannelCounts:
     """Per context, the first and second moments of a frame's per-channel sums (lit pixels for MinAtar's
     binary frames), as sufficient statistics.
@@ -55,18 +69,14 @@ class ChannelCounts:
     def _statistics(self, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``context``'s mean counts, their covariance, and it with the ridge added."""
         moments = self.moments[context]
-        n = max(moments[-1, -1], 1.0)
-        mean = moments[:-1, -1] / n
-        covariance = moments[:-1, :-1] / n - np.outer(mean, mean)
-        return mean, covariance, covariance + self.ridge * np.eye(self.channels)
+        return gaussian_of(moments[:-1, :-1], moments[:-1, -1], max(moments[-1, -1], 1.0), self.ridge)
 
     def distances(self, obs: np.ndarray, contexts: Sequence[int]) -> np.ndarray:
         """Each context's mean squared Mahalanobis distance of the window's counts, per channel."""
         counts, out = self.counts(obs), []
         for context in contexts:
             mean, _, regularized = self._statistics(context)
-            z = counts - mean
-            out.append(np.mean(np.sum(z * np.linalg.solve(regularized, z.T).T, axis=1)) / self.channels)
+            out.append(mean_distance(counts, mean, regularized))
         return np.array(out)
 
     def usual(self, context: int) -> float:
