@@ -645,7 +645,8 @@ def _minatar_inference(**settings):
     games = get_sequence("minatar")
     loop = _loop(max_tasks=5)
     loop.sequence.spaces = games.spaces
-    inference = TaskInference(evidence="dynamics", window=50, dynamics_warmup=2000, return_alarms=False, **settings)
+    settings = {"dynamics_warmup": 2000, **settings}
+    inference = TaskInference(evidence="dynamics", window=50, return_alarms=False, **settings)
     inference.before_training(loop)
     return games, inference
 
@@ -662,17 +663,21 @@ def test_naming_every_window_sees_a_returning_game_the_acting_model_reads_as_usu
     assert [c[1:] for c in inference.choices[1:]] == back
 
 
-@pytest.mark.parametrize(("count_fit", "later"), [(None, []), (10.0, [[2, "fresh"]])])
-def test_a_game_whose_frames_show_other_counts_is_seen_where_the_acting_model_reads_it_as_usual(count_fit, later):
-    """MinAtar (hidden-ids-minatar's README): in the units of Breakout's changes, Freeway's model reads Asterix's
-    frame changes at 0.2-0.5x its usual error, so Freeway -> Asterix goes unseen; Freeway's frames always hold 8
-    cars, Asterix's a few enemies."""
-    games, inference = _minatar_inference(count_fit=count_fit)
-    _play(inference, games, 0, 3000, seed=0)  # Breakout, context 0: its changes fix the units, as in a run
-    _play(inference, games, 2, 4000, seed=1)  # Freeway: seen either way
-    assert [c[1:] for c in inference.choices] == [[1, "fresh"]]
-    _play(inference, games, 3, 1500, seed=2)  # Asterix
-    assert [c[1:] for c in inference.choices[1:]] == later
+@pytest.mark.parametrize("seed", [0, 10, 20])
+@pytest.mark.parametrize(("count_fit", "choices"), [(None, []), (10.0, [[1, "fresh"], [2, "fresh"]])])
+def test_the_frames_channel_counts_alone_see_each_change_of_game_and_no_other(seed, count_fit, choices):
+    """MinAtar (hidden-ids-minatar's README): under trained play Freeway's dynamics model read Asterix's frame
+    changes at 0.2x its usual error, and the switch went unseen; Freeway's frames always hold 8 cars, Asterix's a
+    few enemies. Here the dynamics raise no surprise (error_fit 1e6), so what is seen is seen by the counts:
+    Breakout -> Freeway and Freeway -> Asterix, each a fresh context, and no second context within Freeway, whose
+    speed channels hold still for an episode and move at the next (with a 2,000-transition warmup, one random
+    Freeway episode, its young context took a second context on 4 of 5 seeds: the counts need a warmup spanning
+    several episodes, as the benchmark's 20,000 steps of 8 envs do)."""
+    games, inference = _minatar_inference(count_fit=count_fit, dynamics_warmup=4000, error_fit=1e6)
+    _play(inference, games, 0, 5000, seed=seed)  # Breakout, context 0: its changes fix the units, as in a run
+    _play(inference, games, 2, 8000, seed=seed + 1)  # Freeway, three episodes of random play
+    _play(inference, games, 3, 1500, seed=seed + 2)  # Asterix
+    assert [c[1:] for c in inference.choices] == choices
 
 
 def test_channel_counts_need_frames(shifted):

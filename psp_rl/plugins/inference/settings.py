@@ -136,7 +136,9 @@ class InferenceConfig(StrictSettings):
         "from the acting context's is a surprise; at an alarm a stored context fits only within count_fit of its "
         "usual distance too. Freeway's dynamics model reads Asterix's frames at 0.2-0.5x its usual error; their "
         "counts lie 9x (random play) to 31x (the benchmark's runs) farther than Freeway's own, a game's own play "
-        "at most 4.6x (experiments/results/hidden-ids-minatar/README.md); default: off",
+        "at most 4.6x (experiments/results/hidden-ids-minatar/README.md). A context learns every window of its first "
+        "dynamics_warmup transitions before its counts are watched; they should span several episodes (Freeway's "
+        "speed channels hold still for one); default: off",
     )
     confirm: bool = Field(
         default=False,

@@ -20,8 +20,10 @@ times its usual one; else a fresh context (``confirm``: it first acts for one wi
 window judges the fit). The same evidence raises alarms (``surprises`` windows in a row beyond ``error_fit``; a
 usual error below ``error_floor`` counts as the floor; ``surprise_below``: or below 1/``error_fit`` of it, and
 such a context does not fit at an alarm either; ``name_windows``: or another stored context's model predicts the
-window ``error_fit`` times better; ``return_alarms: false`` leaves it the only alarm) and keeps another task's
-transitions out of a context's model (:meth:`TaskInference.transitions`).
+window ``error_fit`` times better; ``count_fit``: or its frames' per-channel pixel counts lie ``count_fit`` times
+farther than the context's own, and such a context does not fit at an alarm either; ``return_alarms: false``
+leaves it the only alarm) and keeps another task's transitions out of a context's model
+(:meth:`TaskInference.transitions`).
 With ``return_check``, a stored context the dynamics name is first checked by its returns (trial episodes,
 updates held, as with ``evidence: returns``): a task's own context can play it worse than another task's
 context, and the first candidate that plays it within ``fit`` of its usual return acts for that task from then
