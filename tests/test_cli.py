@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from psp_rl.cli import main
-from tests.conftest import run_cli, train_command, train_here, write_config
+from tests.conftest import DELETE, run_cli, tiny, train_command, train_here, write_config
 
 
 def test_help_explains_the_commands():
@@ -134,6 +134,36 @@ def test_an_algorithm_that_cannot_act_is_refused_before_any_run_dir(tmp_path, ti
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "agent.algo: 'dqn' needs a discrete action space" in err and "Box" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        (  # the frames' channel counts of CartPole's 4 numbers
+            {"inference.evidence": "dynamics", "inference.count_fit": 10},
+            "inference.count_fit=10.0: observation space Box(",
+        ),
+        (  # a model of the dynamics from (s, a) for continuous actions
+            {
+                "sequence": {"name": "pendulum-shift", "steps": 300},
+                "agent.algo": "ppo",
+                **{
+                    f"agent.{dqn}": DELETE for dqn in ("learning_starts", "train_freq", "gradient_steps", "buffer_size")
+                },
+                "agent.distil_steps": DELETE,
+                "inference.evidence": "dynamics",
+            },
+            "inference.evidence='dynamics': dynamics evidence: action space Box(",
+        ),
+    ],
+)
+def test_inference_evidence_the_tasks_cannot_give_is_refused_before_any_run_dir(tmp_path, capsys, changes, match):
+    config = tiny(changes)
+    config["sequence"]["task_ids"] = "hidden"
+    assert main(["train", str(write_config(tmp_path, config)), "--run-dir", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], lines
     assert not (tmp_path / "run").exists()
 
 

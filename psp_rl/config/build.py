@@ -34,7 +34,7 @@ from psp_rl.envs import TaskSequence, get_sequence, sequence_from_spec
 from psp_rl.errors import CheckpointError, ConfigError
 from psp_rl.networks import resolve_torso
 from psp_rl.plugins.ewc import OnlineEWC
-from psp_rl.plugins.inference.task_inference import TaskInference
+from psp_rl.plugins.inference.task_inference import TaskInference, check_evidence_fits
 from psp_rl.plugins.keep_best import KeepStageBest
 from psp_rl.plugins.probes import RetentionProbes
 from psp_rl.plugins.videos import TaskVideos
@@ -93,6 +93,23 @@ def check_agent_fits(config: AgentConfig, sequence: TaskSequence) -> None:
             f"agent.algo: {config.algo!r} needs a {kinds} action space; sequence {sequence.name!r} has {action_space} "
             "(use algo: ppo)"
         )
+
+
+def infers_tasks(config: RunConfig) -> bool:
+    """Whether the run infers its task ids (PSP under hidden ids; the baselines have no contexts to choose)."""
+    return config.sequence.task_ids == "hidden" and config.agent.method == "psp"
+
+
+def check_inference_fits(config: RunConfig, sequence: TaskSequence) -> None:
+    """Refuse, before any run dir is touched, task-inference evidence the sequence's spaces cannot give
+    (``inference.count_fit`` on flat observations, dynamics evidence of continuous actions)."""
+    if not infers_tasks(config):
+        return
+    observations, actions = sequence.spaces
+    try:
+        check_evidence_fits(config.inference.evidence, config.inference.count_fit, observations["obs"], actions)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def psp_settings(config: AgentConfig, seed: int) -> PSPSettings:
@@ -188,7 +205,7 @@ def build_callbacks(config: RunConfig) -> list[ContinualCallback]:
     stage's best weights with ``keep_best``."""
     callbacks: list[ContinualCallback] = []
     agent = config.agent
-    if config.sequence.task_ids == "hidden" and agent.method == "psp":
+    if infers_tasks(config):
         callbacks.append(TaskInference(**config.inference.model_dump()))
     if agent.method == "ewc":
         settings = (agent.ewc or EWCConfig()).model_dump(exclude_none=True)
@@ -244,6 +261,7 @@ def loop_arguments(config: RunConfig, sequence: TaskSequence | None = None) -> d
     its task sequence, when built already)."""
     sequence = build_sequence(config.sequence) if sequence is None else sequence
     check_agent_fits(config.agent, sequence)
+    check_inference_fits(config, sequence)
     return dict(
         agent=ConfigAgentFactory(config.agent, config.device),
         sequence=sequence,

@@ -268,6 +268,15 @@ def frame_projection(shape: tuple[int, ...], embed: int, kind: str) -> np.ndarra
     return projection
 
 
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """``ValueError`` naming the space, unless the observations are a ``Box`` and the actions ``Discrete``: what
+    :class:`DynamicsEvidence` models (a run checks its sequence's spaces before it starts)."""
+    if not isinstance(observation_space, spaces.Box):
+        raise ValueError(f"dynamics evidence: observation space {observation_space}: expected a Box")
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(f"dynamics evidence: action space {action_space}: expected Discrete")
+
+
 class DynamicsEvidence:
     """Per-context models of the dynamics, learned from the transitions the agent sees, scoring
     a window of transitions under every stored context.
@@ -311,8 +320,7 @@ class DynamicsEvidence:
         if window_error not in WINDOW_ERRORS:
             raise ValueError(f"dynamics window_error={window_error!r}: expected one of {list(WINDOW_ERRORS)}")
         self.window_error = window_error
-        if not isinstance(observation_space, spaces.Box):
-            raise ValueError(f"dynamics evidence: observation space {observation_space}: expected a Box")
+        check_spaces(observation_space, action_space)
         check_int("embed", embed)
         obs_dim = int(np.prod(observation_space.shape))
         self.projection: np.ndarray | None = None
@@ -326,8 +334,6 @@ class DynamicsEvidence:
                 self.counts = ChannelCounts(observation_space.shape[0], num_tasks)
         elif counts:
             raise ValueError(f"dynamics counts: observation space {observation_space}: expected frames (2+ axes)")
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"dynamics evidence: action space {action_space}: expected Discrete")
         if model not in MODELS:
             raise ValueError(f"dynamics model={model!r}: expected one of {list(MODELS)}")
         if model == "ridge" and neural_options:

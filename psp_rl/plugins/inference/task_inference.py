@@ -43,6 +43,7 @@ import math
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
 from psp_rl.checks import check_int
@@ -59,7 +60,7 @@ from psp_rl.plugins.inference.context_trials import (
     relative_return,
 )
 from psp_rl.plugins.inference.detection import ReturnDrop
-from psp_rl.plugins.inference.dynamics import DynamicsEvidence
+from psp_rl.plugins.inference.dynamics import DynamicsEvidence, check_spaces
 from psp_rl.plugins.inference.scoring import score_inference
 from psp_rl.plugins.inference.settings import InferenceConfig
 
@@ -69,6 +70,25 @@ READ_AS_ATTRIBUTES = {"order", "fit", "select", "trial_episodes", "max_delay", "
     "error_alarm", "switch_confirm_steps", "task_steps", "deploy_window", "floor_in_choice", "choice_error",
     "return_alarms", "return_check", "check_exhausted", "check_reference", "surprise_below",
     "name_windows", "count_fit"}  # fmt: skip
+
+
+def check_evidence_fits(
+    evidence: str, count_fit: float | None, observations: spaces.Space, actions: spaces.Space
+) -> None:
+    """``ValueError`` naming the setting, if the evidence ``evidence`` (and ``count_fit``) asks of the task
+    sequence's ``obs`` and action spaces what they cannot give: a run checks it before it starts (a config error,
+    exit 2, no run dir), the callback again when it builds the models."""
+    if evidence != "dynamics":
+        return
+    if count_fit is not None and len(getattr(observations, "shape", None) or ()) < 2:
+        raise ValueError(
+            f"inference.count_fit={count_fit}: observation space {observations}: expected frames (2+ axes: the "
+            "counts are per channel)"
+        )
+    try:
+        check_spaces(observations, actions)
+    except ValueError as exc:
+        raise ValueError(f"inference.evidence='dynamics': {exc}") from None
 
 
 class TaskInference(ContinualCallback):
@@ -137,11 +157,7 @@ class TaskInference(ContinualCallback):
         if self.evidence != "dynamics" or self.dynamics is not None:
             return
         observations = loop.sequence.spaces[0]["obs"]
-        if self.count_fit is not None and len(getattr(observations, "shape", None) or ()) < 2:
-            raise ValueError(
-                f"inference.count_fit={self.count_fit}: observation space {observations}: expected frames (2+ axes: "
-                "the counts are per channel)"
-            )
+        check_evidence_fits(self.evidence, self.count_fit, observations, loop.sequence.spaces[1])
         try:
             self.dynamics = DynamicsEvidence(
                 observations, loop.sequence.spaces[1], loop.sequence.max_tasks,
